@@ -1,0 +1,405 @@
+//! The command line: clap parsing, the progress display, exit codes (DESIGN §9).
+//! `main` only calls [`run`].
+
+use crate::harness::{self, Options, Progress};
+use crate::plan::{self, Plan};
+use crate::report::{self, Environment, Results};
+use crate::scenario::units::Dur;
+use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
+use anyhow::{Context as _, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// Exit code: success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code: the run failed or was interrupted.
+pub const EXIT_RUN_FAILED: i32 = 1;
+/// Exit code: bad input (a scenario, a flag, a path).
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "inferlat",
+    version,
+    about = "Measure what remote and decentralized AI inference really costs",
+    long_about = "inferlat builds the topology a scenario file describes (clients, relays and GPU workers joined by \
+emulated links) from real QUIC endpoints, drives it with a load generator that times every request from its \
+scheduled start, runs the same workload on a local-GPU baseline, and writes HdrHistograms and a JSON summary.\n\n\
+Exit codes: 0 success, 1 the run failed or was interrupted, 2 bad input.",
+    after_help = "Start with: inferlat run scenarios/quickstart.toml"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run scenarios: the topology, then the local baseline; print a table and write results
+    #[command(
+        after_help = "Results go to <out>/<scenario-name>/: summary.json and one .hgrm per run and metric.\n\
+Ctrl-C stops within 2 seconds and still writes what was measured, marked \"complete\": false."
+    )]
+    Run(RunArgs),
+    /// Check scenarios without running them and print each plan and its analytic floor
+    Validate {
+        /// Scenario files (TOML)
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// List shipped scenarios, model presets and device profiles
+    List {
+        /// Folder of scenarios to list
+        #[arg(long, value_name = "DIR", default_value = "scenarios")]
+        scenarios: PathBuf,
+    },
+}
+
+#[derive(Parser, Debug)]
+struct RunArgs {
+    /// Scenario files (TOML)
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Folder for results; each scenario writes to <DIR>/<scenario-name>/
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    out: PathBuf,
+    /// Override the measured phase's length, like 10s (replaces the scenario's duration or requests)
+    #[arg(long, value_name = "D", conflicts_with = "requests", value_parser = parse_dur)]
+    duration: Option<Dur>,
+    /// Override the measured phase with a number of requests
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+    /// Override the scenario's seed
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Which clock runs the harness
+    #[arg(long, value_enum, default_value_t = ClockArg::Real)]
+    clock: ClockArg,
+    /// Print no progress while running
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ClockArg {
+    /// Wall-clock time with a precise timer for link delivery and compute
+    Real,
+    /// Simulated time (not available yet)
+    Virtual,
+}
+
+fn parse_dur(s: &str) -> Result<Dur, String> {
+    let d = Dur::parse(s)?;
+    if d.get().is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// A failure and the exit code it maps to.
+enum Failure {
+    BadInput(anyhow::Error),
+    Run(anyhow::Error),
+}
+
+/// Parses the command line, runs the command, prints errors, returns the exit code.
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_OK
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => run_command(args),
+        Command::Validate { files } => validate_command(&files),
+        Command::List { scenarios } => list_command(&scenarios),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::BadInput(e)) => {
+            eprintln!("error: {e:#}");
+            EXIT_BAD_INPUT
+        }
+        Err(Failure::Run(e)) => {
+            eprintln!("error: {e:#}");
+            EXIT_RUN_FAILED
+        }
+    }
+}
+
+/// Loads every file, reporting all that fail.
+fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, Failure> {
+    let mut ok = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        match scenario::load(f) {
+            Ok(s) => ok.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(ok)
+    } else {
+        Err(Failure::BadInput(anyhow!(errors.join("\nerror: "))))
+    }
+}
+
+fn validate_command(files: &[PathBuf]) -> Result<i32, Failure> {
+    let scenarios = load_all(files)?;
+    for s in &scenarios {
+        print!("{}", report::table::plan_text(s, &plan::plan(s)));
+    }
+    Ok(EXIT_OK)
+}
+
+fn list_command(dir: &Path) -> Result<i32, Failure> {
+    let mut out = String::new();
+    out.push_str(&format!("Scenarios ({}):\n", dir.display()));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        out.push_str("  (none found; pass --scenarios DIR)\n");
+    }
+    for f in &files {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match scenario::load(f) {
+            Ok(s) => {
+                let desc = s
+                    .description
+                    .as_deref()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let desc: String = desc.chars().take(90).collect();
+                out.push_str(&format!(
+                    "  {name:<28} {:<8} {desc}\n",
+                    s.topology.kind.to_string()
+                ));
+            }
+            Err(_) => out.push_str(&format!(
+                "  {name:<28} (invalid: run `inferlat validate {}`)\n",
+                f.display()
+            )),
+        }
+    }
+    out.push_str("\nModel presets (bf16 weights unless overridden):\n");
+    for (name, text) in scenario::preset_summaries() {
+        out.push_str(&format!("  {name:<16} {text}\n"));
+    }
+    out.push_str("\nDevice profiles:\n");
+    let lib = ProfileLibrary::for_scenario(&dir.join("x.toml"));
+    for name in lib.names() {
+        match lib.load(&name) {
+            Ok((p, _)) if p.is_ideal() => out.push_str(&format!(
+                "  {name:<10} zero compute time: isolates the network\n"
+            )),
+            Ok((p, _)) => out.push_str(&format!(
+                "  {name:<10} {}, {}, {} (efficiency {} / {})  {}\n",
+                p.flops,
+                p.mem_bandwidth,
+                p.memory,
+                p.efficiency.compute,
+                p.efficiency.memory,
+                p.description.as_deref().unwrap_or("")
+            )),
+            Err(e) => out.push_str(&format!("  {name:<10} (invalid: {e})\n")),
+        }
+    }
+    print!("{out}");
+    Ok(EXIT_OK)
+}
+
+fn run_command(args: RunArgs) -> Result<i32, Failure> {
+    if matches!(args.clock, ClockArg::Virtual) {
+        return Err(Failure::BadInput(anyhow!(
+            "--clock virtual is not available yet in this version; use --clock real (the default)"
+        )));
+    }
+    let mut scenarios = load_all(&args.files)?;
+    let mut seen = std::collections::HashSet::new();
+    for s in &mut scenarios {
+        if !seen.insert(s.name.clone()) {
+            return Err(Failure::BadInput(anyhow!(
+                "two scenarios are named \"{}\"; their results would overwrite each other in {}",
+                s.name,
+                args.out.join(&s.name).display()
+            )));
+        }
+        if let Some(d) = args.duration {
+            s.workload.measure = Extent::Duration(d.get());
+        }
+        if let Some(n) = args.requests {
+            s.workload.measure = Extent::Requests(n);
+        }
+        if let Some(seed) = args.seed {
+            s.seed = seed;
+        }
+    }
+    let plans: Vec<Plan> = scenarios
+        .iter()
+        .map(|s| plan::plan(s).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", s.file.display()))))
+        .collect::<Result<_, _>>()?;
+    check_out_dir(&args.out).map_err(Failure::BadInput)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("inferlat")
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::Run)?;
+    runtime.block_on(async move {
+        let cancel = CancellationToken::new();
+        let on_signal = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping and writing what was measured (Ctrl-C again to quit at once)");
+                on_signal.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let mut code = EXIT_OK;
+        for (s, p) in scenarios.iter().zip(&plans) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            match run_one(s, p, &args, &cancel).await {
+                Ok(true) => {}
+                Ok(false) => code = EXIT_RUN_FAILED,
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", s.name);
+                    code = EXIT_RUN_FAILED;
+                }
+            }
+        }
+        Ok(code)
+    })
+}
+
+/// Makes sure results can be written before anything runs.
+fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    let probe = out.join(format!(".inferlat-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("cannot write into the output folder {}", out.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Runs one scenario, writes its results and prints its table. Ok(false): interrupted or
+/// nothing completed.
+async fn run_one(
+    s: &Scenario,
+    p: &Plan,
+    args: &RunArgs,
+    cancel: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let started = SystemTime::now();
+    let progress = Arc::new(Progress::default());
+    let display = (!args.quiet).then(|| spawn_progress(s.name.clone(), progress.clone()));
+    let options = Options::default();
+    let measured = harness::run(s, p, &options, progress, cancel.clone()).await;
+    if let Some((stop, handle)) = display {
+        stop.cancel();
+        let _ = handle.await;
+    }
+    let measured = measured?;
+    let results = Results {
+        scenario: s,
+        plan: p,
+        measured: &measured,
+        environment: Environment::capture(started),
+    };
+    let dir = args.out.join(&s.name);
+    report::write_all(&results, &dir)?;
+    print!("{}", report::table::render(&results));
+    println!("  results: {}", dir.display());
+    let completed = measured
+        .topology
+        .as_ref()
+        .is_some_and(|t| t.record.completed > 0);
+    if !completed && results.complete() {
+        eprintln!(
+            "error: {}: no request completed; see the errors above and in {}",
+            s.name,
+            dir.join("summary.json").display()
+        );
+    }
+    Ok(results.complete() && completed)
+}
+
+/// Prints progress to stderr: a line rewritten in place on a terminal, a line every
+/// 5 seconds otherwise.
+fn spawn_progress(
+    name: String,
+    progress: Arc<Progress>,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let done = stop.clone();
+    let tty = std::io::stderr().is_terminal();
+    let period = if tty {
+        Duration::from_millis(250)
+    } else {
+        Duration::from_secs(5)
+    };
+    let handle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let snap = progress.snapshot(Instant::now());
+            let of = match snap.extent {
+                Some(Extent::Duration(d)) => {
+                    format!("{:.1}s/{:.0}s", snap.elapsed.as_secs_f64(), d.as_secs_f64())
+                }
+                Some(Extent::Requests(n)) => format!("{}/{n} requests", snap.started),
+                None => String::new(),
+            };
+            let line = format!(
+                "[{name}] {} {:<8} {of:<16} done {} in flight {} failed {}",
+                snap.run,
+                snap.phase.name(),
+                snap.completed,
+                snap.started.saturating_sub(snap.completed + snap.failed),
+                snap.failed
+            );
+            let mut err = std::io::stderr().lock();
+            if tty {
+                let _ = write!(err, "\r\x1b[2K{line}");
+            } else {
+                let _ = writeln!(err, "{line}");
+            }
+            let _ = err.flush();
+        }
+        if tty {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    });
+    (stop, handle)
+}

@@ -1,0 +1,381 @@
+//! The load generator: open loop (scheduled in advance, timed from the scheduled start)
+//! and closed loop, against a remote worker over QUIC or the local baseline.
+
+use super::worker::{Event, Executor, Job};
+use super::{Phase as ProgressPhase, Progress};
+use crate::clock::Clock;
+use crate::net::framed::{read_frame, write_frame};
+use crate::net::wire::{Frame, Request};
+use crate::plan::schedule::{self, Phase, Shape, Shapes};
+use crate::record::Sample;
+use crate::scenario::{Arrival, Extent, Workload};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Where requests go.
+#[derive(Clone)]
+pub enum Target {
+    /// A worker across the emulated network.
+    Remote {
+        conn: quinn::Connection,
+        route: Arc<Vec<String>>,
+        max_frame: u32,
+    },
+    /// The local-GPU baseline: the executor in this process, no network.
+    Local { executor: Executor },
+}
+
+/// What one request saw, on the client's clock.
+struct Timeline {
+    tokens: Vec<Instant>,
+    queue: Duration,
+    compute: Duration,
+}
+
+impl Target {
+    async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
+        match self {
+            Target::Remote {
+                conn,
+                route,
+                max_frame,
+            } => remote_call(conn, route, *max_frame, id, shape, clock).await,
+            Target::Local { executor } => {
+                let (events, mut rx) = mpsc::unbounded_channel();
+                executor.submit(Job {
+                    prompt: shape.prompt,
+                    output: shape.output,
+                    arrived: clock.now(),
+                    events,
+                })?;
+                let mut tokens = Vec::with_capacity(shape.output as usize);
+                while let Some(e) = rx.recv().await {
+                    match e {
+                        Event::Token { .. } => tokens.push(clock.now()),
+                        Event::Done { queue, compute } => {
+                            return Ok(Timeline {
+                                tokens,
+                                queue,
+                                compute,
+                            });
+                        }
+                    }
+                }
+                Err("the baseline executor stopped".into())
+            }
+        }
+    }
+}
+
+async fn remote_call(
+    conn: &quinn::Connection,
+    route: &[String],
+    max_frame: u32,
+    id: u64,
+    shape: Shape,
+    clock: &Clock,
+) -> Result<Timeline, String> {
+    let (mut send, mut recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("opening a stream: {e}"))?;
+    let prompt = (0..shape.prompt)
+        .map(|i| i.wrapping_mul(7919) % 32_000)
+        .collect();
+    let request = Frame::Request(Request {
+        id,
+        output_tokens: shape.output,
+        route: route.to_vec(),
+        prompt,
+    });
+    let mut buf = Vec::new();
+    write_frame(&mut send, &request, &mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    send.finish()
+        .map_err(|e| format!("finishing the request stream: {e}"))?;
+    let mut tokens = Vec::with_capacity(shape.output as usize);
+    loop {
+        match read_frame(&mut recv, max_frame)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(Frame::Token { index, .. }) => {
+                if index as usize != tokens.len() {
+                    return Err(format!(
+                        "token {index} arrived when {} was expected",
+                        tokens.len()
+                    ));
+                }
+                tokens.push(clock.now());
+            }
+            Some(Frame::Done(d)) => {
+                if tokens.len() != shape.output as usize {
+                    return Err(format!(
+                        "the worker finished after {} of {} tokens",
+                        tokens.len(),
+                        shape.output
+                    ));
+                }
+                return Ok(Timeline {
+                    tokens,
+                    queue: Duration::from_nanos(d.queue_ns),
+                    compute: Duration::from_nanos(d.compute_ns),
+                });
+            }
+            Some(Frame::Error { code, message }) => {
+                return Err(format!("worker error {code}: {message}"));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unexpected {:?} frame from the worker",
+                    other.kind()
+                ));
+            }
+            None => return Err("the worker closed the stream before the request was done".into()),
+        }
+    }
+}
+
+/// The result of one phase.
+pub struct PhaseResult {
+    pub samples: Vec<Sample>,
+    pub failures: Vec<String>,
+    pub started: Instant,
+    /// The last completion of a request of this phase.
+    pub last_done: Option<Instant>,
+    /// Whether the phase was cut short by cancellation.
+    pub interrupted: bool,
+}
+
+/// Settings shared by every phase of a run.
+pub struct Driver {
+    pub target: Target,
+    pub clock: Clock,
+    pub workload: Workload,
+    pub seed: u64,
+    pub progress: Arc<Progress>,
+    pub cancel: CancellationToken,
+    /// How long to wait for requests still running when a phase's schedule ends.
+    pub drain: Duration,
+    /// How long to wait for them after cancellation.
+    pub grace: Duration,
+    pub next_id: Arc<AtomicU64>,
+}
+
+type Outcome = (Instant, Instant, Result<Timeline, String>);
+
+fn sample(scheduled: Instant, sent: Instant, t: Timeline) -> Sample {
+    Sample {
+        schedule_lag: sent.saturating_duration_since(scheduled),
+        tokens: t
+            .tokens
+            .iter()
+            .map(|&at| at.saturating_duration_since(scheduled))
+            .collect(),
+        queue: t.queue,
+        compute: t.compute,
+    }
+}
+
+impl Driver {
+    /// Runs one phase to its extent, then waits for its requests (up to the drain timeout).
+    pub async fn run_phase(&self, phase: Phase, extent: Extent) -> PhaseResult {
+        let label = match phase {
+            Phase::Warmup => ProgressPhase::Warmup,
+            Phase::Measure => ProgressPhase::Measure,
+        };
+        let started = self.clock.now();
+        self.progress.enter(label, extent, started);
+        let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
+        let mut tasks = JoinSet::new();
+        let issued = Arc::new(AtomicU64::new(0));
+        let (done_tx, mut generated) = oneshot::channel::<()>();
+        match self.workload.arrival {
+            Arrival::Closed { concurrency } => self.closed_loop(
+                phase,
+                extent,
+                concurrency,
+                started,
+                &mut tasks,
+                tx,
+                &issued,
+                done_tx,
+            ),
+            _ => {
+                self.open_loop(phase, extent, started, &mut tasks, tx, &issued)
+                    .await;
+                let _ = done_tx.send(());
+            }
+        }
+        let mut result = PhaseResult {
+            samples: Vec::new(),
+            failures: Vec::new(),
+            started,
+            last_done: None,
+            interrupted: false,
+        };
+        let mut deadline: Option<Instant> = None;
+        let mut generating = true;
+        let mut received = 0u64;
+        loop {
+            if self.cancel.is_cancelled() {
+                let grace = self.clock.now() + self.grace;
+                deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
+            }
+            let until = deadline.unwrap_or(started);
+            let outcome = tokio::select! {
+                o = rx.recv() => o,
+                _ = self.clock.sleep_until(until), if deadline.is_some() => break,
+                _ = self.cancel.cancelled(), if !self.cancel.is_cancelled() => continue,
+                _ = &mut generated, if generating => {
+                    // Every request has been issued: wait at most the drain timeout for the rest.
+                    generating = false;
+                    self.progress.enter(ProgressPhase::Drain, extent, started);
+                    deadline = Some(deadline.map_or(self.clock.now() + self.drain, |d| d.min(self.clock.now() + self.drain)));
+                    continue;
+                }
+            };
+            let Some((scheduled, sent, r)) = outcome else {
+                break;
+            };
+            received += 1;
+            match r {
+                Ok(t) => {
+                    result.last_done = result.last_done.max(t.tokens.last().copied());
+                    result.samples.push(sample(scheduled, sent, t));
+                }
+                Err(e) => result.failures.push(e),
+            }
+        }
+        tasks.abort_all();
+        let unfinished = issued.load(Ordering::Relaxed).saturating_sub(received);
+        let reason = if self.cancel.is_cancelled() {
+            result.interrupted = true;
+            "interrupted before it completed"
+        } else {
+            "still running when the drain timeout ran out"
+        };
+        for _ in 0..unfinished {
+            result.failures.push(reason.to_string());
+        }
+        self.progress.abandon(unfinished);
+        result
+    }
+
+    async fn open_loop(
+        &self,
+        phase: Phase,
+        extent: Extent,
+        started: Instant,
+        tasks: &mut JoinSet<()>,
+        tx: mpsc::UnboundedSender<Outcome>,
+        issued: &AtomicU64,
+    ) {
+        let plan = schedule::open_loop(&self.workload, extent, self.seed, phase);
+        self.progress.planned(plan.len() as u64);
+        for p in plan {
+            let scheduled = started + p.at;
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.clock.sleep_until(scheduled) => {}
+            }
+            let (target, clock, progress, tx) = (
+                self.target.clone(),
+                self.clock.clone(),
+                self.progress.clone(),
+                tx.clone(),
+            );
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            issued.fetch_add(1, Ordering::Relaxed);
+            progress.started();
+            let shape = p.shape;
+            tasks.spawn(async move {
+                let sent = clock.now();
+                let r = target.call(id, shape, &clock).await;
+                progress.finished(r.is_ok());
+                let _ = tx.send((scheduled, sent, r));
+            });
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn closed_loop(
+        &self,
+        phase: Phase,
+        extent: Extent,
+        concurrency: u32,
+        started: Instant,
+        tasks: &mut JoinSet<()>,
+        tx: mpsc::UnboundedSender<Outcome>,
+        issued: &Arc<AtomicU64>,
+        done: oneshot::Sender<()>,
+    ) {
+        let shapes = Arc::new(Mutex::new(Shapes::new(&self.workload, self.seed, phase)));
+        let done = Arc::new(std::sync::Mutex::new(Some(done)));
+        let signal = move |done: &std::sync::Mutex<Option<oneshot::Sender<()>>>| {
+            if let Some(d) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                let _ = d.send(());
+            }
+        };
+        let end = match extent {
+            Extent::Duration(d) => {
+                let (clock, done) = (self.clock.clone(), done.clone());
+                tasks.spawn(async move {
+                    clock.sleep_until(started + d).await;
+                    signal(&done);
+                });
+                Some(started + d)
+            }
+            Extent::Requests(n) => {
+                self.progress.planned(n);
+                None
+            }
+        };
+        for _ in 0..concurrency {
+            let (target, clock, progress, cancel) = (
+                self.target.clone(),
+                self.clock.clone(),
+                self.progress.clone(),
+                self.cancel.clone(),
+            );
+            let (shapes, issued, tx, next_id, done) = (
+                shapes.clone(),
+                issued.clone(),
+                tx.clone(),
+                self.next_id.clone(),
+                done.clone(),
+            );
+            tasks.spawn(async move {
+                loop {
+                    if cancel.is_cancelled() || end.is_some_and(|e| clock.now() >= e) {
+                        break;
+                    }
+                    let k = issued.fetch_add(1, Ordering::Relaxed);
+                    if let Extent::Requests(n) = extent {
+                        if k >= n {
+                            issued.fetch_sub(1, Ordering::Relaxed);
+                            break;
+                        }
+                        if k + 1 == n {
+                            signal(&done);
+                        }
+                    }
+                    let shape = shapes.lock().await.next_shape();
+                    let id = next_id.fetch_add(1, Ordering::Relaxed);
+                    progress.started();
+                    let sent = clock.now();
+                    let r = target.call(id, shape, &clock).await;
+                    progress.finished(r.is_ok());
+                    if tx.send((sent, sent, r)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The harness: builds the topology from quinn endpoints on emulated links, runs the
+//! load through its phases (setup -> warmup -> measure -> drain -> teardown) against the
+//! topology and then against the local baseline, and hands back what it measured.
+
+pub mod load;
+pub mod worker;
+
+use crate::clock::Clock;
+use crate::net::endpoint::{self, TransportSettings};
+use crate::net::link::{Link, LinkStats};
+use crate::net::socket::Network;
+use crate::net::wire::DEFAULT_MAX_FRAME;
+use crate::plan::Plan;
+use crate::plan::schedule::Phase as LoadPhase;
+use crate::record::RunRecord;
+use crate::scenario::{Extent, Scenario};
+use load::{Driver, PhaseResult, Target};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use worker::Executor;
+
+/// Where a run is, for the progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Setup,
+    Warmup,
+    Measure,
+    Drain,
+    Teardown,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Setup => "setup",
+            Phase::Warmup => "warmup",
+            Phase::Measure => "measure",
+            Phase::Drain => "drain",
+            Phase::Teardown => "teardown",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct ProgressState {
+    run: &'static str,
+    phase: Phase,
+    phase_started: Option<Instant>,
+    extent: Option<Extent>,
+    planned: u64,
+}
+
+/// Live counters a progress display reads.
+#[derive(Debug)]
+pub struct Progress {
+    state: Mutex<ProgressState>,
+    started: AtomicU64,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A copy of the progress at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub run: &'static str,
+    pub phase: Phase,
+    pub elapsed: Duration,
+    pub extent: Option<Extent>,
+    pub planned: u64,
+    pub started: u64,
+    pub completed: u64,
+    pub failed: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            state: Mutex::new(ProgressState {
+                run: "topology",
+                phase: Phase::Setup,
+                phase_started: None,
+                extent: None,
+                planned: 0,
+            }),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Progress {
+    fn state(&self) -> std::sync::MutexGuard<'_, ProgressState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn begin_run(&self, run: &'static str) {
+        let mut st = self.state();
+        st.run = run;
+        st.phase = Phase::Setup;
+        st.phase_started = None;
+        st.extent = None;
+        st.planned = 0;
+    }
+
+    fn set_phase(&self, phase: Phase) {
+        self.state().phase = phase;
+    }
+
+    pub(crate) fn enter(&self, phase: Phase, extent: Extent, started: Instant) {
+        let mut st = self.state();
+        if st.phase != phase && phase != Phase::Drain {
+            self.started.store(0, Ordering::Relaxed);
+            self.completed.store(0, Ordering::Relaxed);
+            self.failed.store(0, Ordering::Relaxed);
+            st.planned = 0;
+        }
+        st.phase = phase;
+        st.phase_started = Some(started);
+        st.extent = Some(extent);
+    }
+
+    pub(crate) fn planned(&self, n: u64) {
+        self.state().planned = n;
+    }
+
+    pub(crate) fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn finished(&self, ok: bool) {
+        if ok { &self.completed } else { &self.failed }.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn abandon(&self, n: u64) {
+        self.failed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let st = self.state().clone();
+        Snapshot {
+            run: st.run,
+            phase: st.phase,
+            elapsed: st
+                .phase_started
+                .map(|s| now.saturating_duration_since(s))
+                .unwrap_or_default(),
+            extent: st.extent,
+            planned: st.planned,
+            started: self.started.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Counters of one link direction, for the summary.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkReport {
+    pub from: String,
+    pub to: String,
+    #[serde(flatten)]
+    pub stats: LinkStats,
+}
+
+/// quinn's own statistics of a connection at the end of a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConnectionReport {
+    pub from: String,
+    pub to: String,
+    pub rtt_ms: f64,
+    pub cwnd: u64,
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    pub lost_bytes: u64,
+    pub congestion_events: u64,
+}
+
+/// What one run measured.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub record: RunRecord,
+    /// Whether every phase ran to its end.
+    pub complete: bool,
+}
+
+/// What a scenario's runs measured.
+#[derive(Debug)]
+pub struct Measured {
+    pub topology: Option<RunOutput>,
+    pub baseline: Option<RunOutput>,
+    pub links: Vec<LinkReport>,
+    pub connections: Vec<ConnectionReport>,
+    pub transport: TransportSettings,
+    pub malformed_frames: u64,
+    pub clock: &'static str,
+}
+
+impl Measured {
+    pub fn complete(&self, has_baseline: bool) -> bool {
+        self.topology.as_ref().is_some_and(|r| r.complete)
+            && (!has_baseline || self.baseline.as_ref().is_some_and(|r| r.complete))
+    }
+}
+
+/// Options of a run that are not in the scenario.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long to wait for requests still running when a phase's schedule ends.
+    pub drain: Duration,
+    /// How long to wait for them after Ctrl-C.
+    pub grace: Duration,
+    pub max_frame: u32,
+    pub transport: TransportSettings,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            drain: Duration::from_secs(30),
+            grace: Duration::from_millis(1000),
+            max_frame: DEFAULT_MAX_FRAME,
+            transport: TransportSettings::default(),
+        }
+    }
+}
+
+fn host_addr(index: usize) -> SocketAddr {
+    // In-memory addresses only: no datagram ever reaches a real interface.
+    SocketAddr::from((
+        [127, 77, (index >> 8) as u8, (index & 0xff) as u8 + 1],
+        4433,
+    ))
+}
+
+/// Runs the scenario's topology, then its baseline, and returns what they measured.
+/// Cancelling `cancel` stops within the grace period and returns what was measured.
+pub async fn run(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &Options,
+    progress: Arc<Progress>,
+    cancel: CancellationToken,
+) -> anyhow::Result<Measured> {
+    let clock = Clock::real()?;
+    let mut measured = Measured {
+        topology: None,
+        baseline: None,
+        links: Vec::new(),
+        connections: Vec::new(),
+        transport: options.transport.clone(),
+        malformed_frames: 0,
+        clock: clock.name(),
+    };
+
+    // Topology.
+    progress.begin_run("topology");
+    let run_cancel = cancel.child_token();
+    let net = Network::new(clock.clone());
+    let (client_addr, worker_addr) = (host_addr(plan.client), host_addr(plan.worker));
+    net.add_link(
+        client_addr,
+        worker_addr,
+        Link::new(plan.up.link.clone(), scenario.seed ^ 0x11),
+    );
+    net.add_link(
+        worker_addr,
+        client_addr,
+        Link::new(plan.down.link.clone(), scenario.seed ^ 0x22),
+    );
+    let tls = endpoint::tls(&options.transport)?;
+    let server = endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server))?;
+    let mut client = endpoint::endpoint(net.bind(client_addr)?, None)?;
+    client.set_default_client_config(tls.client);
+    let executor = Executor::spawn(clock.clone(), plan.stage.clone(), run_cancel.clone());
+    let server_stats = worker::spawn_server(
+        server.clone(),
+        plan.route[plan.route.len() - 1].clone(),
+        executor,
+        clock.clone(),
+        options.max_frame,
+        run_cancel.clone(),
+    );
+    let mut record = RunRecord::new();
+    let t0 = clock.now();
+    let connecting = client.connect(worker_addr, endpoint::SERVER_NAME)?;
+    let conn = tokio::select! {
+        c = connecting => c?,
+        _ = cancel.cancelled() => {
+            run_cancel.cancel();
+            measured.topology = Some(RunOutput { record, complete: false });
+            return Ok(measured);
+        }
+    };
+    record.record_connect(clock.now() - t0);
+    let target = Target::Remote {
+        conn: conn.clone(),
+        route: Arc::new(plan.route.clone()),
+        max_frame: options.max_frame,
+    };
+    let complete = drive(
+        scenario,
+        target,
+        &clock,
+        options,
+        &progress,
+        &cancel,
+        &mut record,
+    )
+    .await;
+    progress.set_phase(Phase::Teardown);
+    let stats = conn.stats();
+    measured.connections.push(ConnectionReport {
+        from: plan.up.from.clone(),
+        to: plan.up.to.clone(),
+        rtt_ms: stats.path.rtt.as_secs_f64() * 1e3,
+        cwnd: stats.path.cwnd,
+        sent_packets: stats.path.sent_packets,
+        lost_packets: stats.path.lost_packets,
+        lost_bytes: stats.path.lost_bytes,
+        congestion_events: stats.path.congestion_events,
+    });
+    conn.close(0u32.into(), b"run complete");
+    run_cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_millis(200), client.wait_idle()).await;
+    server.close(0u32.into(), b"run complete");
+    for (from, to, a, b) in [
+        (&plan.up.from, &plan.up.to, client_addr, worker_addr),
+        (&plan.down.from, &plan.down.to, worker_addr, client_addr),
+    ] {
+        if let Some(stats) = net.link_stats(a, b) {
+            measured.links.push(LinkReport {
+                from: from.clone(),
+                to: to.clone(),
+                stats,
+            });
+        }
+    }
+    measured.malformed_frames = server_stats.malformed.load(Ordering::Relaxed);
+    measured.topology = Some(RunOutput { record, complete });
+
+    // Baseline: the same seeded workload on the local device, no network.
+    if let Some(stage) = plan.baseline.clone()
+        && !cancel.is_cancelled()
+    {
+        progress.begin_run("baseline");
+        let run_cancel = cancel.child_token();
+        let executor = Executor::spawn(clock.clone(), stage, run_cancel.clone());
+        let mut record = RunRecord::new();
+        let complete = drive(
+            scenario,
+            Target::Local { executor },
+            &clock,
+            options,
+            &progress,
+            &cancel,
+            &mut record,
+        )
+        .await;
+        run_cancel.cancel();
+        measured.baseline = Some(RunOutput { record, complete });
+    }
+    Ok(measured)
+}
+
+/// Runs warmup (discarded) and the measured phase against a target.
+async fn drive(
+    scenario: &Scenario,
+    target: Target,
+    clock: &Clock,
+    options: &Options,
+    progress: &Arc<Progress>,
+    cancel: &CancellationToken,
+    record: &mut RunRecord,
+) -> bool {
+    let driver = Driver {
+        target,
+        clock: clock.clone(),
+        workload: scenario.workload.clone(),
+        seed: scenario.seed,
+        progress: progress.clone(),
+        cancel: cancel.clone(),
+        drain: options.drain,
+        grace: options.grace,
+        next_id: Arc::new(AtomicU64::new(0)),
+    };
+    let w = &scenario.workload;
+    if w.warmup != Extent::Requests(0) && w.warmup != Extent::Duration(Duration::ZERO) {
+        let warm = driver.run_phase(LoadPhase::Warmup, w.warmup).await;
+        if warm.interrupted {
+            return false;
+        }
+    }
+    let measured: PhaseResult = driver.run_phase(LoadPhase::Measure, w.measure).await;
+    for s in &measured.samples {
+        record.record(s, &scenario.slo);
+    }
+    for f in &measured.failures {
+        record.record_failure(f.clone());
+    }
+    record.elapsed = measured
+        .last_done
+        .map(|d| d.saturating_duration_since(measured.started))
+        .unwrap_or_default();
+    !measured.interrupted
+}

@@ -1,0 +1,58 @@
+//! Frames over quinn streams: the I/O half of the wire codec.
+
+use super::wire::{self, Frame, HEADER_LEN, WireError};
+use quinn::{RecvStream, SendStream};
+
+/// Chunk size for reading a payload: memory grows with bytes received, not with the
+/// length a peer claims.
+const READ_CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameIoError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("reading: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("writing: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("the stream ended in the middle of a frame")]
+    Truncated,
+}
+
+/// Encodes and writes one frame; `buf` is scratch space reused between calls.
+pub async fn write_frame(
+    send: &mut SendStream,
+    frame: &Frame,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameIoError> {
+    buf.clear();
+    wire::encode(frame, buf)?;
+    send.write_all(buf).await?;
+    Ok(())
+}
+
+/// Reads one frame; `Ok(None)` when the peer finished the stream between frames.
+pub async fn read_frame(recv: &mut RecvStream, max: u32) -> Result<Option<Frame>, FrameIoError> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut filled = 0;
+    while filled < HEADER_LEN {
+        match recv.read(&mut header[filled..]).await? {
+            Some(n) => filled += n,
+            None if filled == 0 => return Ok(None),
+            None => return Err(FrameIoError::Truncated),
+        }
+    }
+    let (kind, len) = wire::parse_header(header, max)?;
+    let len = len as usize;
+    let mut payload = Vec::with_capacity(len.min(READ_CHUNK));
+    while payload.len() < len {
+        match recv
+            .read_chunk((len - payload.len()).min(READ_CHUNK), true)
+            .await?
+        {
+            Some(chunk) => payload.extend_from_slice(&chunk.bytes),
+            None => return Err(FrameIoError::Truncated),
+        }
+    }
+    Ok(Some(wire::parse_payload(kind, payload)?))
+}

@@ -1,0 +1,8 @@
+//! The network: the sans-IO link emulator, the frame codec, quinn's socket drivers and
+//! endpoint configuration.
+
+pub mod endpoint;
+pub mod framed;
+pub mod link;
+pub mod socket;
+pub mod wire;

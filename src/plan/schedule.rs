@@ -1,0 +1,220 @@
+//! The seeded workload: request sizes and open-loop arrival times, drawn in advance so
+//! the topology and the baseline see the same requests at the same offsets.
+
+use crate::scenario::{Arrival, Extent, TokenCount, Workload};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Exp, Gamma, LogNormal};
+use std::time::Duration;
+
+/// Sizes of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub prompt: u32,
+    pub output: u32,
+}
+
+/// One open-loop request: when it is due, as an offset from the phase start, and its shape.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Planned {
+    pub at: Duration,
+    pub shape: Shape,
+}
+
+/// Which phase a stream of requests belongs to; each has its own random streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Warmup,
+    Measure,
+}
+
+/// Upper bound of a drawn token count, so a wide lognormal cannot ask for a absurd request.
+pub const MAX_TOKENS: u32 = 1 << 20;
+
+/// Seeded request sizes, independent of the arrival stream.
+pub struct Shapes {
+    rng: ChaCha8Rng,
+    prompt: TokenCount,
+    output: TokenCount,
+}
+
+fn stream_seed(seed: u64, phase: Phase, stream: u64) -> u64 {
+    let p = match phase {
+        Phase::Warmup => 1,
+        Phase::Measure => 2,
+    };
+    // SplitMix64 of the combined key.
+    let mut z = seed ^ (p << 56) ^ (stream << 48) ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn draw(rng: &mut ChaCha8Rng, count: &TokenCount) -> u32 {
+    match *count {
+        TokenCount::Fixed { value } => value,
+        TokenCount::Uniform { min, max } => rng.random_range(min..=max),
+        TokenCount::Lognormal { median, sigma } => {
+            let d = LogNormal::new(median.ln(), sigma).expect("validated parameters");
+            (d.sample(rng).round() as u64).clamp(1, MAX_TOKENS as u64) as u32
+        }
+    }
+}
+
+impl Shapes {
+    pub fn new(workload: &Workload, seed: u64, phase: Phase) -> Self {
+        Shapes {
+            rng: ChaCha8Rng::seed_from_u64(stream_seed(seed, phase, 1)),
+            prompt: workload.prompt_tokens.clone(),
+            output: workload.output_tokens.clone(),
+        }
+    }
+
+    pub fn next_shape(&mut self) -> Shape {
+        let prompt = draw(&mut self.rng, &self.prompt);
+        let output = draw(&mut self.rng, &self.output);
+        Shape { prompt, output }
+    }
+}
+
+/// The gaps between open-loop arrivals.
+pub struct Gaps {
+    rng: ChaCha8Rng,
+    arrival: Arrival,
+}
+
+impl Gaps {
+    pub fn new(workload: &Workload, seed: u64, phase: Phase) -> Self {
+        Gaps {
+            rng: ChaCha8Rng::seed_from_u64(stream_seed(seed, phase, 2)),
+            arrival: workload.arrival.clone(),
+        }
+    }
+
+    /// The next gap, or `None` for a closed loop.
+    pub fn next_gap(&mut self) -> Option<Duration> {
+        let secs = match self.arrival {
+            Arrival::Constant { rate } => 1.0 / rate,
+            Arrival::Poisson { rate } => Exp::new(rate)
+                .expect("validated rate")
+                .sample(&mut self.rng),
+            Arrival::Gamma { rate, burstiness } => {
+                Gamma::new(burstiness, 1.0 / (rate * burstiness))
+                    .expect("validated parameters")
+                    .sample(&mut self.rng)
+            }
+            Arrival::Closed { .. } => return None,
+        };
+        Some(Duration::from_secs_f64(secs))
+    }
+}
+
+/// The open-loop schedule of a phase: the first request at offset zero, then one per gap,
+/// until the extent is reached. Empty for a closed loop.
+pub fn open_loop(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -> Vec<Planned> {
+    let mut gaps = Gaps::new(workload, seed, phase);
+    let mut shapes = Shapes::new(workload, seed, phase);
+    let mut out = Vec::new();
+    if matches!(workload.arrival, Arrival::Closed { .. }) {
+        return out;
+    }
+    let mut at = Duration::ZERO;
+    loop {
+        match extent {
+            Extent::Duration(d) if at >= d => break,
+            Extent::Requests(n) if out.len() as u64 >= n => break,
+            _ => {}
+        }
+        out.push(Planned {
+            at,
+            shape: shapes.next_shape(),
+        });
+        at += gaps.next_gap().expect("open loop");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(arrival: Arrival) -> Workload {
+        Workload {
+            prompt_tokens: TokenCount::Uniform { min: 10, max: 20 },
+            output_tokens: TokenCount::Lognormal {
+                median: 50.0,
+                sigma: 0.5,
+            },
+            arrival,
+            measure: Extent::Duration(Duration::from_secs(100)),
+            warmup: Extent::Requests(0),
+        }
+    }
+
+    #[test]
+    fn same_seed_same_schedule_other_seed_other_schedule() {
+        let w = workload(Arrival::Poisson { rate: 5.0 });
+        let a = open_loop(&w, w.measure, 7, Phase::Measure);
+        let b = open_loop(&w, w.measure, 7, Phase::Measure);
+        let c = open_loop(&w, w.measure, 8, Phase::Measure);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        let warm = open_loop(&w, w.measure, 7, Phase::Warmup);
+        assert_ne!(a, warm);
+    }
+
+    #[test]
+    fn poisson_rate_is_respected() {
+        let w = workload(Arrival::Poisson { rate: 5.0 });
+        let s = open_loop(
+            &w,
+            Extent::Duration(Duration::from_secs(2000)),
+            1,
+            Phase::Measure,
+        );
+        // 10,000 expected; the count of a Poisson process has sd 100.
+        assert!((9_600..=10_400).contains(&s.len()), "{}", s.len());
+    }
+
+    #[test]
+    fn gamma_burstiness_changes_the_spread_not_the_rate() {
+        let cv = |b: f64| {
+            let w = workload(Arrival::Gamma {
+                rate: 10.0,
+                burstiness: b,
+            });
+            let s = open_loop(&w, Extent::Requests(20_000), 3, Phase::Measure);
+            let gaps: Vec<f64> = s
+                .windows(2)
+                .map(|p| (p[1].at - p[0].at).as_secs_f64())
+                .collect();
+            let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+            let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / gaps.len() as f64;
+            (mean, var.sqrt() / mean)
+        };
+        let (m_bursty, cv_bursty) = cv(0.25);
+        let (m_regular, cv_regular) = cv(4.0);
+        assert!((m_bursty - 0.1).abs() < 0.01 && (m_regular - 0.1).abs() < 0.01);
+        // CV of gamma gaps = 1/sqrt(shape): 2.0 and 0.5.
+        assert!((cv_bursty - 2.0).abs() < 0.15, "{cv_bursty}");
+        assert!((cv_regular - 0.5).abs() < 0.05, "{cv_regular}");
+    }
+
+    #[test]
+    fn constant_arrivals_are_evenly_spaced_and_count_requests() {
+        let w = workload(Arrival::Constant { rate: 4.0 });
+        let s = open_loop(&w, Extent::Requests(5), 0, Phase::Measure);
+        let at: Vec<u128> = s.iter().map(|p| p.at.as_millis()).collect();
+        assert_eq!(at, vec![0, 250, 500, 750, 1000]);
+        for p in &s {
+            assert!((10..=20).contains(&p.shape.prompt));
+            assert!(p.shape.output >= 1);
+        }
+    }
+
+    #[test]
+    fn closed_loop_has_no_schedule() {
+        let w = workload(Arrival::Closed { concurrency: 4 });
+        assert!(open_loop(&w, w.measure, 0, Phase::Measure).is_empty());
+    }
+}

@@ -1,0 +1,396 @@
+//! Per-request timelines -> HdrHistograms (nanoseconds, 3 significant figures), the
+//! breakdown of where the time went, and the counters of a run. Pure.
+
+use crate::scenario::Slo;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Significant figures of every histogram.
+pub const SIGFIG: u8 = 3;
+
+/// The latency metrics of DESIGN §4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Ttft,
+    Tpot,
+    Itl,
+    E2e,
+    Service,
+    ScheduleLag,
+    Connect,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 7] = [
+        Metric::Ttft,
+        Metric::Tpot,
+        Metric::Itl,
+        Metric::E2e,
+        Metric::Service,
+        Metric::ScheduleLag,
+        Metric::Connect,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Metric::Ttft => "ttft",
+            Metric::Tpot => "tpot",
+            Metric::Itl => "itl",
+            Metric::E2e => "e2e",
+            Metric::Service => "service",
+            Metric::ScheduleLag => "schedule_lag",
+            Metric::Connect => "connect",
+        }
+    }
+}
+
+impl fmt::Display for Metric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a request's service time went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    Queue,
+    Compute,
+    Network,
+}
+
+impl Part {
+    pub const ALL: [Part; 3] = [Part::Queue, Part::Compute, Part::Network];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Queue => "queue",
+            Part::Compute => "compute",
+            Part::Network => "network",
+        }
+    }
+}
+
+/// One completed request, as durations on the client's clock (and the node's account of
+/// its own queue and compute time).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Actual send - scheduled start.
+    pub schedule_lag: Duration,
+    /// Arrival of each output token, measured from the scheduled start.
+    pub tokens: Vec<Duration>,
+    /// Time the request waited in the worker's queue, on the worker's clock.
+    pub queue: Duration,
+    /// Time the worker computed it, on the worker's clock.
+    pub compute: Duration,
+}
+
+impl Sample {
+    pub fn ttft(&self) -> Duration {
+        self.tokens.first().copied().unwrap_or_default()
+    }
+
+    pub fn e2e(&self) -> Duration {
+        self.tokens.last().copied().unwrap_or_default()
+    }
+
+    pub fn service(&self) -> Duration {
+        self.e2e().saturating_sub(self.schedule_lag)
+    }
+
+    /// (e2e - ttft) / (output_tokens - 1); `None` for a single-token request.
+    pub fn tpot(&self) -> Option<Duration> {
+        let n = self.tokens.len();
+        (n > 1).then(|| (self.e2e() - self.ttft()) / (n as u32 - 1))
+    }
+
+    pub fn itls(&self) -> impl Iterator<Item = Duration> + '_ {
+        self.tokens.windows(2).map(|w| w[1].saturating_sub(w[0]))
+    }
+
+    /// Network time: the residual of the service time after the node's queue and compute.
+    pub fn network(&self) -> Duration {
+        self.service().saturating_sub(self.queue + self.compute)
+    }
+
+    /// Whether the request met every objective of the SLO.
+    pub fn meets(&self, slo: &Slo) -> bool {
+        slo.ttft.is_none_or(|t| self.ttft() <= t)
+            && slo.e2e.is_none_or(|t| self.e2e() <= t)
+            && slo.tpot.is_none_or(|t| self.tpot().is_none_or(|v| v <= t))
+            && slo.itl.is_none_or(|t| self.itls().all(|v| v <= t))
+    }
+}
+
+/// A percentile ladder in milliseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct Ladder {
+    pub unit: &'static str,
+    pub count: u64,
+    pub min: f64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// A fresh histogram of nanoseconds that grows as needed.
+pub fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::new(SIGFIG).expect("3 significant figures is valid");
+    h.auto(true);
+    h
+}
+
+/// Records a duration; the histogram grows to hold it.
+pub fn add(h: &mut Histogram<u64>, d: Duration) {
+    if h.record(ns(d)).is_err() {
+        h.saturating_record(ns(d));
+    }
+}
+
+fn ns(d: Duration) -> u64 {
+    (d.as_nanos().min(u64::MAX as u128) as u64).max(1)
+}
+
+/// The ladder of a histogram of nanoseconds, in milliseconds.
+pub fn ladder(h: &Histogram<u64>) -> Ladder {
+    let ms = |v: u64| v as f64 / 1e6;
+    if h.is_empty() {
+        return Ladder {
+            unit: "ms",
+            ..Ladder::default()
+        };
+    }
+    Ladder {
+        unit: "ms",
+        count: h.len(),
+        min: ms(h.min()),
+        mean: h.mean() / 1e6,
+        p50: ms(h.value_at_quantile(0.5)),
+        p90: ms(h.value_at_quantile(0.9)),
+        p99: ms(h.value_at_quantile(0.99)),
+        p999: ms(h.value_at_quantile(0.999)),
+        max: ms(h.max()),
+    }
+}
+
+/// Everything measured in one run (the topology or the baseline).
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    metrics: BTreeMap<Metric, Histogram<u64>>,
+    breakdown: BTreeMap<Part, Histogram<u64>>,
+    pub completed: u64,
+    pub failed: u64,
+    pub output_tokens: u64,
+    /// Completed requests that met every SLO objective.
+    pub good: u64,
+    /// Failure reasons and how often each happened.
+    pub errors: BTreeMap<String, u64>,
+    /// Measure phase start -> last completion of a measured request.
+    pub elapsed: Duration,
+}
+
+impl Default for RunRecord {
+    fn default() -> Self {
+        RunRecord {
+            metrics: Metric::ALL.iter().map(|&m| (m, histogram())).collect(),
+            breakdown: Part::ALL.iter().map(|&p| (p, histogram())).collect(),
+            completed: 0,
+            failed: 0,
+            output_tokens: 0,
+            good: 0,
+            errors: BTreeMap::new(),
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+impl RunRecord {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn put(&mut self, m: Metric, d: Duration) {
+        add(
+            self.metrics
+                .get_mut(&m)
+                .expect("every metric has a histogram"),
+            d,
+        );
+    }
+
+    /// Records a completed request.
+    pub fn record(&mut self, s: &Sample, slo: &Slo) {
+        self.completed += 1;
+        self.output_tokens += s.tokens.len() as u64;
+        if s.meets(slo) {
+            self.good += 1;
+        }
+        self.put(Metric::Ttft, s.ttft());
+        self.put(Metric::E2e, s.e2e());
+        self.put(Metric::Service, s.service());
+        self.put(Metric::ScheduleLag, s.schedule_lag);
+        if let Some(t) = s.tpot() {
+            self.put(Metric::Tpot, t);
+        }
+        let itls: Vec<Duration> = s.itls().collect();
+        for d in itls {
+            self.put(Metric::Itl, d);
+        }
+        for (part, d) in [
+            (Part::Queue, s.queue),
+            (Part::Compute, s.compute),
+            (Part::Network, s.network()),
+        ] {
+            add(
+                self.breakdown
+                    .get_mut(&part)
+                    .expect("every part has a histogram"),
+                d,
+            );
+        }
+    }
+
+    /// Records a connection's handshake time.
+    pub fn record_connect(&mut self, d: Duration) {
+        self.put(Metric::Connect, d);
+    }
+
+    /// Records a failed request and why.
+    pub fn record_failure(&mut self, reason: impl Into<String>) {
+        self.failed += 1;
+        *self.errors.entry(reason.into()).or_default() += 1;
+    }
+
+    pub fn histogram(&self, m: Metric) -> &Histogram<u64> {
+        &self.metrics[&m]
+    }
+
+    pub fn part(&self, p: Part) -> &Histogram<u64> {
+        &self.breakdown[&p]
+    }
+
+    pub fn ladder(&self, m: Metric) -> Ladder {
+        ladder(self.histogram(m))
+    }
+
+    pub fn requests_per_s(&self) -> f64 {
+        per_s(self.completed, self.elapsed)
+    }
+
+    pub fn output_tokens_per_s(&self) -> f64 {
+        per_s(self.output_tokens, self.elapsed)
+    }
+
+    pub fn goodput_per_s(&self) -> f64 {
+        per_s(self.good, self.elapsed)
+    }
+
+    /// Adds another record's values (for merging runs or hosts).
+    pub fn merge(&mut self, other: &RunRecord) {
+        for (m, h) in &other.metrics {
+            self.metrics
+                .get_mut(m)
+                .expect("same metrics")
+                .add(h)
+                .expect("auto-resizing histograms merge");
+        }
+        for (p, h) in &other.breakdown {
+            self.breakdown
+                .get_mut(p)
+                .expect("same parts")
+                .add(h)
+                .expect("auto-resizing histograms merge");
+        }
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.output_tokens += other.output_tokens;
+        self.good += other.good;
+        for (e, n) in &other.errors {
+            *self.errors.entry(e.clone()).or_default() += n;
+        }
+        self.elapsed = self.elapsed.max(other.elapsed);
+    }
+}
+
+fn per_s(n: u64, d: Duration) -> f64 {
+    if d.is_zero() {
+        0.0
+    } else {
+        n as f64 / d.as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    fn sample() -> Sample {
+        Sample {
+            schedule_lag: ms(2),
+            tokens: vec![ms(100), ms(110), ms(130)],
+            queue: ms(5),
+            compute: ms(60),
+        }
+    }
+
+    #[test]
+    fn metric_definitions() {
+        let s = sample();
+        assert_eq!(s.ttft(), ms(100));
+        assert_eq!(s.e2e(), ms(130));
+        assert_eq!(s.service(), ms(128));
+        assert_eq!(s.tpot(), Some(ms(15)));
+        assert_eq!(s.itls().collect::<Vec<_>>(), vec![ms(10), ms(20)]);
+        assert_eq!(s.network(), ms(63));
+    }
+
+    #[test]
+    fn record_fills_histograms_and_goodput() {
+        let mut r = RunRecord::new();
+        let slo = Slo {
+            ttft: Some(ms(150)),
+            tpot: Some(ms(20)),
+            ..Slo::default()
+        };
+        r.record(&sample(), &slo);
+        let slow = Sample {
+            tokens: vec![ms(200), ms(210)],
+            ..sample()
+        };
+        r.record(&slow, &slo);
+        r.record_failure("reset");
+        r.elapsed = Duration::from_secs(2);
+        assert_eq!(r.completed, 2);
+        assert_eq!(r.good, 1);
+        assert_eq!(r.failed, 1);
+        assert_eq!(r.histogram(Metric::Itl).len(), 3);
+        assert_eq!(r.output_tokens_per_s(), 2.5);
+        let l = r.ladder(Metric::Ttft);
+        assert_eq!(l.count, 2);
+        assert!(
+            (l.p50 - 100.0).abs() < 0.1 && (l.max - 200.0).abs() < 0.2,
+            "{l:?}"
+        );
+    }
+
+    #[test]
+    fn merge_adds_counts() {
+        let mut a = RunRecord::new();
+        a.record(&sample(), &Slo::default());
+        let b = a.clone();
+        a.merge(&b);
+        assert_eq!(a.completed, 2);
+        assert_eq!(a.histogram(Metric::E2e).len(), 2);
+    }
+}

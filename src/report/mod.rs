@@ -1,0 +1,189 @@
+//! Reports: one exporter per output format behind one trait, and the terminal table.
+//! Pure: exporters turn [`Results`] into bytes; [`write_atomic`] is the only file I/O.
+
+pub mod hgrm;
+pub mod json;
+pub mod table;
+
+use crate::harness::{Measured, RunOutput};
+use crate::plan::{Floor, Plan};
+use crate::record::Metric;
+use crate::scenario::{RefValue, Scenario};
+use anyhow::Context as _;
+use serde::Serialize;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Everything a report is made from.
+pub struct Results<'a> {
+    pub scenario: &'a Scenario,
+    pub plan: &'a Plan,
+    pub measured: &'a Measured,
+    pub environment: Environment,
+}
+
+/// Where and how the run happened.
+#[derive(Clone, Debug, Serialize)]
+pub struct Environment {
+    pub os: &'static str,
+    pub arch: &'static str,
+    pub cpus: usize,
+    pub command: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix_s: u64,
+}
+
+impl Environment {
+    pub fn capture(started: std::time::SystemTime) -> Self {
+        Environment {
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started_unix_s: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+impl Results<'_> {
+    pub fn complete(&self) -> bool {
+        self.measured.complete(self.plan.baseline.is_some())
+    }
+
+    pub fn runs(&self) -> impl Iterator<Item = (&'static str, &RunOutput)> {
+        [
+            ("topology", self.measured.topology.as_ref()),
+            ("baseline", self.measured.baseline.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(n, r)| r.map(|r| (n, r)))
+    }
+
+    /// Topology / baseline for a metric at a quantile; `None` without a baseline or a value.
+    pub fn tax(&self, metric: Metric, quantile: f64) -> Option<f64> {
+        let t = self.measured.topology.as_ref()?.record.histogram(metric);
+        let b = self.measured.baseline.as_ref()?.record.histogram(metric);
+        if t.is_empty() || b.is_empty() {
+            return None;
+        }
+        let bv = b.value_at_quantile(quantile) as f64;
+        (bv > 0.0).then(|| t.value_at_quantile(quantile) as f64 / bv)
+    }
+
+    /// The analytic floors of the median request.
+    pub fn floors(&self) -> (Floor, Option<Floor>) {
+        (
+            self.plan.floor(self.plan.typical),
+            self.plan.baseline_floor(self.plan.typical),
+        )
+    }
+
+    /// The measured value a `[reference]` names, in its unit (ms or a rate).
+    pub fn reference_measured(&self) -> Option<(f64, f64, bool)> {
+        let r = self.scenario.reference.as_ref()?;
+        let run = &self.measured.topology.as_ref()?.record;
+        let (expected, measured) = match r.value {
+            RefValue::Latency(d) => {
+                let (metric, pct) = r.metric.rsplit_once('_')?;
+                let metric = Metric::ALL.into_iter().find(|m| m.name() == metric)?;
+                let l = run.ladder(metric);
+                let v = match pct {
+                    "min" => l.min,
+                    "mean" => l.mean,
+                    "p50" => l.p50,
+                    "p90" => l.p90,
+                    "p99" => l.p99,
+                    "p999" => l.p999,
+                    "max" => l.max,
+                    _ => return None,
+                };
+                (d.as_secs_f64() * 1e3, v)
+            }
+            RefValue::Number(n) => {
+                let v = match r.metric.as_str() {
+                    "requests_per_s" => run.requests_per_s(),
+                    _ => run.output_tokens_per_s(),
+                };
+                (n, v)
+            }
+        };
+        let within = expected > 0.0 && ((measured - expected) / expected).abs() <= r.tolerance;
+        Some((expected, measured, within))
+    }
+}
+
+/// One output format.
+pub trait Exporter {
+    /// Files this exporter makes, as (file name, contents).
+    fn render(&self, results: &Results) -> anyhow::Result<Vec<(String, Vec<u8>)>>;
+}
+
+/// Every exporter that writes into a result folder.
+pub fn exporters() -> Vec<Box<dyn Exporter>> {
+    vec![Box::new(json::SummaryJson), Box::new(hgrm::Hgrm)]
+}
+
+/// Writes every exporter's files into `dir`, each atomically. Returns the paths written.
+pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for e in exporters() {
+        for (name, bytes) in e.render(results)? {
+            let path = dir.join(name);
+            write_atomic(&path, &bytes)?;
+            written.push(path);
+        }
+    }
+    Ok(written)
+}
+
+/// Writes a file through a temporary file and a rename: readers see the old file, the
+/// new one, or none, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("output path has no file name")?
+        .to_string_lossy();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Formats milliseconds with a unit that keeps three significant digits.
+pub fn fmt_ms(ms: f64) -> String {
+    if !ms.is_finite() {
+        return "-".into();
+    }
+    if ms >= 1000.0 {
+        format!("{:.2} s", ms / 1000.0)
+    } else if ms >= 100.0 {
+        format!("{ms:.0} ms")
+    } else if ms >= 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms >= 1.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{:.0} us", ms * 1000.0)
+    }
+}

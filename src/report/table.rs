@@ -1,0 +1,272 @@
+//! Human-readable text: the result table printed at the end of a run, and the plan that
+//! `inferlat validate` prints.
+
+use super::{Results, fmt_ms};
+use crate::plan::{Floor, Plan, PlanError};
+use crate::record::{Metric, Part, ladder};
+use crate::scenario::{Extent, Scenario, units};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+fn ms(d: Duration) -> String {
+    fmt_ms(d.as_secs_f64() * 1e3)
+}
+
+/// The result table of one scenario.
+pub fn render(r: &Results) -> String {
+    let s = r.scenario;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\n{}  (seed {}, {} clock{})",
+        s.name,
+        s.seed,
+        r.measured.clock,
+        if r.complete() {
+            ""
+        } else {
+            ", INTERRUPTED: partial results"
+        }
+    );
+    if let Some(d) = &s.description {
+        let _ = writeln!(o, "  {}", d.trim());
+    }
+    let _ = writeln!(
+        o,
+        "\n  {:<8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "metric", "run", "p50", "p90", "p99", "p99.9", "max"
+    );
+    for m in [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2e] {
+        let mut first = true;
+        for (run, out) in r.runs() {
+            let h = out.record.histogram(m);
+            let name = if first { m.name() } else { "" };
+            first = false;
+            if h.is_empty() {
+                let _ = writeln!(o, "  {name:<8} {run:<9} {:>10}", "-");
+                continue;
+            }
+            let l = out.record.ladder(m);
+            let _ = writeln!(
+                o,
+                "  {name:<8} {run:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                fmt_ms(l.p50),
+                fmt_ms(l.p90),
+                fmt_ms(l.p99),
+                fmt_ms(l.p999),
+                fmt_ms(l.max)
+            );
+        }
+        if let (Some(p50), Some(p99)) = (r.tax(m, 0.5), r.tax(m, 0.99)) {
+            let _ = writeln!(
+                o,
+                "  {:<8} {:<9} {:>9.2}x {:>10} {:>9.2}x",
+                "", "tax", p50, "", p99
+            );
+        }
+    }
+    let _ = writeln!(o);
+    for (run, out) in r.runs() {
+        let rec = &out.record;
+        let _ = write!(
+            o,
+            "  {run:<9} {} completed, {} failed, {:.2} req/s, {:.1} output tok/s",
+            rec.completed,
+            rec.failed,
+            rec.requests_per_s(),
+            rec.output_tokens_per_s()
+        );
+        if !s.slo.is_empty() {
+            let _ = write!(o, ", goodput {:.2} req/s", rec.goodput_per_s());
+        }
+        let _ = writeln!(o);
+        for (e, n) in &rec.errors {
+            let _ = writeln!(o, "            {n} x {e}");
+        }
+    }
+    if let Some(t) = &r.measured.topology {
+        let rec = &t.record;
+        let parts: Vec<(Part, f64, f64)> = Part::ALL
+            .iter()
+            .map(|&p| {
+                let l = ladder(rec.part(p));
+                (p, l.p50, l.p99)
+            })
+            .collect();
+        let total50: f64 = parts.iter().map(|p| p.1).sum();
+        if total50 > 0.0 {
+            let _ = write!(o, "\n  where the time goes (topology, p50 of each part):");
+            for (p, v50, v99) in &parts {
+                let _ = write!(
+                    o,
+                    "  {} {} ({:.0}%, p99 {})",
+                    p.name(),
+                    fmt_ms(*v50),
+                    100.0 * v50 / total50,
+                    fmt_ms(*v99)
+                );
+            }
+            let _ = writeln!(o);
+        }
+        if let Some(c) = rec
+            .histogram(Metric::Connect)
+            .len()
+            .checked_sub(1)
+            .map(|_| rec.ladder(Metric::Connect))
+        {
+            let _ = writeln!(o, "  connect (QUIC handshake): {}", fmt_ms(c.max));
+        }
+        let lag = rec.ladder(Metric::ScheduleLag);
+        if lag.count > 0 {
+            let _ = writeln!(
+                o,
+                "  schedule lag: p50 {}, p99 {}, max {}",
+                fmt_ms(lag.p50),
+                fmt_ms(lag.p99),
+                fmt_ms(lag.max)
+            );
+        }
+    }
+    let (floor, base_floor) = r.floors();
+    let _ = writeln!(
+        o,
+        "  analytic floor ({} prompt, {} output tokens): topology {}{}",
+        r.plan.typical.prompt,
+        r.plan.typical.output,
+        floor_text(&floor),
+        base_floor
+            .map(|f| format!("; baseline {}", floor_text(&f)))
+            .unwrap_or_default()
+    );
+    if let Some((expected, measured, within)) = r.reference_measured()
+        && let Some(reference) = &s.reference
+    {
+        let _ = writeln!(
+            o,
+            "  reference {}: published {expected:.3}, measured {measured:.3}: {} (tolerance {:.0}%; {})",
+            reference.metric,
+            if within {
+                "within tolerance"
+            } else {
+                "OUTSIDE tolerance"
+            },
+            reference.tolerance * 100.0,
+            reference.source
+        );
+    }
+    let _ = writeln!(
+        o,
+        "  note: times run from each request's scheduled start, so waiting behind a backlog counts (see `service` in summary.json for the time from the actual send)."
+    );
+    o
+}
+
+fn floor_text(f: &Floor) -> String {
+    format!(
+        "ttft {}, tpot {}, e2e {}",
+        ms(f.ttft),
+        ms(f.tpot),
+        ms(f.e2e)
+    )
+}
+
+/// What `inferlat validate` prints for one scenario.
+pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "{}: ok  ({})", s.file.display(), s.name);
+    let m = &s.model;
+    let _ = writeln!(
+        o,
+        "  model     {}: {} layers, hidden {}, {:.2}B params, {} B/weight, {} of weights",
+        m.name,
+        m.layers,
+        m.hidden,
+        m.params / 1e9,
+        m.weight_bytes,
+        units::format_si(m.total_weight_bytes(), "B")
+    );
+    let w = &s.workload;
+    let warm = match w.warmup {
+        Extent::Requests(0) => "no warmup".to_string(),
+        e => format!("warmup {e}"),
+    };
+    let _ = writeln!(
+        o,
+        "  workload  prompt {} tokens, output {} tokens, {}, measure {}, {warm}",
+        w.prompt_tokens, w.output_tokens, w.arrival, w.measure
+    );
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = writeln!(o, "  topology  {} over {}", s.topology.kind, path(s));
+            let _ = writeln!(o, "  note      {e}");
+            return o;
+        }
+    };
+    let _ = writeln!(o, "  route     {}", plan.route.join(" -> "));
+    for hop in [&plan.up, &plan.down] {
+        let l = &hop.link;
+        let _ = writeln!(
+            o,
+            "  link      {} -> {}: delay {}, jitter {}, bandwidth {}, loss {:.3}%, queue {}",
+            hop.from,
+            hop.to,
+            ms(l.delay),
+            ms(l.jitter),
+            l.bandwidth
+                .map(|b| units::format_si(b, "bit/s"))
+                .unwrap_or_else(|| "unlimited".into()),
+            l.loss.mean() * 100.0,
+            units::format_si(l.queue as f64, "B")
+        );
+    }
+    let shape = plan.typical;
+    let bytes = plan.bytes(shape);
+    let _ = writeln!(
+        o,
+        "  bytes     per request ({} prompt, {} output tokens): {} B up, {} B down (frames; QUIC adds its headers)",
+        shape.prompt, shape.output, bytes.up, bytes.down
+    );
+    let c = plan.stage.request(shape.prompt, shape.output);
+    let _ = writeln!(
+        o,
+        "  compute   {} on {} ({} layers): prefill {}, decode {} per token, {} per request",
+        plan.route.last().map(String::as_str).unwrap_or("?"),
+        plan.stage.device.name,
+        plan.stage.layers,
+        ms(c.prefill),
+        c.decode
+            .first()
+            .map(|d| ms(*d))
+            .unwrap_or_else(|| "-".into()),
+        ms(c.total())
+    );
+    let _ = writeln!(
+        o,
+        "  floor     topology: {}",
+        floor_text(&plan.floor(shape))
+    );
+    if let (Some(b), Some(f)) = (&plan.baseline, plan.baseline_floor(shape)) {
+        let _ = writeln!(
+            o,
+            "  floor     baseline on {}: {}",
+            b.device.name,
+            floor_text(&f)
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  baseline  none ([baseline] is absent: no latency tax is computed)"
+        );
+    }
+    o
+}
+
+fn path(s: &Scenario) -> String {
+    s.topology
+        .path
+        .iter()
+        .map(|&i| s.nodes[i].name.as_str())
+        .collect::<Vec<_>>()
+        .join(" -> ")
+}

@@ -1,0 +1,470 @@
+//! Scenario format v1 (DESIGN §5): the TOML schema, unit parsing, validation with
+//! file:line:column spans, model presets and device profiles.
+//!
+//! [`load`] reads a file and returns a checked [`Scenario`] or every problem found,
+//! each located in the source. Nothing here does I/O beyond reading the scenario and the
+//! profiles it names.
+
+pub mod diagnostic;
+pub mod model;
+pub mod profile;
+mod raw;
+pub mod units;
+
+use diagnostic::{Diagnostic, FieldPath, Problem, Source};
+pub use model::Model;
+pub use profile::{DeviceProfile, ProfileLibrary};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A scenario that parsed and passed validation.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub seed: u64,
+    pub file: PathBuf,
+    /// SHA-256 of the file's bytes, in hex.
+    pub sha256: String,
+    pub model: Model,
+    pub workload: Workload,
+    pub nodes: Vec<Node>,
+    /// Directed links: a `between` link appears once in each direction.
+    pub links: Vec<LinkDef>,
+    pub topology: Topology,
+    pub baseline: Option<Baseline>,
+    pub slo: Slo,
+    pub reference: Option<Reference>,
+}
+
+impl Scenario {
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The link that carries datagrams from `from` to `to`, if there is one.
+    pub fn link(&self, from: usize, to: usize) -> Option<&LinkDef> {
+        self.links.iter().find(|l| l.from == from && l.to == to)
+    }
+}
+
+/// How many tokens a request has: fixed or drawn from a distribution.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "dist", rename_all = "lowercase")]
+pub enum TokenCount {
+    Fixed { value: u32 },
+    Uniform { min: u32, max: u32 },
+    Lognormal { median: f64, sigma: f64 },
+}
+
+impl TokenCount {
+    /// The median of the distribution, rounded to a whole token (at least 1).
+    pub fn median(&self) -> u32 {
+        match *self {
+            TokenCount::Fixed { value } => value,
+            TokenCount::Uniform { min, max } => (min + max).div_ceil(2),
+            TokenCount::Lognormal { median, .. } => (median.round() as u32).max(1),
+        }
+    }
+
+    /// The smallest possible value.
+    pub fn min(&self) -> u32 {
+        match *self {
+            TokenCount::Fixed { value } => value,
+            TokenCount::Uniform { min, .. } => min,
+            TokenCount::Lognormal { .. } => 1,
+        }
+    }
+}
+
+impl fmt::Display for TokenCount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            TokenCount::Fixed { value } => write!(f, "{value}"),
+            TokenCount::Uniform { min, max } => write!(f, "uniform {min}..={max}"),
+            TokenCount::Lognormal { median, sigma } => {
+                write!(f, "lognormal median {median} sigma {sigma}")
+            }
+        }
+    }
+}
+
+/// When requests arrive.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Arrival {
+    /// Open loop, evenly spaced.
+    Constant { rate: f64 },
+    /// Open loop, exponential gaps.
+    Poisson { rate: f64 },
+    /// Open loop, gamma gaps with shape `burstiness` (vLLM's convention: 1 is Poisson,
+    /// below 1 is burstier, above 1 is more regular).
+    Gamma { rate: f64, burstiness: f64 },
+    /// Closed loop: `concurrency` users, each sending its next request when the last ends.
+    Closed { concurrency: u32 },
+}
+
+impl fmt::Display for Arrival {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Arrival::Constant { rate } => write!(f, "constant {rate} req/s"),
+            Arrival::Poisson { rate } => write!(f, "poisson {rate} req/s"),
+            Arrival::Gamma { rate, burstiness } => {
+                write!(f, "gamma {rate} req/s, burstiness {burstiness}")
+            }
+            Arrival::Closed { concurrency } => write!(f, "closed loop, concurrency {concurrency}"),
+        }
+    }
+}
+
+/// How long a phase lasts: a time or a number of requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Extent {
+    Duration(#[serde(with = "duration_str")] Duration),
+    Requests(u64),
+}
+
+impl fmt::Display for Extent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Extent::Duration(d) => f.write_str(&units::format_duration(*d)),
+            Extent::Requests(n) => write!(f, "{n} requests"),
+        }
+    }
+}
+
+mod duration_str {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::units::format_duration(*d))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Workload {
+    pub prompt_tokens: TokenCount,
+    pub output_tokens: TokenCount,
+    pub arrival: Arrival,
+    pub measure: Extent,
+    pub warmup: Extent,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Relay,
+    Worker,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Client => "client",
+            Role::Relay => "relay",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub name: String,
+    pub role: Role,
+    /// A worker's device (always set for workers).
+    pub device: Option<DeviceProfile>,
+    /// The transformer layers a worker holds.
+    pub layers: Range<u32>,
+    pub max_batch: u32,
+}
+
+/// Loss model of one link direction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "model", rename_all = "kebab-case")]
+pub enum Loss {
+    None,
+    /// Each datagram lost independently with probability `p`.
+    Bernoulli {
+        p: f64,
+    },
+    /// Two-state Markov chain: good -> bad with `p`, bad -> good with `r`; a datagram is
+    /// lost with `loss_good` in the good state and `loss_bad` in the bad one.
+    GilbertElliott {
+        p: f64,
+        r: f64,
+        loss_good: f64,
+        loss_bad: f64,
+    },
+}
+
+impl Loss {
+    /// The long-run loss rate.
+    pub fn mean(&self) -> f64 {
+        match *self {
+            Loss::None => 0.0,
+            Loss::Bernoulli { p } => p,
+            Loss::GilbertElliott {
+                p,
+                r,
+                loss_good,
+                loss_bad,
+            } => {
+                if p + r == 0.0 {
+                    loss_good
+                } else {
+                    let bad = p / (p + r);
+                    bad * loss_bad + (1.0 - bad) * loss_good
+                }
+            }
+        }
+    }
+}
+
+/// The default tail-drop buffer of a rate-limited link: netem's default limit of 1000
+/// packets of 1500 bytes.
+pub const DEFAULT_QUEUE_BYTES: u64 = 1_500_000;
+
+/// One direction of an emulated link.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LinkParams {
+    #[serde(with = "duration_str")]
+    pub delay: Duration,
+    #[serde(with = "duration_str")]
+    pub jitter: Duration,
+    /// Bits per second; `None` is unlimited.
+    pub bandwidth: Option<f64>,
+    pub loss: Loss,
+    /// Tail-drop buffer in bytes in front of the rate limiter.
+    pub queue: u64,
+}
+
+impl LinkParams {
+    /// A perfect link: no delay, no loss, no rate limit.
+    pub fn ideal() -> Self {
+        LinkParams {
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            bandwidth: None,
+            loss: Loss::None,
+            queue: DEFAULT_QUEUE_BYTES,
+        }
+    }
+
+    /// Time to serialize `bytes` onto the link.
+    pub fn serialization(&self, bytes: f64) -> Duration {
+        match self.bandwidth {
+            Some(bps) if bps > 0.0 => Duration::from_secs_f64(bytes * 8.0 / bps),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LinkDef {
+    pub from: usize,
+    pub to: usize,
+    pub params: LinkParams,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopologyKind {
+    Direct,
+    Relay,
+    Pipeline,
+    Tensor,
+    Star,
+    Ring,
+    Hedged,
+}
+
+impl fmt::Display for TopologyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hops {
+    ClientRelayed,
+    ServerToServer,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topology {
+    pub kind: TopologyKind,
+    /// Node indices, starting at a client.
+    pub path: Vec<usize>,
+    pub hops: Hops,
+}
+
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    pub device: DeviceProfile,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Slo {
+    pub ttft: Option<Duration>,
+    pub tpot: Option<Duration>,
+    pub itl: Option<Duration>,
+    pub e2e: Option<Duration>,
+}
+
+impl Slo {
+    pub fn is_empty(&self) -> bool {
+        self.ttft.is_none() && self.tpot.is_none() && self.itl.is_none() && self.e2e.is_none()
+    }
+}
+
+/// A published value: a latency or a throughput.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RefValue {
+    Latency(Duration),
+    Number(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Reference {
+    pub source: String,
+    /// `<metric>_<percentile>` (like `tpot_p50`) or `output_tokens_per_s` / `requests_per_s`.
+    pub metric: String,
+    pub value: RefValue,
+    pub tolerance: f64,
+}
+
+/// The metrics a reference may name.
+pub const REFERENCE_LATENCY_METRICS: &[&str] = &["ttft", "tpot", "itl", "e2e", "service"];
+pub const REFERENCE_PERCENTILES: &[&str] = &["min", "mean", "p50", "p90", "p99", "p999", "max"];
+pub const REFERENCE_THROUGHPUT_METRICS: &[&str] = &["output_tokens_per_s", "requests_per_s"];
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: cannot read the scenario file: {message}", path.display())]
+    Read { path: PathBuf, message: String },
+    #[error(
+        "{}: not a text file: byte {offset} is not UTF-8 (a scenario is a TOML text file)",
+        path.display()
+    )]
+    NotText { path: PathBuf, offset: usize },
+    #[error("{}", render(diagnostics))]
+    Invalid { diagnostics: Vec<Diagnostic> },
+}
+
+fn render(diagnostics: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for (i, d) in diagnostics.iter().enumerate() {
+        if i > 0 {
+            out.push_str("\n\n");
+        }
+        out.push_str(&d.to_string());
+    }
+    if diagnostics.len() > 1 {
+        out.push_str(&format!("\n\n{} problems found", diagnostics.len()));
+    }
+    out
+}
+
+/// Reads, parses and validates a scenario file, with profiles looked up near it.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let message = match e.kind() {
+                std::io::ErrorKind::NotFound => "no such file".to_string(),
+                std::io::ErrorKind::IsADirectory => "it is a directory, not a file".to_string(),
+                _ => e.to_string(),
+            };
+            return Err(ScenarioError::Read {
+                path: path.to_path_buf(),
+                message,
+            });
+        }
+    };
+    let text = std::str::from_utf8(&bytes).map_err(|e| ScenarioError::NotText {
+        path: path.to_path_buf(),
+        offset: e.valid_up_to(),
+    })?;
+    if text.contains('\0') {
+        return Err(ScenarioError::NotText {
+            path: path.to_path_buf(),
+            offset: text.find('\0').unwrap_or(0),
+        });
+    }
+    parse(path, text, &ProfileLibrary::for_scenario(path))
+}
+
+/// Parses and validates scenario text; `file` names it in errors.
+pub fn parse(
+    file: &Path,
+    text: &str,
+    profiles: &ProfileLibrary,
+) -> Result<Scenario, ScenarioError> {
+    let source = Source::new(file, text);
+    let raw: raw::RawScenario = match toml::from_str(text) {
+        Ok(r) => r,
+        Err(e) => {
+            return Err(ScenarioError::Invalid {
+                diagnostics: vec![source.locate_toml_error(&e)],
+            });
+        }
+    };
+    let sha256 = hex(&Sha256::digest(text.as_bytes()));
+    match raw::validate(raw, profiles) {
+        Ok(mut s) => {
+            s.file = file.to_path_buf();
+            s.sha256 = sha256;
+            Ok(s)
+        }
+        Err(problems) => Err(ScenarioError::Invalid {
+            diagnostics: problems.iter().map(|p| source.locate(p)).collect(),
+        }),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Problems found while validating, with their field paths.
+pub(crate) type Problems = Vec<Problem>;
+
+/// Names of model presets, for `inferlat list`.
+pub fn preset_names() -> Vec<&'static str> {
+    model::Preset::names()
+}
+
+/// A short description of each model preset, for `inferlat list`.
+pub fn preset_summaries() -> BTreeMap<&'static str, String> {
+    model::PRESETS
+        .iter()
+        .map(|p| {
+            (
+                p.name,
+                format!(
+                    "{} layers, hidden {}, {:.1}B params, vocab {}",
+                    p.layers,
+                    p.hidden,
+                    p.params / 1e9,
+                    p.vocab
+                ),
+            )
+        })
+        .collect()
+}
+
+#[doc(hidden)]
+pub fn _field_path_root() -> FieldPath {
+    FieldPath::root()
+}

@@ -1,0 +1,1278 @@
+//! The scenario file as written (serde, `deny_unknown_fields`), and its validation into
+//! a [`Scenario`].
+
+use super::diagnostic::{FieldPath, Problem};
+use super::model::{Model, Preset};
+use super::profile::{DeviceProfile, ProfileLibrary};
+use super::units::{BitRate, Bytes, Dur, Fraction};
+use super::*;
+use serde::{Deserialize, Deserializer, de};
+use std::collections::HashSet;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    seed: u64,
+    model: RawModel,
+    workload: RawWorkload,
+    #[serde(default, rename = "node")]
+    nodes: Vec<RawNode>,
+    #[serde(default, rename = "link")]
+    links: Vec<RawLink>,
+    #[serde(default)]
+    topology: Option<RawTopology>,
+    #[serde(default)]
+    baseline: Option<RawBaseline>,
+    #[serde(default)]
+    slo: Option<RawSlo>,
+    #[serde(default)]
+    reference: Option<RawReference>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    preset: Option<String>,
+    layers: Option<u32>,
+    hidden: Option<u32>,
+    params: Option<Params>,
+    kv_dim: Option<u32>,
+    vocab: Option<u32>,
+    weight_bytes: Option<Precision>,
+    activation_bytes: Option<Precision>,
+    tied_embeddings: Option<bool>,
+}
+
+/// A parameter count: a number, or a string like `"6.7B"`.
+struct Params(f64);
+
+impl<'de> Deserialize<'de> for Params {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = toml::Value::deserialize(d)?;
+        let n = match &v {
+            toml::Value::Integer(i) => *i as f64,
+            toml::Value::Float(f) => *f,
+            toml::Value::String(s) => {
+                let t = s.trim();
+                let (num, scale) = match t.chars().last() {
+                    Some('B') => (&t[..t.len() - 1], 1e9),
+                    Some('M') => (&t[..t.len() - 1], 1e6),
+                    Some('T') => (&t[..t.len() - 1], 1e12),
+                    _ => (t, 1.0),
+                };
+                num.trim().parse::<f64>().map(|n| n * scale).map_err(|_| {
+                    de::Error::custom(format!(
+                        "invalid parameter count \"{s}\": expected a number like 6.7e9 or \"6.7B\""
+                    ))
+                })?
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "invalid parameter count {other}: expected a number like 6.7e9 or \"6.7B\""
+                )));
+            }
+        };
+        if !n.is_finite() || n <= 0.0 {
+            return Err(de::Error::custom(
+                "parameter count must be greater than zero",
+            ));
+        }
+        Ok(Params(n))
+    }
+}
+
+/// Bytes per element: a number, or a type name like `"bf16"`.
+struct Precision(f64);
+
+impl<'de> Deserialize<'de> for Precision {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const NAMES: &[(&str, f64)] = &[
+            ("fp32", 4.0),
+            ("bf16", 2.0),
+            ("fp16", 2.0),
+            ("fp8", 1.0),
+            ("int8", 1.0),
+            ("q8", 1.0),
+            ("int4", 0.5),
+            ("q4", 0.5),
+        ];
+        let v = toml::Value::deserialize(d)?;
+        let n = match &v {
+            toml::Value::Integer(i) => *i as f64,
+            toml::Value::Float(f) => *f,
+            toml::Value::String(s) => NAMES.iter().find(|(n, _)| *n == s.as_str()).map(|(_, b)| *b).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "unknown precision \"{s}\"; use bytes per element (2, 1, 0.5) or one of: {}",
+                    NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+            other => return Err(de::Error::custom(format!("invalid bytes per element {other}: expected 2, 1, 0.5 or \"bf16\""))),
+        };
+        if !(n > 0.0 && n <= 8.0) {
+            return Err(de::Error::custom(format!(
+                "bytes per element must be in (0, 8], got {n}"
+            )));
+        }
+        Ok(Precision(n))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkload {
+    prompt_tokens: RawTokens,
+    output_tokens: RawTokens,
+    arrival: RawArrival,
+    duration: Option<Dur>,
+    requests: Option<u64>,
+    warmup: Option<Dur>,
+    warmup_requests: Option<u64>,
+}
+
+/// Reads a TOML inline table field by field and rejects leftovers.
+struct TableReader {
+    what: &'static str,
+    table: toml::Table,
+    known: Vec<&'static str>,
+}
+
+impl TableReader {
+    fn new(what: &'static str, table: toml::Table) -> Self {
+        TableReader {
+            what,
+            table,
+            known: Vec::new(),
+        }
+    }
+
+    fn take<T: serde::de::DeserializeOwned>(
+        &mut self,
+        key: &'static str,
+    ) -> Result<Option<T>, String> {
+        self.known.push(key);
+        match self.table.remove(key) {
+            None => Ok(None),
+            Some(v) => v
+                .try_into::<T>()
+                .map(Some)
+                .map_err(|e| format!("{}.{key}: {}", self.what, e.message().trim())),
+        }
+    }
+
+    fn need<T: serde::de::DeserializeOwned>(&mut self, key: &'static str) -> Result<T, String> {
+        self.take(key)?
+            .ok_or_else(|| format!("{} needs `{key}`", self.what))
+    }
+
+    fn finish(self) -> Result<(), String> {
+        if let Some(k) = self.table.keys().next() {
+            return Err(format!(
+                "unknown field `{k}` in {}; expected one of: {}",
+                self.what,
+                self.known.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct RawTokens(TokenCount);
+
+impl<'de> Deserialize<'de> for RawTokens {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const HELP: &str = "expected a token count like 128, { dist = \"uniform\", min = 64, max = 256 } or { dist = \"lognormal\", median = 128, sigma = 0.5 }";
+        let v = toml::Value::deserialize(d)?;
+        let count = match v {
+            toml::Value::Integer(n) => {
+                if n < 1 || n > u32::MAX as i64 {
+                    return Err(de::Error::custom(format!(
+                        "token count must be at least 1, got {n}"
+                    )));
+                }
+                TokenCount::Fixed { value: n as u32 }
+            }
+            toml::Value::Table(t) => {
+                let mut r = TableReader::new("token distribution", t);
+                let dist: String = r.need("dist").map_err(de::Error::custom)?;
+                let count = match dist.as_str() {
+                    "uniform" => {
+                        let min: u32 = r.need("min").map_err(de::Error::custom)?;
+                        let max: u32 = r.need("max").map_err(de::Error::custom)?;
+                        if min < 1 || max < min {
+                            return Err(de::Error::custom(format!(
+                                "uniform token counts need 1 <= min <= max, got min = {min}, max = {max}"
+                            )));
+                        }
+                        TokenCount::Uniform { min, max }
+                    }
+                    "lognormal" => {
+                        let median: f64 = r.need("median").map_err(de::Error::custom)?;
+                        let sigma: f64 = r.need("sigma").map_err(de::Error::custom)?;
+                        if !(median >= 1.0 && median.is_finite()) || !(0.0..=5.0).contains(&sigma) {
+                            return Err(de::Error::custom(format!(
+                                "lognormal token counts need median >= 1 and 0 <= sigma <= 5, got median = {median}, sigma = {sigma}"
+                            )));
+                        }
+                        TokenCount::Lognormal { median, sigma }
+                    }
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown token distribution \"{other}\"; valid: uniform, lognormal"
+                        )));
+                    }
+                };
+                r.finish().map_err(de::Error::custom)?;
+                count
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "invalid token count {other}: {HELP}"
+                )));
+            }
+        };
+        Ok(RawTokens(count))
+    }
+}
+
+struct RawArrival(Arrival);
+
+impl<'de> Deserialize<'de> for RawArrival {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = toml::Value::deserialize(d)?;
+        let toml::Value::Table(t) = v else {
+            return Err(de::Error::custom(
+                "arrival must be a table like { kind = \"poisson\", rate = 2.0 }; kinds: constant, poisson, gamma, closed",
+            ));
+        };
+        let mut r = TableReader::new("arrival", t);
+        let kind: String = r.need("kind").map_err(de::Error::custom)?;
+        let rate = |r: &mut TableReader| -> Result<f64, String> {
+            let rate: f64 = r.need("rate")?;
+            if !(rate > 0.0 && rate.is_finite() && rate <= 1e6) {
+                return Err(format!(
+                    "arrival rate must be a number of requests/s in (0, 1e6], got {rate}"
+                ));
+            }
+            Ok(rate)
+        };
+        let arrival = match kind.as_str() {
+            "constant" => Arrival::Constant {
+                rate: rate(&mut r).map_err(de::Error::custom)?,
+            },
+            "poisson" => Arrival::Poisson {
+                rate: rate(&mut r).map_err(de::Error::custom)?,
+            },
+            "gamma" => {
+                let rate = rate(&mut r).map_err(de::Error::custom)?;
+                let burstiness: f64 = r.need("burstiness").map_err(de::Error::custom)?;
+                if !(burstiness > 0.0 && burstiness.is_finite()) {
+                    return Err(de::Error::custom(format!(
+                        "burstiness must be greater than zero, got {burstiness}"
+                    )));
+                }
+                Arrival::Gamma { rate, burstiness }
+            }
+            "closed" => {
+                let concurrency: i64 = r.need("concurrency").map_err(de::Error::custom)?;
+                if !(1..=100_000).contains(&concurrency) {
+                    return Err(de::Error::custom(format!(
+                        "concurrency must be in 1..=100000, got {concurrency}"
+                    )));
+                }
+                Arrival::Closed {
+                    concurrency: concurrency as u32,
+                }
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "unknown arrival kind \"{other}\"; valid: constant, poisson, gamma, closed"
+                )));
+            }
+        };
+        r.finish().map_err(de::Error::custom)?;
+        Ok(RawArrival(arrival))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    role: Role,
+    device: Option<RawDevice>,
+    layers: Option<LayerSpan>,
+    max_batch: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for Role {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "client" => Ok(Role::Client),
+            "relay" => Ok(Role::Relay),
+            "worker" => Ok(Role::Worker),
+            other => Err(de::Error::custom(format!(
+                "unknown role \"{other}\"; valid: client, relay, worker"
+            ))),
+        }
+    }
+}
+
+/// A profile name or an inline profile table.
+enum RawDevice {
+    Named(String),
+    Inline(Box<DeviceProfile>),
+}
+
+impl<'de> Deserialize<'de> for RawDevice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(RawDevice::Named(s)),
+            v @ toml::Value::Table(_) => v
+                .try_into::<DeviceProfile>()
+                .map(|p| RawDevice::Inline(Box::new(p)))
+                .map_err(|e| de::Error::custom(format!("inline device: {}", e.message().trim()))),
+            other => Err(de::Error::custom(format!(
+                "invalid device {other}: expected a profile name like \"a100-80g\" or an inline table with memory, flops, mem_bandwidth, efficiency"
+            ))),
+        }
+    }
+}
+
+/// `"0..40"`: layers 0 to 39.
+struct LayerSpan(Range<u32>);
+
+impl<'de> Deserialize<'de> for LayerSpan {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bad = || {
+            de::Error::custom(format!(
+                "invalid layer span \"{s}\": expected \"start..end\" like \"0..40\" (end exclusive)"
+            ))
+        };
+        let (a, b) = s.split_once("..").ok_or_else(bad)?;
+        let a: u32 = a.trim().parse().map_err(|_| bad())?;
+        let b: u32 = b.trim().parse().map_err(|_| bad())?;
+        if b <= a {
+            return Err(de::Error::custom(format!(
+                "layer span \"{s}\" is empty: end must be greater than start"
+            )));
+        }
+        Ok(LayerSpan(a..b))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLink {
+    between: Option<Vec<String>>,
+    from: Option<String>,
+    to: Option<String>,
+    rtt: Option<Dur>,
+    delay: Option<Dur>,
+    jitter: Option<Dur>,
+    bandwidth: Option<BitRate>,
+    loss: Option<RawLoss>,
+    queue: Option<Bytes>,
+}
+
+struct RawLoss(Loss);
+
+impl<'de> Deserialize<'de> for RawLoss {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let frac = |v: toml::Value, what: &str| -> Result<f64, String> {
+            match v {
+                toml::Value::String(s) => Fraction::parse(&s)
+                    .map(|f| f.get())
+                    .map_err(|e| format!("{what}: {e}")),
+                other => Err(format!(
+                    "{what}: expected a percentage like \"1%\", got {other}"
+                )),
+            }
+        };
+        let loss = match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Loss::Bernoulli {
+                p: Fraction::parse(&s).map_err(de::Error::custom)?.get(),
+            },
+            toml::Value::Table(t) => {
+                let mut r = TableReader::new("loss", t);
+                let model: String = r.need("model").map_err(de::Error::custom)?;
+                let get = |r: &mut TableReader,
+                           k: &'static str,
+                           default: Option<f64>|
+                 -> Result<f64, D::Error> {
+                    match r.take::<toml::Value>(k).map_err(de::Error::custom)? {
+                        Some(v) => frac(v, k).map_err(de::Error::custom),
+                        None => default.ok_or_else(|| {
+                            de::Error::custom(format!("loss model \"{model}\" needs `{k}`"))
+                        }),
+                    }
+                };
+                let loss = match model.as_str() {
+                    "bernoulli" => Loss::Bernoulli {
+                        p: get(&mut r, "p", None)?,
+                    },
+                    "gilbert-elliott" => Loss::GilbertElliott {
+                        p: get(&mut r, "p", None)?,
+                        r: get(&mut r, "r", None)?,
+                        loss_good: get(&mut r, "loss_good", Some(0.0))?,
+                        loss_bad: get(&mut r, "loss_bad", Some(1.0))?,
+                    },
+                    other => {
+                        return Err(de::Error::custom(format!(
+                            "unknown loss model \"{other}\"; valid: bernoulli, gilbert-elliott"
+                        )));
+                    }
+                };
+                r.finish().map_err(de::Error::custom)?;
+                loss
+            }
+            other => {
+                return Err(de::Error::custom(format!(
+                    "invalid loss {other}: expected a percentage like \"0.1%\" or {{ model = \"gilbert-elliott\", p = \"1%\", r = \"30%\" }}"
+                )));
+            }
+        };
+        Ok(RawLoss(loss))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    kind: TopologyKind,
+    path: Option<Vec<String>>,
+    hops: Option<Hops>,
+}
+
+impl<'de> Deserialize<'de> for TopologyKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "direct" => TopologyKind::Direct,
+            "relay" => TopologyKind::Relay,
+            "pipeline" => TopologyKind::Pipeline,
+            "tensor" => TopologyKind::Tensor,
+            "star" => TopologyKind::Star,
+            "ring" => TopologyKind::Ring,
+            "hedged" => TopologyKind::Hedged,
+            other => {
+                return Err(de::Error::custom(format!(
+                    "unknown topology kind \"{other}\"; valid: direct, relay, pipeline, tensor, star, ring, hedged"
+                )));
+            }
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Hops {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "client-relayed" => Ok(Hops::ClientRelayed),
+            "server-to-server" => Ok(Hops::ServerToServer),
+            other => Err(de::Error::custom(format!(
+                "unknown hops \"{other}\"; valid: client-relayed, server-to-server"
+            ))),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBaseline {
+    device: RawDevice,
+    count: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSlo {
+    ttft: Option<Dur>,
+    tpot: Option<Dur>,
+    itl: Option<Dur>,
+    e2e: Option<Dur>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReference {
+    source: String,
+    metric: String,
+    value: toml::Value,
+    tolerance: Fraction,
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Turns a parsed file into a checked scenario, collecting every problem.
+pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario, Problems> {
+    let mut problems = Problems::new();
+    let root = FieldPath::root();
+    let mut err = |path: FieldPath, msg: String| problems.push(Problem::new(path, msg));
+
+    if !valid_name(&raw.name) {
+        err(
+            root.key("name"),
+            format!(
+                "invalid name \"{}\": use 1-64 characters of a-z, 0-9 and -",
+                raw.name
+            ),
+        );
+    }
+
+    // Model.
+    let mp = root.key("model");
+    let model = {
+        let m = &raw.model;
+        let base = match &m.preset {
+            Some(name) => match Preset::find(name) {
+                Some(p) => Some(p.model()),
+                None => {
+                    err(
+                        mp.key("preset"),
+                        format!(
+                            "unknown model preset \"{name}\"; presets: {}",
+                            Preset::names().join(", ")
+                        ),
+                    );
+                    None
+                }
+            },
+            None => {
+                let missing: Vec<&str> = [
+                    ("layers", m.layers.is_none()),
+                    ("hidden", m.hidden.is_none()),
+                    ("params", m.params.is_none()),
+                    ("vocab", m.vocab.is_none()),
+                ]
+                .iter()
+                .filter(|(_, missing)| *missing)
+                .map(|(k, _)| *k)
+                .collect();
+                if missing.is_empty() {
+                    Some(Model {
+                        name: "custom".into(),
+                        layers: 0,
+                        hidden: 0,
+                        params: 0.0,
+                        kv_dim: 0,
+                        vocab: 0,
+                        weight_bytes: 2.0,
+                        activation_bytes: 2.0,
+                        tied_embeddings: false,
+                    })
+                } else {
+                    err(
+                        mp.clone(),
+                        format!(
+                            "the model needs a `preset` ({}) or explicit fields; missing: {}",
+                            Preset::names().join(", "),
+                            missing.join(", ")
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        base.map(|mut model| {
+            if let Some(v) = m.layers {
+                model.layers = v;
+            }
+            if let Some(v) = m.hidden {
+                model.hidden = v;
+                if m.preset.is_none() && m.kv_dim.is_none() {
+                    model.kv_dim = v;
+                }
+            }
+            if let Some(v) = &m.params {
+                model.params = v.0;
+            }
+            if let Some(v) = m.kv_dim {
+                model.kv_dim = v;
+            }
+            if let Some(v) = m.vocab {
+                model.vocab = v;
+            }
+            if let Some(v) = &m.weight_bytes {
+                model.weight_bytes = v.0;
+            }
+            if let Some(v) = &m.activation_bytes {
+                model.activation_bytes = v.0;
+            }
+            if let Some(v) = m.tied_embeddings {
+                model.tied_embeddings = v;
+            }
+            for (field, value) in [("layers", model.layers), ("hidden", model.hidden), ("kv_dim", model.kv_dim), ("vocab", model.vocab)] {
+                if value == 0 {
+                    err(mp.key(field), format!("{field} must be at least 1"));
+                }
+            }
+            if model.layers > 0 && model.hidden > 0 && model.layer_params() <= 0.0 {
+                err(
+                    mp.key("params"),
+                    format!(
+                        "{:.3e} parameters leave nothing for the layers once the embeddings ({:.3e}) are counted",
+                        model.params,
+                        model.embedding_params()
+                    ),
+                );
+            }
+            model
+        })
+    };
+
+    // Workload.
+    let wp = root.key("workload");
+    let w = &raw.workload;
+    let measure = match (w.duration, w.requests) {
+        (Some(_), Some(_)) => {
+            err(
+                wp.key("requests"),
+                "give either `duration` or `requests`, not both".into(),
+            );
+            None
+        }
+        (Some(d), None) if d.get().is_zero() => {
+            err(
+                wp.key("duration"),
+                "duration must be greater than zero".into(),
+            );
+            None
+        }
+        (Some(d), None) => Some(Extent::Duration(d.get())),
+        (None, Some(0)) => {
+            err(wp.key("requests"), "requests must be at least 1".into());
+            None
+        }
+        (None, Some(n)) => Some(Extent::Requests(n)),
+        (None, None) => {
+            err(
+                wp.clone(),
+                "the workload needs a measured phase: `duration = \"30s\"` or `requests = 200`"
+                    .into(),
+            );
+            None
+        }
+    };
+    let warmup = match (w.warmup, w.warmup_requests) {
+        (Some(_), Some(_)) => {
+            err(
+                wp.key("warmup_requests"),
+                "give either `warmup` or `warmup_requests`, not both".into(),
+            );
+            Extent::Requests(0)
+        }
+        (Some(d), None) => Extent::Duration(d.get()),
+        (None, Some(n)) => Extent::Requests(n),
+        (None, None) => Extent::Requests(0),
+    };
+
+    // Nodes.
+    let mut nodes = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, n) in raw.nodes.iter().enumerate() {
+        let np = root.key("node").index(i);
+        if !valid_name(&n.name) {
+            err(
+                np.key("name"),
+                format!(
+                    "invalid node name \"{}\": use 1-64 characters of a-z, 0-9 and -",
+                    n.name
+                ),
+            );
+        }
+        if !seen.insert(n.name.clone()) {
+            err(
+                np.key("name"),
+                format!(
+                    "duplicate node name \"{}\"; node names must be unique",
+                    n.name
+                ),
+            );
+        }
+        let device = match (&n.device, n.role) {
+            (None, Role::Worker) => {
+                err(
+                    np.clone(),
+                    format!(
+                        "worker \"{}\" needs a `device`: a profile name like \"a100-80g\", \"ideal\" or an inline table",
+                        n.name
+                    ),
+                );
+                None
+            }
+            (Some(_), Role::Relay) => {
+                err(
+                    np.key("device"),
+                    format!("relay \"{}\" runs no model: remove `device`", n.name),
+                );
+                None
+            }
+            (Some(d), _) => resolve_device(d, profiles, np.key("device"), &mut err),
+            (None, _) => None,
+        };
+        let layers = match (&n.layers, n.role, &model) {
+            (Some(span), Role::Worker, Some(m)) => {
+                if span.0.end > m.layers {
+                    err(
+                        np.key("layers"),
+                        format!(
+                            "layer span {}..{} runs past the model's {} layers; valid spans lie inside 0..{}",
+                            span.0.start, span.0.end, m.layers, m.layers
+                        ),
+                    );
+                }
+                span.0.clone()
+            }
+            (Some(_), Role::Worker, None) => 0..0,
+            (Some(_), role, _) => {
+                err(
+                    np.key("layers"),
+                    format!("a {role} holds no layers: remove `layers`"),
+                );
+                0..0
+            }
+            (None, Role::Worker, Some(m)) => 0..m.layers,
+            (None, _, _) => 0..0,
+        };
+        let max_batch = n.max_batch.unwrap_or(1);
+        if max_batch == 0 {
+            err(np.key("max_batch"), "max_batch must be at least 1".into());
+        }
+        if n.max_batch.is_some() && n.role != Role::Worker {
+            err(
+                np.key("max_batch"),
+                format!("max_batch applies to workers, not to a {}", n.role),
+            );
+        }
+        if let (Some(dev), Some(m), Role::Worker) = (&device, &model, n.role) {
+            let bytes = m.layer_params()
+                * (layers.end.saturating_sub(layers.start)) as f64
+                * m.weight_bytes;
+            if bytes > dev.memory.get() {
+                err(
+                    np.key("layers"),
+                    format!(
+                        "worker \"{}\" holds {} layers = {} of weights, more than the {} of {}; hold fewer layers or use a larger device",
+                        n.name,
+                        layers.len(),
+                        units::format_si(bytes, "B"),
+                        dev.memory,
+                        dev.name
+                    ),
+                );
+            }
+        }
+        nodes.push(Node {
+            name: n.name.clone(),
+            role: n.role,
+            device,
+            layers,
+            max_batch,
+        });
+    }
+    if raw.nodes.is_empty() {
+        err(
+            root.clone(),
+            "the scenario has no nodes: add [[node]] tables for a client and a worker".into(),
+        );
+    } else {
+        if !nodes.iter().any(|n| n.role == Role::Client) {
+            err(
+                root.key("node"),
+                "no node has role = \"client\"; a scenario needs one to send requests".into(),
+            );
+        }
+        if !nodes.iter().any(|n| n.role == Role::Worker) {
+            err(
+                root.key("node"),
+                "no node has role = \"worker\"; a scenario needs one to run the model".into(),
+            );
+        }
+    }
+    let index_of = |name: &str| nodes.iter().position(|n| n.name == name);
+    let names = || {
+        nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+
+    // Links.
+    let mut links: Vec<LinkDef> = Vec::new();
+    for (i, l) in raw.links.iter().enumerate() {
+        let lp = root.key("link").index(i);
+        let lookup =
+            |name: &str, path: FieldPath, err: &mut dyn FnMut(FieldPath, String)| match index_of(
+                name,
+            ) {
+                Some(ix) => Some(ix),
+                None => {
+                    err(
+                        path,
+                        format!("unknown node \"{name}\"; nodes are: {}", names()),
+                    );
+                    None
+                }
+            };
+        let ends: Option<(usize, usize, bool)> = match (&l.between, &l.from, &l.to) {
+            (Some(b), None, None) => {
+                if b.len() != 2 {
+                    err(
+                        lp.key("between"),
+                        format!("between needs exactly two node names, got {}", b.len()),
+                    );
+                    None
+                } else {
+                    let a = lookup(&b[0], lp.key("between").index(0), &mut err);
+                    let c = lookup(&b[1], lp.key("between").index(1), &mut err);
+                    a.zip(c).map(|(a, c)| (a, c, true))
+                }
+            }
+            (None, Some(f), Some(t)) => {
+                let a = lookup(f, lp.key("from"), &mut err);
+                let c = lookup(t, lp.key("to"), &mut err);
+                a.zip(c).map(|(a, c)| (a, c, false))
+            }
+            _ => {
+                err(
+                    lp.clone(),
+                    "a link needs `between = [\"a\", \"b\"]` or both `from` and `to`".into(),
+                );
+                None
+            }
+        };
+        let delay = match (l.rtt, l.delay) {
+            (Some(_), Some(_)) => {
+                err(
+                    lp.key("delay"),
+                    "give either `rtt` or `delay` (one way), not both".into(),
+                );
+                Duration::ZERO
+            }
+            (Some(rtt), None) => {
+                if l.between.is_none() {
+                    err(
+                        lp.key("rtt"),
+                        "a one-way link (from/to) takes `delay`, not `rtt`".into(),
+                    );
+                }
+                rtt.get() / 2
+            }
+            (None, Some(d)) => d.get(),
+            (None, None) => Duration::ZERO,
+        };
+        let jitter = l.jitter.map(|j| j.get()).unwrap_or_default();
+        if jitter > delay && !jitter.is_zero() {
+            err(
+                lp.key("jitter"),
+                format!(
+                    "jitter {} is larger than the one-way delay {}; a datagram cannot arrive before it is sent",
+                    units::format_duration(jitter),
+                    units::format_duration(delay)
+                ),
+            );
+        }
+        let bandwidth = l.bandwidth.map(|b| b.get());
+        if bandwidth == Some(0.0) {
+            err(
+                lp.key("bandwidth"),
+                "bandwidth must be greater than zero; remove it for an unlimited link".into(),
+            );
+        }
+        let queue = l.queue.map(|q| q.as_u64()).unwrap_or(DEFAULT_QUEUE_BYTES);
+        if queue < 1500 {
+            err(
+                lp.key("queue"),
+                format!(
+                    "a queue of {queue} B cannot hold one 1500-byte datagram; use at least \"1500B\""
+                ),
+            );
+        }
+        let loss = l.loss.as_ref().map(|x| x.0).unwrap_or(Loss::None);
+        let params = LinkParams {
+            delay,
+            jitter,
+            bandwidth,
+            loss,
+            queue,
+        };
+        if let Some((a, b, both)) = ends {
+            if a == b {
+                err(
+                    lp.clone(),
+                    format!("a link from \"{}\" to itself", nodes[a].name),
+                );
+                continue;
+            }
+            let dirs: &[(usize, usize)] = if both { &[(a, b), (b, a)] } else { &[(a, b)] };
+            for &(from, to) in dirs {
+                if links.iter().any(|x| x.from == from && x.to == to) {
+                    err(
+                        lp.clone(),
+                        format!(
+                            "the link {} -> {} is defined twice",
+                            nodes[from].name, nodes[to].name
+                        ),
+                    );
+                } else {
+                    links.push(LinkDef {
+                        from,
+                        to,
+                        params: params.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    // Topology.
+    let tp = root.key("topology");
+    let (kind, path_names, hops) = match &raw.topology {
+        Some(t) => (t.kind, t.path.clone(), t.hops),
+        None => (TopologyKind::Direct, None, None),
+    };
+    if hops.is_some() && kind != TopologyKind::Pipeline {
+        err(
+            tp.key("hops"),
+            format!("`hops` applies to pipeline topologies, not {kind}"),
+        );
+    }
+    let path: Vec<usize> = match path_names {
+        Some(p) => {
+            let mut ix = Vec::new();
+            for (i, name) in p.iter().enumerate() {
+                match index_of(name) {
+                    Some(n) => ix.push(n),
+                    None => err(
+                        tp.key("path").index(i),
+                        format!("unknown node \"{name}\"; nodes are: {}", names()),
+                    ),
+                }
+            }
+            if ix.len() != p.len() { Vec::new() } else { ix }
+        }
+        None if kind == TopologyKind::Direct => {
+            let clients: Vec<usize> = (0..nodes.len())
+                .filter(|&i| nodes[i].role == Role::Client)
+                .collect();
+            let workers: Vec<usize> = (0..nodes.len())
+                .filter(|&i| nodes[i].role == Role::Worker)
+                .collect();
+            if clients.len() == 1 && workers.len() == 1 {
+                vec![clients[0], workers[0]]
+            } else {
+                if !nodes.is_empty() {
+                    err(tp.clone(), "with several clients or workers, give [topology] a `path` like [\"client\", \"gpu-a\"]".into());
+                }
+                Vec::new()
+            }
+        }
+        None => {
+            err(
+                tp.clone(),
+                format!(
+                    "a {kind} topology needs a `path` naming its nodes in order, starting at a client"
+                ),
+            );
+            Vec::new()
+        }
+    };
+    if !path.is_empty() {
+        check_path(kind, &path, &nodes, &links, model.as_ref(), &tp, &mut err);
+    }
+
+    // Baseline.
+    let baseline = raw.baseline.as_ref().and_then(|b| {
+        let bp = root.key("baseline");
+        let count = b.count.unwrap_or(1);
+        if count == 0 || count > 64 {
+            err(bp.key("count"), format!("count must be in 1..=64 GPUs, got {count}"));
+        }
+        let device = resolve_device(&b.device, profiles, bp.key("device"), &mut err)?;
+        if let Some(m) = &model {
+            let total = device.memory.get() * count.max(1) as f64;
+            if m.total_weight_bytes() > total {
+                err(
+                    bp.key("device"),
+                    format!(
+                        "the model's {} of weights do not fit in {} x {} ({}); raise `count` or lower `weight_bytes`",
+                        units::format_si(m.total_weight_bytes(), "B"),
+                        count,
+                        device.name,
+                        units::format_si(total, "B")
+                    ),
+                );
+            }
+        }
+        Some(Baseline { device, count: count.max(1) })
+    });
+
+    // SLO.
+    let slo = raw
+        .slo
+        .as_ref()
+        .map(|s| {
+            let mut check = |k: &'static str, v: Option<Dur>| {
+                if v.is_some_and(|d| d.get().is_zero()) {
+                    err(
+                        root.key("slo").key(k),
+                        format!("slo {k} must be greater than zero"),
+                    );
+                }
+                v.map(|d| d.get())
+            };
+            Slo {
+                ttft: check("ttft", s.ttft),
+                tpot: check("tpot", s.tpot),
+                itl: check("itl", s.itl),
+                e2e: check("e2e", s.e2e),
+            }
+        })
+        .unwrap_or_default();
+
+    // Reference.
+    let reference = raw.reference.as_ref().and_then(|r| {
+        let rp = root.key("reference");
+        let latency = r
+            .metric
+            .rsplit_once('_')
+            .is_some_and(|(m, p)| REFERENCE_LATENCY_METRICS.contains(&m) && REFERENCE_PERCENTILES.contains(&p));
+        let throughput = REFERENCE_THROUGHPUT_METRICS.contains(&r.metric.as_str());
+        if !latency && !throughput {
+            err(
+                rp.key("metric"),
+                format!(
+                    "unknown reference metric \"{}\"; use <metric>_<percentile> with metric in {} and percentile in {}, or one of {}",
+                    r.metric,
+                    REFERENCE_LATENCY_METRICS.join(", "),
+                    REFERENCE_PERCENTILES.join(", "),
+                    REFERENCE_THROUGHPUT_METRICS.join(", ")
+                ),
+            );
+            return None;
+        }
+        let value = match (&r.value, latency) {
+            (toml::Value::String(s), true) => match Dur::parse(s) {
+                Ok(d) => RefValue::Latency(d.get()),
+                Err(e) => {
+                    err(rp.key("value"), e);
+                    return None;
+                }
+            },
+            (toml::Value::Integer(n), false) if *n > 0 => RefValue::Number(*n as f64),
+            (toml::Value::Float(f), false) if *f > 0.0 && f.is_finite() => RefValue::Number(*f),
+            (_, true) => {
+                err(rp.key("value"), format!("a latency reference needs a duration like \"30ms\", got {}", r.value));
+                return None;
+            }
+            (_, false) => {
+                err(rp.key("value"), format!("a throughput reference needs a positive number, got {}", r.value));
+                return None;
+            }
+        };
+        Some(Reference { source: r.source.clone(), metric: r.metric.clone(), value, tolerance: r.tolerance.get() })
+    });
+
+    let (Some(model), Some(measure)) = (model, measure) else {
+        return Err(problems);
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Scenario {
+        name: raw.name,
+        description: raw.description,
+        seed: raw.seed,
+        file: PathBuf::new(),
+        sha256: String::new(),
+        model,
+        workload: Workload {
+            prompt_tokens: raw.workload.prompt_tokens.0,
+            output_tokens: raw.workload.output_tokens.0,
+            arrival: raw.workload.arrival.0,
+            measure,
+            warmup,
+        },
+        nodes,
+        links,
+        topology: Topology {
+            kind,
+            path,
+            hops: hops.unwrap_or(Hops::ClientRelayed),
+        },
+        baseline,
+        slo,
+        reference,
+    })
+}
+
+fn resolve_device(
+    d: &RawDevice,
+    profiles: &ProfileLibrary,
+    path: FieldPath,
+    err: &mut dyn FnMut(FieldPath, String),
+) -> Option<DeviceProfile> {
+    match d {
+        RawDevice::Named(name) => match profiles.load(name) {
+            Ok((p, _)) => Some(p),
+            Err(e) => {
+                err(path, e);
+                None
+            }
+        },
+        RawDevice::Inline(p) => {
+            let mut p = (**p).clone();
+            if p.name.is_empty() {
+                p.name = "inline".into();
+            }
+            let problems = p.check();
+            for (field, msg) in &problems {
+                let mut fp = path.clone();
+                for k in field.split('.') {
+                    fp = fp.key(k);
+                }
+                err(fp, msg.clone());
+            }
+            problems.is_empty().then_some(p)
+        }
+    }
+}
+
+/// Checks a topology's path: roles in the right places and a link for every hop.
+fn check_path(
+    kind: TopologyKind,
+    path: &[usize],
+    nodes: &[Node],
+    links: &[LinkDef],
+    model: Option<&Model>,
+    tp: &FieldPath,
+    err: &mut dyn FnMut(FieldPath, String),
+) {
+    let pp = tp.key("path");
+    let role = |i: usize| nodes[path[i]].role;
+    let name = |i: usize| nodes[path[i]].name.as_str();
+    if role(0) != Role::Client {
+        err(
+            pp.index(0),
+            format!(
+                "a path starts at a client; \"{}\" is a {}",
+                name(0),
+                role(0)
+            ),
+        );
+        return;
+    }
+    let mut seen = HashSet::new();
+    for (i, &n) in path.iter().enumerate() {
+        if !seen.insert(n) {
+            err(
+                pp.index(i),
+                format!("node \"{}\" appears twice in the path", nodes[n].name),
+            );
+        }
+    }
+    let has = |a: usize, b: usize| links.iter().any(|l| l.from == a && l.to == b);
+    let need_link = |a: usize, b: usize, at: usize, err: &mut dyn FnMut(FieldPath, String)| {
+        for (x, y) in [(a, b), (b, a)] {
+            if !has(x, y) {
+                err(
+                    pp.index(at),
+                    format!(
+                        "the route needs a link {} -> {}, and the scenario has none; add [[link]] between = [\"{}\", \"{}\"]",
+                        nodes[x].name, nodes[y].name, nodes[a].name, nodes[b].name
+                    ),
+                );
+            }
+        }
+    };
+    let rest = &path[1..];
+    match kind {
+        TopologyKind::Direct => {
+            if path.len() != 2 || role(1) != Role::Worker {
+                err(
+                    pp.clone(),
+                    "a direct topology's path is [client, worker]".into(),
+                );
+                return;
+            }
+            need_link(path[0], path[1], 1, err);
+        }
+        TopologyKind::Relay => {
+            if path.len() < 3
+                || role(path.len() - 1) != Role::Worker
+                || (1..path.len() - 1).any(|i| role(i) != Role::Relay)
+            {
+                err(
+                    pp.clone(),
+                    "a relay topology's path is [client, relay, ..., worker]".into(),
+                );
+                return;
+            }
+            for i in 1..path.len() {
+                need_link(path[i - 1], path[i], i, err);
+            }
+        }
+        TopologyKind::Pipeline | TopologyKind::Star | TopologyKind::Ring => {
+            if rest.is_empty() || rest.iter().any(|&n| nodes[n].role != Role::Worker) {
+                err(
+                    pp.clone(),
+                    format!("a {kind} topology's path is [client, worker, worker, ...]"),
+                );
+                return;
+            }
+            if let Some(m) = model {
+                let mut next = 0;
+                for (i, &n) in rest.iter().enumerate() {
+                    let span = &nodes[n].layers;
+                    if span.start != next {
+                        err(
+                            pp.index(i + 1),
+                            format!(
+                                "stage \"{}\" holds layers {}..{} but the previous stage ends at layer {next}; stages must hold consecutive spans",
+                                nodes[n].name, span.start, span.end
+                            ),
+                        );
+                        return;
+                    }
+                    next = span.end;
+                }
+                if next != m.layers {
+                    err(
+                        pp.clone(),
+                        format!(
+                            "the stages cover layers 0..{next}, but the model has {} layers",
+                            m.layers
+                        ),
+                    );
+                }
+            }
+            for i in 1..path.len() {
+                need_link(path[0], path[i], i, err);
+            }
+        }
+        TopologyKind::Tensor | TopologyKind::Hedged => {
+            if rest.is_empty() || rest.iter().any(|&n| nodes[n].role != Role::Worker) {
+                err(
+                    pp.clone(),
+                    format!("a {kind} topology's path is [client, worker, worker, ...]"),
+                );
+                return;
+            }
+            for i in 1..path.len() {
+                need_link(path[0], path[i], i, err);
+            }
+        }
+    }
+}
