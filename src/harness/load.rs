@@ -30,14 +30,17 @@ pub enum Target {
 }
 
 /// What one request saw, on the client's clock.
-struct Timeline {
-    tokens: Vec<Instant>,
-    queue: Duration,
-    compute: Duration,
+pub struct Timeline {
+    /// Arrival of each output token.
+    pub tokens: Vec<Instant>,
+    /// The node's queue and compute time for the request, on its own clock.
+    pub queue: Duration,
+    pub compute: Duration,
 }
 
 impl Target {
-    async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
+    /// Sends one request and waits for its last token.
+    pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match self {
             Target::Remote {
                 conn,

@@ -237,6 +237,81 @@ fn host_addr(index: usize) -> SocketAddr {
     ))
 }
 
+/// A built topology: a client and a worker endpoint on an in-memory network of emulated
+/// links, the worker serving requests with its executor.
+pub struct Topology {
+    pub net: Network,
+    pub client: quinn::Endpoint,
+    pub server: quinn::Endpoint,
+    pub client_addr: SocketAddr,
+    pub worker_addr: SocketAddr,
+    pub server_stats: Arc<worker::ServerStats>,
+    /// Stops the worker's server and executor.
+    pub cancel: CancellationToken,
+}
+
+impl Topology {
+    /// Builds the plan's network and starts the worker. Links are seeded from `seed`.
+    pub fn build(
+        plan: &Plan,
+        seed: u64,
+        clock: &Clock,
+        options: &Options,
+        cancel: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let net = Network::new(clock.clone());
+        let (client_addr, worker_addr) = (host_addr(plan.client), host_addr(plan.worker));
+        net.add_link(
+            client_addr,
+            worker_addr,
+            Link::new(plan.up.link.clone(), seed ^ 0x11),
+        );
+        net.add_link(
+            worker_addr,
+            client_addr,
+            Link::new(plan.down.link.clone(), seed ^ 0x22),
+        );
+        let tls = endpoint::tls(&options.transport)?;
+        let server = endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server))?;
+        let mut client = endpoint::endpoint(net.bind(client_addr)?, None)?;
+        client.set_default_client_config(tls.client);
+        let executor = Executor::spawn(clock.clone(), plan.stage.clone(), cancel.clone());
+        let server_stats = worker::spawn_server(
+            server.clone(),
+            plan.route[plan.route.len() - 1].clone(),
+            executor,
+            clock.clone(),
+            options.max_frame,
+            cancel.clone(),
+        );
+        Ok(Topology {
+            net,
+            client,
+            server,
+            client_addr,
+            worker_addr,
+            server_stats,
+            cancel,
+        })
+    }
+
+    /// Opens a connection from the client to the worker (the QUIC and TLS handshake).
+    pub async fn connect(&self) -> anyhow::Result<quinn::Connection> {
+        Ok(self
+            .client
+            .connect(self.worker_addr, endpoint::SERVER_NAME)?
+            .await?)
+    }
+
+    /// Stops the worker and closes both endpoints.
+    pub async fn shutdown(&self) {
+        self.cancel.cancel();
+        self.client.close(0u32.into(), b"run complete");
+        let _ = tokio::time::timeout(Duration::from_millis(200), self.client.wait_idle()).await;
+        self.server.close(0u32.into(), b"run complete");
+    }
+}
+
 /// Runs the scenario's topology, then its baseline, and returns what they measured.
 /// Cancelling `cancel` stops within the grace period and returns what was measured.
 pub async fn run(
@@ -259,39 +334,13 @@ pub async fn run(
 
     // Topology.
     progress.begin_run("topology");
-    let run_cancel = cancel.child_token();
-    let net = Network::new(clock.clone());
-    let (client_addr, worker_addr) = (host_addr(plan.client), host_addr(plan.worker));
-    net.add_link(
-        client_addr,
-        worker_addr,
-        Link::new(plan.up.link.clone(), scenario.seed ^ 0x11),
-    );
-    net.add_link(
-        worker_addr,
-        client_addr,
-        Link::new(plan.down.link.clone(), scenario.seed ^ 0x22),
-    );
-    let tls = endpoint::tls(&options.transport)?;
-    let server = endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server))?;
-    let mut client = endpoint::endpoint(net.bind(client_addr)?, None)?;
-    client.set_default_client_config(tls.client);
-    let executor = Executor::spawn(clock.clone(), plan.stage.clone(), run_cancel.clone());
-    let server_stats = worker::spawn_server(
-        server.clone(),
-        plan.route[plan.route.len() - 1].clone(),
-        executor,
-        clock.clone(),
-        options.max_frame,
-        run_cancel.clone(),
-    );
+    let topo = Topology::build(plan, scenario.seed, &clock, options, cancel.child_token())?;
     let mut record = RunRecord::new();
     let t0 = clock.now();
-    let connecting = client.connect(worker_addr, endpoint::SERVER_NAME)?;
     let conn = tokio::select! {
-        c = connecting => c?,
+        c = topo.connect() => c?,
         _ = cancel.cancelled() => {
-            run_cancel.cancel();
+            topo.cancel.cancel();
             measured.topology = Some(RunOutput { record, complete: false });
             return Ok(measured);
         }
@@ -325,14 +374,22 @@ pub async fn run(
         congestion_events: stats.path.congestion_events,
     });
     conn.close(0u32.into(), b"run complete");
-    run_cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_millis(200), client.wait_idle()).await;
-    server.close(0u32.into(), b"run complete");
+    topo.shutdown().await;
     for (from, to, a, b) in [
-        (&plan.up.from, &plan.up.to, client_addr, worker_addr),
-        (&plan.down.from, &plan.down.to, worker_addr, client_addr),
+        (
+            &plan.up.from,
+            &plan.up.to,
+            topo.client_addr,
+            topo.worker_addr,
+        ),
+        (
+            &plan.down.from,
+            &plan.down.to,
+            topo.worker_addr,
+            topo.client_addr,
+        ),
     ] {
-        if let Some(stats) = net.link_stats(a, b) {
+        if let Some(stats) = topo.net.link_stats(a, b) {
             measured.links.push(LinkReport {
                 from: from.clone(),
                 to: to.clone(),
@@ -340,7 +397,7 @@ pub async fn run(
             });
         }
     }
-    measured.malformed_frames = server_stats.malformed.load(Ordering::Relaxed);
+    measured.malformed_frames = topo.server_stats.malformed.load(Ordering::Relaxed);
     measured.topology = Some(RunOutput { record, complete });
 
     // Baseline: the same seeded workload on the local device, no network.

@@ -6,6 +6,7 @@ use super::model::{Model, Preset};
 use super::profile::{DeviceProfile, ProfileLibrary};
 use super::units::{BitRate, Bytes, Dur, Fraction};
 use super::*;
+use crate::plan::schedule;
 use serde::{Deserialize, Deserializer, de};
 use std::collections::HashSet;
 
@@ -212,9 +213,12 @@ impl<'de> Deserialize<'de> for RawTokens {
                     "lognormal" => {
                         let median: f64 = r.need("median").map_err(de::Error::custom)?;
                         let sigma: f64 = r.need("sigma").map_err(de::Error::custom)?;
-                        if !(median >= 1.0 && median.is_finite()) || !(0.0..=5.0).contains(&sigma) {
+                        if !(median >= 1.0
+                            && median <= schedule::MAX_TOKENS as f64
+                            && (0.0..=5.0).contains(&sigma))
+                        {
                             return Err(de::Error::custom(format!(
-                                "lognormal token counts need median >= 1 and 0 <= sigma <= 5, got median = {median}, sigma = {sigma}"
+                                "lognormal token counts need 1 <= median <= 1048576 and 0 <= sigma <= 5, got median = {median}, sigma = {sigma}"
                             )));
                         }
                         TokenCount::Lognormal { median, sigma }

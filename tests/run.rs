@@ -1,0 +1,175 @@
+//! `inferlat run` end to end: the files it writes keep the contract of DESIGN §8, and
+//! Ctrl-C stops a run quickly and still writes what was measured.
+
+use assert_cmd::Command;
+use inferlat::report::hgrm;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn quickstart() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/quickstart.toml")
+}
+
+fn key<'a>(v: &'a Value, path: &str) -> &'a Value {
+    let mut cur = v;
+    for k in path.split('.') {
+        cur = cur
+            .get(k)
+            .unwrap_or_else(|| panic!("summary.json has no `{path}` (missing `{k}`)"));
+    }
+    cur
+}
+
+#[test]
+fn run_writes_the_summary_contract_and_matching_hgrm_files() {
+    let out = tempfile::tempdir().unwrap();
+    Command::cargo_bin("inferlat")
+        .unwrap()
+        .args(["run", quickstart(), "--requests", "8", "--quiet", "--out"])
+        .arg(out.path())
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success();
+    let dir = out.path().join("quickstart");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(key(&summary, "schema_version"), 1);
+    assert_eq!(key(&summary, "tool.name"), "inferlat");
+    assert_eq!(key(&summary, "complete"), true);
+    assert_eq!(key(&summary, "clock"), "real");
+    assert_eq!(key(&summary, "scenario.seed"), 7);
+    assert_eq!(key(&summary, "scenario.sha256").as_str().unwrap().len(), 64);
+    for k in [
+        "tool.version",
+        "scenario.name",
+        "scenario.file",
+        "environment.os",
+        "environment.cpus",
+    ] {
+        key(&summary, k);
+    }
+    for run in ["topology", "baseline"] {
+        let r = key(&summary, &format!("runs.{run}"));
+        assert_eq!(key(r, "requests.completed"), 8, "{run}");
+        assert_eq!(key(r, "requests.failed"), 0, "{run}");
+        for k in [
+            "throughput.requests_per_s",
+            "throughput.output_tokens_per_s",
+            "breakdown.queue.p50",
+            "breakdown.compute.p50",
+            "breakdown.network.p50",
+        ] {
+            assert!(key(r, k).is_number(), "{run}.{k}");
+        }
+        for m in ["ttft", "tpot", "itl", "e2e", "service", "schedule_lag"] {
+            let metric = key(r, &format!("metrics.{m}"));
+            assert_eq!(key(metric, "unit"), "ms");
+            for f in ["count", "min", "mean", "p50", "p90", "p99", "p999", "max"] {
+                assert!(key(metric, f).is_number(), "{run}.metrics.{m}.{f}");
+            }
+            // The .hgrm file of the same histogram agrees with the summary.
+            let text = std::fs::read_to_string(dir.join(format!("{run}.{m}.hgrm"))).unwrap();
+            let (rows, total) = hgrm::parse(&text).unwrap();
+            assert_eq!(
+                total,
+                key(metric, "count").as_u64().unwrap(),
+                "{run}.{m} count"
+            );
+            let max = key(metric, "max").as_f64().unwrap();
+            let last = rows.last().unwrap();
+            assert!(
+                (last.value - max).abs() <= max * 0.001 + 0.001,
+                "{run}.{m}: hgrm max {} vs summary {max}",
+                last.value
+            );
+            let p50 = key(metric, "p50").as_f64().unwrap();
+            let row = rows.iter().find(|r| r.percentile >= 0.5).unwrap();
+            assert!(
+                row.value >= p50 * 0.999 - 0.001,
+                "{run}.{m}: hgrm p50 row {} vs summary {p50}",
+                row.value
+            );
+        }
+    }
+    assert!(
+        key(&summary, "runs.topology.metrics.connect.count")
+            .as_u64()
+            .unwrap()
+            >= 1
+    );
+    for m in ["ttft", "tpot", "itl", "e2e"] {
+        let t = key(&summary, &format!("tax.{m}.p50")).as_f64().unwrap();
+        assert!(
+            t > 1.0,
+            "a remote A100 is slower than a local H100: tax {m} {t}"
+        );
+    }
+    assert!(key(&summary, "reference.within_tolerance").is_boolean());
+    // Nothing half-written is left behind.
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        assert!(
+            !e.file_name().to_string_lossy().contains(".tmp-"),
+            "{:?}",
+            e.path()
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_stops_within_two_seconds_and_writes_partial_results() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("inferlat"))
+        .args([
+            "run",
+            quickstart(),
+            "--duration",
+            "10min",
+            "--quiet",
+            "--out",
+        ])
+        .arg(out.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let summary = out.path().join("quickstart/summary.json");
+    // Let it get into the measured phase.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+    let sent = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "still running 10 s after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(2), "took {took:?} to stop");
+    assert_eq!(status.code(), Some(1), "an interrupted run exits 1");
+    let v: Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["runs"]["topology"]["complete"], false);
+    assert!(
+        v["runs"]["topology"]["requests"]["completed"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "what was measured is kept"
+    );
+    assert!(
+        Path::new(&summary)
+            .with_file_name("topology.e2e.hgrm")
+            .exists()
+    );
+}
