@@ -53,9 +53,9 @@ Ctrl-C stops within 2 seconds and still writes what was measured, marked \"compl
     },
     /// List shipped scenarios, model presets and device profiles
     List {
-        /// Folder of scenarios to list
-        #[arg(long, value_name = "DIR", default_value = "scenarios")]
-        scenarios: PathBuf,
+        /// Folder of scenarios to list [default: scenarios]
+        #[arg(long, value_name = "DIR")]
+        scenarios: Option<PathBuf>,
     },
 }
 
@@ -71,7 +71,7 @@ struct RunArgs {
     #[arg(long, value_name = "D", conflicts_with = "requests", value_parser = parse_dur)]
     duration: Option<Dur>,
     /// Override the measured phase with a number of requests
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = parse_requests)]
     requests: Option<u64>,
     /// Override the scenario's seed
     #[arg(long, value_name = "N")]
@@ -90,6 +90,16 @@ enum ClockArg {
     Real,
     /// Simulated time (not available yet)
     Virtual,
+}
+
+fn parse_requests(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "\"{s}\" is not a whole number of requests (at least 1)"
+        )),
+    }
 }
 
 fn parse_dur(s: &str) -> Result<Dur, String> {
@@ -122,7 +132,14 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run_command(args),
         Command::Validate { files } => validate_command(&files),
-        Command::List { scenarios } => list_command(&scenarios),
+        Command::List { scenarios } => match scenarios {
+            Some(dir) if !dir.is_dir() => Err(Failure::BadInput(anyhow!(
+                "{}: no such folder",
+                dir.display()
+            ))),
+            Some(dir) => list_command(&dir),
+            None => list_command(Path::new("scenarios")),
+        },
     };
     match result {
         Ok(code) => code,

@@ -97,7 +97,9 @@ impl Stage {
     /// yields the first token) and one decode step for each further token.
     pub fn request(&self, prompt: u32, output: u32) -> RequestCompute {
         let prefill = self.prefill(prompt);
-        let decode: Vec<Duration> = (1..output).map(|k| self.decode(prompt + k)).collect();
+        let decode: Vec<Duration> = (1..output)
+            .map(|k| self.decode(prompt.saturating_add(k)))
+            .collect();
         RequestCompute { prefill, decode }
     }
 }

@@ -9,8 +9,6 @@
 //! # field: <the field path the error names>   (where a field makes sense)
 //! ```
 //!
-//! `tests/bad-known-bugs/` holds inputs in the same format whose messages are wrong today
-//! (a panic, a missing field, a location at 1:1); the `#[ignore]`d tests below name them.
 //! Nothing here runs a scenario: only `validate`, `list`, help and the error paths of `run`.
 
 use assert_cmd::Command;
@@ -646,75 +644,61 @@ fn run_with_bad_override_flags_exits_2() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known problems: each test states the ideal message. Remove the #[ignore] once fixed (and
-// move a `tests/bad-known-bugs/` file into `tests/bad/`).
+// Problems found in review, each fixed; these tests keep them fixed.
+// move a `tests/bad/` file into `tests/bad/`).
 
 #[test]
-#[ignore = "bug: validate panics (Duration::from_secs_f64 overflow in LinkParams::serialization) on a tiny bandwidth"]
 fn tiny_bandwidth_is_rejected_without_a_panic() {
-    assert_bad_file("tests/bad-known-bugs/bandwidth-too-small-panics.toml");
+    assert_bad_file("tests/bad/bandwidth-too-small.toml");
 }
 
 #[test]
-#[ignore = "bug: validate panics (index out of bounds in plan::plan) on `path = []` in a direct topology"]
 fn empty_direct_path_is_rejected_without_a_panic() {
-    assert_bad_file("tests/bad-known-bugs/topology-direct-empty-path-panics.toml");
+    assert_bad_file("tests/bad/topology-direct-empty-path.toml");
 }
 
 #[test]
-#[ignore = "bug: an explicit empty `path = []` skips check_path; star/tensor/... validate as ok"]
 fn empty_star_path_is_rejected() {
-    assert_bad_file("tests/bad-known-bugs/topology-star-empty-path-accepted.toml");
+    assert_bad_file("tests/bad/topology-star-empty-path.toml");
 }
 
 #[test]
-#[ignore = "bug: validate panics (u32 add overflow in compute::Stage::request) on prompt_tokens = 4294967295"]
 fn huge_prompt_token_count_is_rejected_without_a_panic() {
-    assert_bad_file("tests/bad-known-bugs/prompt-tokens-huge-panics.toml");
+    assert_bad_file("tests/bad/prompt-tokens-huge.toml");
 }
 
 #[test]
-#[ignore = "bug: validate aborts allocating 64 GiB (compute::Stage::request) on output_tokens = 4294967295"]
 fn huge_output_token_count_is_rejected_without_an_abort() {
-    assert_bad_file("tests/bad-known-bugs/output-tokens-huge-aborts.toml");
+    assert_bad_file("tests/bad/output-tokens-huge.toml");
 }
 
 #[test]
-#[ignore = "bug: validate panics (u32 add overflow in compute::Stage::request) on a lognormal median of 1e300"]
 fn huge_lognormal_median_is_rejected_without_a_panic() {
-    assert_bad_file("tests/bad-known-bugs/lognormal-median-huge-panics.toml");
+    assert_bad_file("tests/bad/lognormal-median-huge.toml");
 }
 
 #[test]
-#[ignore = "bug: `[link]` instead of `[[link]]` says `invalid type: map, expected a sequence` with no field"]
 fn table_written_instead_of_array_of_tables_names_the_field_and_the_fix() {
-    assert_bad_file("tests/bad-known-bugs/link-written-as-table.toml");
+    assert_bad_file("tests/bad/link-written-as-table.toml");
 }
 
 #[test]
-#[ignore = "bug: an integer out of range says `expected u32`, a Rust type, not what is valid"]
 fn negative_max_batch_says_what_is_valid_not_a_rust_type() {
-    assert_bad_file("tests/bad-known-bugs/max-batch-negative-rust-types.toml");
-    let out = validate(Path::new(
-        "tests/bad-known-bugs/max-batch-negative-rust-types.toml",
-    ));
+    assert_bad_file("tests/bad/max-batch-negative.toml");
+    let out = validate(Path::new("tests/bad/max-batch-negative.toml"));
     assert!(!out.stderr.contains("u32"), "{}", out.stderr);
 }
 
 #[test]
-#[ignore = "bug: the no-nodes error is labelled field `(top level)`"]
 fn scenario_without_nodes_has_no_top_level_field_label() {
-    assert_bad_file("tests/bad-known-bugs/no-nodes-top-level-field.toml");
-    let out = validate(Path::new(
-        "tests/bad-known-bugs/no-nodes-top-level-field.toml",
-    ));
+    assert_bad_file("tests/bad/no-nodes.toml");
+    let out = validate(Path::new("tests/bad/no-nodes.toml"));
     assert!(!out.stderr.contains("(top level)"), "{}", out.stderr);
 }
 
 #[test]
-#[ignore = "bug: a missing link on the implied direct route is reported at 1:1 as `topology.path[1]`, with no [topology] in the file"]
 fn missing_link_on_the_implied_route_is_located_in_the_file() {
-    let path = "tests/bad-known-bugs/no-links-located-at-1-1.toml";
+    let path = "tests/bad/route-without-link.toml";
     assert_bad_file(path);
     let out = validate(Path::new(path));
     assert!(!out.stderr.contains(":1:1:"), "{}", out.stderr);
@@ -727,7 +711,6 @@ fn missing_link_on_the_implied_route_is_located_in_the_file() {
 }
 
 #[test]
-#[ignore = "bug: a rejected link adds two more errors at 1:1 about the implied route"]
 fn rejected_link_is_the_only_problem_reported() {
     for path in [
         "tests/bad/link-to-itself.toml",
@@ -741,7 +724,6 @@ fn rejected_link_is_the_only_problem_reported() {
 }
 
 #[test]
-#[ignore = "bug: a duplicate TOML key says only `duplicate key`, without the key or the field"]
 fn duplicate_toml_key_names_the_key() {
     let out = validate(Path::new("tests/bad/toml-duplicate-key.toml"));
     assert_bad_input(&out);
@@ -749,7 +731,6 @@ fn duplicate_toml_key_names_the_key() {
 }
 
 #[test]
-#[ignore = "bug: \"40\" says `unknown unit `no unit``; it should say a unit is required"]
 fn number_without_unit_in_a_string_says_a_unit_is_required() {
     let out = validate(Path::new("tests/bad/unit-missing-in-string.toml"));
     assert_bad_input(&out);
@@ -758,7 +739,6 @@ fn number_without_unit_in_a_string_says_a_unit_is_required() {
 }
 
 #[test]
-#[ignore = "bug: `--duration 10` says `unknown unit `no unit``; it should say a unit is required"]
 fn duration_flag_without_unit_says_a_unit_is_required() {
     let out = run(["run", "--duration", "10", QUICKSTART]);
     assert_bad_input(&out);
@@ -766,7 +746,6 @@ fn duration_flag_without_unit_says_a_unit_is_required() {
 }
 
 #[test]
-#[ignore = "bug: `--requests 0` says `0 is not in 1..18446744073709551615`"]
 fn requests_flag_zero_says_at_least_one() {
     let out = run(["run", "--requests", "0", QUICKSTART]);
     assert_bad_input(&out);
@@ -779,7 +758,6 @@ fn requests_flag_zero_says_at_least_one() {
 }
 
 #[test]
-#[ignore = "bug: a missing [workload] is reported as field `name` when the file starts with `name =`"]
 fn missing_table_is_not_blamed_on_the_first_field() {
     let text = std::fs::read_to_string(root().join(QUICKSTART)).unwrap();
     let start = text.find("[workload]").unwrap();
@@ -800,7 +778,6 @@ fn missing_table_is_not_blamed_on_the_first_field() {
 }
 
 #[test]
-#[ignore = "bug: a 0-byte file says `missing field `name`` instead of saying the file is empty"]
 fn zero_byte_file_says_it_is_empty() {
     let dir = tempfile::tempdir().unwrap();
     // Not named "empty": the message itself must say so.
@@ -811,7 +788,6 @@ fn zero_byte_file_says_it_is_empty() {
 }
 
 #[test]
-#[ignore = "bug: a NUL byte is reported as `byte N is not UTF-8`, but NUL is valid UTF-8"]
 fn nul_byte_is_not_called_invalid_utf8() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_temp(&dir, "nul.toml", b"name = \"a\0\"\n");
@@ -822,7 +798,6 @@ fn nul_byte_is_not_called_invalid_utf8() {
 }
 
 #[test]
-#[ignore = "bug: `list --scenarios` with a missing folder exits 0; DESIGN §9 says a bad path exits 2"]
 fn list_with_a_missing_scenarios_folder_exits_2() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-folder");

@@ -70,7 +70,7 @@ async fn serve(clock: &Clock, stage: &Stage, job: Job) {
         return;
     }
     for k in 1..job.output {
-        due += stage.decode(job.prompt + k);
+        due += stage.decode(job.prompt.saturating_add(k));
         clock.sleep_until(due).await;
         if job.events.send(Event::Token { index: k }).is_err() {
             return;

@@ -37,9 +37,6 @@ impl FieldPath {
 
 impl fmt::Display for FieldPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("(top level)");
-        }
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
                 Seg::Key(k) if i == 0 => write!(f, "{k}")?,
@@ -150,12 +147,58 @@ impl<'a> Source<'a> {
     /// Locates a deserialization error by the byte span toml reported.
     pub fn locate_toml_error(&self, err: &toml::de::Error) -> Diagnostic {
         let span = err.span();
-        let field = span
-            .as_ref()
-            .and_then(|s| self.path_at(s.start))
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        self.diagnostic(span, field, err.message().trim().to_string())
+        let mut message = plain_types(err.message().trim());
+        let field = if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|m| m.split('`').next())
+        {
+            // The span is the table that lacks the field, not a field in it.
+            let table = span
+                .as_ref()
+                .and_then(|s| self.path_at(s.start))
+                .filter(|_| span.as_ref().is_some_and(|s| s.start > 0));
+            match table {
+                Some(t) if !t.0.is_empty() && self.is_table(&t) => format!("{t}.{name}"),
+                _ => name.to_string(),
+            }
+        } else {
+            span.as_ref()
+                .and_then(|s| self.path_at(s.start))
+                .map(|p| p.to_string())
+                .unwrap_or_default()
+        };
+        if message == "duplicate key"
+            && let Some(key) = span.as_ref().and_then(|s| self.text.get(s.clone()))
+        {
+            message = format!(
+                "duplicate key `{}`: a key may appear once in a table",
+                key.trim()
+            );
+        }
+        if message.contains("invalid type: map, expected a sequence") && !field.is_empty() {
+            message = format!(
+                "{message}: write [[{field}]] for each entry (an array of tables), not [{field}]"
+            );
+        }
+        self.diagnostic(span, field, message)
+    }
+
+    fn is_table(&self, path: &FieldPath) -> bool {
+        let Some(doc) = self.doc.as_ref() else {
+            return false;
+        };
+        let mut item = doc.as_item();
+        for seg in &path.0 {
+            let next = match seg {
+                Seg::Key(k) => item.get(k.as_str()),
+                Seg::Index(i) => item.get(*i),
+            };
+            match next {
+                Some(n) => item = n,
+                None => return false,
+            }
+        }
+        item.is_table_like()
     }
 
     /// The span of the deepest item along `path` that exists in the document.
@@ -220,6 +263,28 @@ impl<'a> Source<'a> {
     }
 }
 
+/// Replaces Rust type names in serde's messages with what a user may write.
+fn plain_types(message: &str) -> String {
+    const TYPES: &[(&str, &str)] = &[
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        (
+            "expected u64",
+            "expected a whole number from 0 to 18446744073709551615",
+        ),
+        ("expected i64", "expected a whole number"),
+        ("expected f64", "expected a number"),
+        ("expected a string", "expected a quoted string"),
+    ];
+    let mut out = message.to_string();
+    for (rust, plain) in TYPES {
+        out = out.replace(rust, plain);
+    }
+    out
+}
+
 fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     while i > 0 && !s.is_char_boundary(i) {
         i -= 1;
@@ -243,6 +308,11 @@ fn walk_item(item: &Item, path: &FieldPath, offset: usize, found: &mut Option<(F
         Item::Table(t) => {
             for (k, child) in t.iter() {
                 let p = path.key(k);
+                if let Item::Table(_) = child
+                    && let Some(len) = contains(child.span(), offset)
+                {
+                    consider(found, p.clone(), len);
+                }
                 if let Some(len) = contains(t.key(k).and_then(|k| k.span()), offset) {
                     consider(found, p.clone(), len);
                 }

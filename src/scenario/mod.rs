@@ -11,7 +11,7 @@ pub mod profile;
 mod raw;
 pub mod units;
 
-use diagnostic::{Diagnostic, FieldPath, Problem, Source};
+use diagnostic::{Diagnostic, Problem, Source};
 pub use model::Model;
 pub use profile::{DeviceProfile, ProfileLibrary};
 use serde::Serialize;
@@ -260,7 +260,9 @@ impl LinkParams {
     /// Time to serialize `bytes` onto the link.
     pub fn serialization(&self, bytes: f64) -> Duration {
         match self.bandwidth {
-            Some(bps) if bps > 0.0 => Duration::from_secs_f64(bytes * 8.0 / bps),
+            Some(bps) if bps > 0.0 => {
+                Duration::try_from_secs_f64(bytes * 8.0 / bps).unwrap_or(Duration::MAX)
+            }
             _ => Duration::ZERO,
         }
     }
@@ -353,11 +355,12 @@ pub const REFERENCE_THROUGHPUT_METRICS: &[&str] = &["output_tokens_per_s", "requ
 pub enum ScenarioError {
     #[error("{}: cannot read the scenario file: {message}", path.display())]
     Read { path: PathBuf, message: String },
-    #[error(
-        "{}: not a text file: byte {offset} is not UTF-8 (a scenario is a TOML text file)",
-        path.display()
-    )]
-    NotText { path: PathBuf, offset: usize },
+    #[error("{}: not a text file: byte {offset} {why} (a scenario is a TOML text file)", path.display())]
+    NotText {
+        path: PathBuf,
+        offset: usize,
+        why: &'static str,
+    },
     #[error("{}", render(diagnostics))]
     Invalid { diagnostics: Vec<Diagnostic> },
 }
@@ -395,11 +398,13 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
     let text = std::str::from_utf8(&bytes).map_err(|e| ScenarioError::NotText {
         path: path.to_path_buf(),
         offset: e.valid_up_to(),
+        why: "is not UTF-8",
     })?;
-    if text.contains('\0') {
+    if let Some(offset) = text.find('\0') {
         return Err(ScenarioError::NotText {
             path: path.to_path_buf(),
-            offset: text.find('\0').unwrap_or(0),
+            offset,
+            why: "is a NUL byte",
         });
     }
     parse(path, text, &ProfileLibrary::for_scenario(path))
@@ -412,6 +417,12 @@ pub fn parse(
     profiles: &ProfileLibrary,
 ) -> Result<Scenario, ScenarioError> {
     let source = Source::new(file, text);
+    if text.trim().is_empty() {
+        let message = "the file is empty: a scenario needs `name`, [model], [workload] and [[node]] tables (see scenarios/quickstart.toml)";
+        return Err(ScenarioError::Invalid {
+            diagnostics: vec![source.diagnostic(None, String::new(), message.into())],
+        });
+    }
     let raw: raw::RawScenario = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
@@ -462,9 +473,4 @@ pub fn preset_summaries() -> BTreeMap<&'static str, String> {
             )
         })
         .collect()
-}
-
-#[doc(hidden)]
-pub fn _field_path_root() -> FieldPath {
-    FieldPath::root()
 }

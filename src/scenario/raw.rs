@@ -189,9 +189,10 @@ impl<'de> Deserialize<'de> for RawTokens {
         let v = toml::Value::deserialize(d)?;
         let count = match v {
             toml::Value::Integer(n) => {
-                if n < 1 || n > u32::MAX as i64 {
+                if n < 1 || n > schedule::MAX_TOKENS as i64 {
                     return Err(de::Error::custom(format!(
-                        "token count must be at least 1, got {n}"
+                        "token count must be between 1 and {}, got {n}",
+                        schedule::MAX_TOKENS
                     )));
                 }
                 TokenCount::Fixed { value: n as u32 }
@@ -203,9 +204,9 @@ impl<'de> Deserialize<'de> for RawTokens {
                     "uniform" => {
                         let min: u32 = r.need("min").map_err(de::Error::custom)?;
                         let max: u32 = r.need("max").map_err(de::Error::custom)?;
-                        if min < 1 || max < min {
+                        if min < 1 || max < min || max > schedule::MAX_TOKENS {
                             return Err(de::Error::custom(format!(
-                                "uniform token counts need 1 <= min <= max, got min = {min}, max = {max}"
+                                "uniform token counts need 1 <= min <= max <= 1048576, got min = {min}, max = {max}"
                             )));
                         }
                         TokenCount::Uniform { min, max }
@@ -522,7 +523,11 @@ fn valid_name(s: &str) -> bool {
 pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario, Problems> {
     let mut problems = Problems::new();
     let root = FieldPath::root();
-    let mut err = |path: FieldPath, msg: String| problems.push(Problem::new(path, msg));
+    let found = std::cell::Cell::new(0usize);
+    let mut err = |path: FieldPath, msg: String| {
+        found.set(found.get() + 1);
+        problems.push(Problem::new(path, msg));
+    };
 
     if !valid_name(&raw.name) {
         err(
@@ -941,7 +946,8 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
         }
     }
 
-    // Topology.
+    // Topology. A route is checked only when the nodes and links it uses are sound.
+    let sound = found.get() == 0;
     let tp = root.key("topology");
     let (kind, path_names, hops) = match &raw.topology {
         Some(t) => (t.kind, t.path.clone(), t.hops),
@@ -964,6 +970,19 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
                         format!("unknown node \"{name}\"; nodes are: {}", names()),
                     ),
                 }
+            }
+            if p.is_empty() {
+                let shape = if kind == TopologyKind::Direct {
+                    "[client, worker]"
+                } else if kind == TopologyKind::Relay {
+                    "[client, relay, ..., worker]"
+                } else {
+                    "[client, worker, worker, ...]"
+                };
+                err(
+                    tp.key("path"),
+                    format!("the path is empty: a {kind} topology's path is {shape}"),
+                );
             }
             if ix.len() != p.len() { Vec::new() } else { ix }
         }
@@ -993,8 +1012,26 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
             Vec::new()
         }
     };
-    if !path.is_empty() {
-        check_path(kind, &path, &nodes, &links, model.as_ref(), &tp, &mut err);
+    if !path.is_empty() && sound {
+        // Point at the path when the file has one, else at the node the implied route reaches.
+        let explicit = raw.topology.as_ref().is_some_and(|t| t.path.is_some());
+        let at = |i: usize| {
+            if explicit {
+                tp.key("path").index(i)
+            } else {
+                root.key("node").index(path[i])
+            }
+        };
+        check_path(
+            kind,
+            &path,
+            &nodes,
+            &links,
+            model.as_ref(),
+            &tp,
+            &at,
+            &mut err,
+        );
     }
 
     // Baseline.
@@ -1162,6 +1199,7 @@ fn check_path(
     links: &[LinkDef],
     model: Option<&Model>,
     tp: &FieldPath,
+    at: &dyn Fn(usize) -> FieldPath,
     err: &mut dyn FnMut(FieldPath, String),
 ) {
     let pp = tp.key("path");
@@ -1188,17 +1226,28 @@ fn check_path(
         }
     }
     let has = |a: usize, b: usize| links.iter().any(|l| l.from == a && l.to == b);
-    let need_link = |a: usize, b: usize, at: usize, err: &mut dyn FnMut(FieldPath, String)| {
-        for (x, y) in [(a, b), (b, a)] {
-            if !has(x, y) {
-                err(
-                    pp.index(at),
-                    format!(
-                        "the route needs a link {} -> {}, and the scenario has none; add [[link]] between = [\"{}\", \"{}\"]",
-                        nodes[x].name, nodes[y].name, nodes[a].name, nodes[b].name
-                    ),
-                );
-            }
+    let need_link = |a: usize, b: usize, i: usize, err: &mut dyn FnMut(FieldPath, String)| {
+        let (na, nb) = (&nodes[a].name, &nodes[b].name);
+        match (has(a, b), has(b, a)) {
+            (true, true) => {}
+            (false, false) => err(
+                at(i),
+                format!(
+                    "the route needs a link {na} -> {nb}, and the scenario has none; add [[link]] between = [\"{na}\", \"{nb}\"]"
+                ),
+            ),
+            (true, false) => err(
+                at(i),
+                format!(
+                    "the route needs a link {nb} -> {na} for the answers; the scenario has only {na} -> {nb}"
+                ),
+            ),
+            (false, true) => err(
+                at(i),
+                format!(
+                    "the route needs a link {na} -> {nb} for the requests; the scenario has only {nb} -> {na}"
+                ),
+            ),
         }
     };
     let rest = &path[1..];

@@ -54,8 +54,12 @@ fn parse_scaled(s: &str, what: &str, example: &str, table: &[(&str, f64)]) -> Re
             "invalid {what} \"{s}\": expected a number and a unit, like \"{example}\""
         ));
     };
+    if unit.is_empty() {
+        return Err(format!(
+            "invalid {what} \"{s}\": a unit is required, like \"{example}\""
+        ));
+    }
     let Some(scale) = lookup(unit, table) else {
-        let unit = if unit.is_empty() { "no unit" } else { unit };
         return Err(format!(
             "invalid {what} \"{s}\": unknown unit `{unit}`; valid units: {}",
             unit_names(table)
@@ -144,7 +148,7 @@ enum Raw {
 }
 
 macro_rules! quantity {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $example:literal, $table:ident, $display:expr) => {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $example:literal, $table:ident, $display:expr, $min:expr, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Default)]
         pub struct $name(f64);
@@ -161,8 +165,18 @@ macro_rules! quantity {
             }
 
             /// Parses `"<number><unit>"`.
-            pub fn parse(s: &str) -> Result<Self, String> {
-                parse_scaled(s, $what, $example, $table).map(Self)
+                        pub fn parse(s: &str) -> Result<Self, String> {
+                let v = parse_scaled(s, $what, $example, $table)?;
+                let show: fn(f64) -> String = $display;
+                if !(($min)..=($max)).contains(&v) {
+                    return Err(format!(
+                        "invalid {} \"{s}\": must be between {} and {}",
+                        $what,
+                        show($min),
+                        show($max)
+                    ));
+                }
+                Ok(Self(v))
             }
         }
 
@@ -206,19 +220,19 @@ macro_rules! quantity {
 
 quantity!(
     /// A bit rate in bits per second.
-    BitRate, "bandwidth", "100Mbit/s", BITRATE_UNITS, |v| format_si(v, "bit/s")
+    BitRate, "bandwidth", "100Mbit/s", BITRATE_UNITS, |v| format_si(v, "bit/s"), 1e3, 1e15
 );
 quantity!(
     /// A size in bytes.
-    Bytes, "size", "256KiB", SIZE_UNITS, |v| format_si(v, "B")
+    Bytes, "size", "256KiB", SIZE_UNITS, |v| format_si(v, "B"), 0.0, 1e15
 );
 quantity!(
     /// A compute rate in floating-point operations per second.
-    FlopRate, "compute rate", "312TFLOP/s", FLOPS_UNITS, |v| format_si(v, "FLOP/s")
+    FlopRate, "compute rate", "312TFLOP/s", FLOPS_UNITS, |v| format_si(v, "FLOP/s"), 0.0, 1e19
 );
 quantity!(
     /// A memory bandwidth in bytes per second.
-    ByteRate, "memory bandwidth", "2.04TB/s", BYTERATE_UNITS, |v| format_si(v, "B/s")
+    ByteRate, "memory bandwidth", "2.04TB/s", BYTERATE_UNITS, |v| format_si(v, "B/s"), 0.0, 1e16
 );
 
 impl Bytes {
@@ -396,10 +410,7 @@ mod tests {
     #[test]
     fn bad_durations_say_what_is_valid() {
         let e = Dur::parse("40").unwrap_err();
-        assert!(
-            e.contains("unknown unit `no unit`") && e.contains("ms"),
-            "{e}"
-        );
+        assert!(e.contains("a unit is required") && e.contains("ms"), "{e}");
         let e = Dur::parse("40 parsecs").unwrap_err();
         assert!(e.contains("parsecs"), "{e}");
         assert!(Dur::parse("-5ms").unwrap_err().contains("negative"));
@@ -415,6 +426,11 @@ mod tests {
         assert_eq!(BitRate::parse("10 Mbps").unwrap().get(), 10e6);
         assert_eq!(BitRate::parse("1MB/s").unwrap().get(), 8e6);
         assert!(BitRate::parse("100Mbit").is_err());
+        assert!(
+            BitRate::parse("1e-30bit/s")
+                .unwrap_err()
+                .contains("between 1kbit/s and 1Pbit/s")
+        );
         assert_eq!(
             BitRate::parse("100Mbit/s").unwrap().to_string(),
             "100Mbit/s"
