@@ -334,6 +334,9 @@ async fn run_one(
     args: &RunArgs,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
+    for note in &p.notes {
+        eprintln!("warning: {}: {note}", s.name);
+    }
     let started = SystemTime::now();
     let progress = Arc::new(Progress::default());
     let display = (!args.quiet).then(|| spawn_progress(s.name.clone(), progress.clone()));

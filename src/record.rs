@@ -126,8 +126,8 @@ impl Sample {
     }
 }
 
-/// A percentile ladder in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+/// A percentile ladder in milliseconds. An empty one serializes its values as null.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Ladder {
     pub unit: &'static str,
     pub count: u64,
@@ -138,6 +138,28 @@ pub struct Ladder {
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
+}
+
+impl Serialize for Ladder {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Ladder", 9)?;
+        st.serialize_field("unit", self.unit)?;
+        st.serialize_field("count", &self.count)?;
+        let values = [
+            ("min", self.min),
+            ("mean", self.mean),
+            ("p50", self.p50),
+            ("p90", self.p90),
+            ("p99", self.p99),
+            ("p999", self.p999),
+            ("max", self.max),
+        ];
+        for (name, v) in values {
+            st.serialize_field(name, &(self.count > 0).then_some(v))?;
+        }
+        st.end()
+    }
 }
 
 /// A fresh histogram of nanoseconds that grows as needed.

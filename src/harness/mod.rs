@@ -197,6 +197,8 @@ pub struct Measured {
     pub connections: Vec<ConnectionReport>,
     pub transport: TransportSettings,
     pub malformed_frames: u64,
+    /// Datagrams sent where the topology has no link.
+    pub unroutable: u64,
     pub clock: &'static str,
 }
 
@@ -329,6 +331,7 @@ pub async fn run(
         connections: Vec::new(),
         transport: options.transport.clone(),
         malformed_frames: 0,
+        unroutable: 0,
         clock: clock.name(),
     };
 
@@ -398,6 +401,7 @@ pub async fn run(
         }
     }
     measured.malformed_frames = topo.server_stats.malformed.load(Ordering::Relaxed);
+    measured.unroutable = topo.net.unroutable();
     measured.topology = Some(RunOutput { record, complete });
 
     // Baseline: the same seeded workload on the local device, no network.

@@ -47,6 +47,8 @@ pub struct Plan {
     pub baseline: Option<Stage>,
     /// The median request, for printing.
     pub typical: Shape,
+    /// What the user should know about how this version runs the plan.
+    pub notes: Vec<String>,
 }
 
 /// The lowest value each metric could take for one request: no queueing, no loss, no
@@ -113,8 +115,19 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         baseline,
         typical: Shape {
             prompt: s.workload.prompt_tokens.median(),
-            output: s.workload.output_tokens.median(),
+                        output: s.workload.output_tokens.median(),
         },
+        notes: s
+            .nodes
+            .iter()
+            .filter(|n| n.max_batch > 1)
+            .map(|n| {
+                format!(
+                    "worker \"{}\" has max_batch = {}, but this version serves one request at a time on each worker (FIFO); continuous batching is not built yet",
+                    n.name, n.max_batch
+                )
+            })
+            .collect(),
     })
 }
 

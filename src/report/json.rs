@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// The one line that explains scheduled-start timing.
-pub const TIMING_NOTE: &str = "latencies are measured from each request's scheduled start (no coordinated omission): a request that waits because the system is behind counts that wait; `service` excludes it, so the difference between e2e and service is time lost to queueing behind earlier requests in the load generator";
+pub const TIMING_NOTE: &str = "latencies run from each request's scheduled start (wrk2 and MLPerf LoadGen style, no coordinated omission): requests are sent on schedule whether or not earlier ones have finished, so waiting behind a backlog shows in the tails, where a closed-loop tool would have delayed the send and hidden it; `service` runs from the actual send and differs from e2e only by `schedule_lag`, the load generator's own lateness";
 
 #[derive(Serialize)]
 pub struct Summary {
@@ -43,6 +43,8 @@ pub struct ScenarioInfo {
     pub file: String,
     pub sha256: String,
     pub seed: u64,
+    /// The workload as run, command-line overrides applied.
+    pub workload: crate::scenario::Workload,
 }
 
 #[derive(Serialize)]
@@ -130,6 +132,8 @@ pub struct Network {
     pub connections: Vec<ConnectionReport>,
     pub transport: TransportSettings,
     pub malformed_frames: u64,
+    /// Datagrams sent where the topology has no link.
+    pub unroutable_datagrams: u64,
 }
 
 fn run_summary(out: &RunOutput, has_slo: bool) -> RunSummary {
@@ -187,6 +191,7 @@ pub fn summary(results: &Results) -> Summary {
         })
     });
     let mut notes = vec![TIMING_NOTE.to_string()];
+    notes.extend(results.plan.notes.iter().cloned());
     if !results.complete() {
         notes.push(
             "the run was interrupted: these results cover only what was measured before it stopped"
@@ -204,6 +209,7 @@ pub fn summary(results: &Results) -> Summary {
             file: s.file.display().to_string(),
             sha256: s.sha256.clone(),
             seed: s.seed,
+            workload: s.workload.clone(),
         },
         clock: m.clock,
         complete: results.complete(),
@@ -226,6 +232,7 @@ pub fn summary(results: &Results) -> Summary {
             connections: m.connections.clone(),
             transport: m.transport.clone(),
             malformed_frames: m.malformed_frames,
+            unroutable_datagrams: m.unroutable,
         },
         notes,
     }

@@ -139,6 +139,16 @@ pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> 
             written.push(path);
         }
     }
+    // Histograms of an earlier run in this folder that this run did not make (a metric
+    // with no values, a baseline since removed) would be read as this run's: remove them.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == "hgrm") && !written.contains(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
     Ok(written)
 }
 

@@ -156,7 +156,7 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         o,
-        "  note: times run from each request's scheduled start, so waiting behind a backlog counts (see `service` in summary.json for the time from the actual send)."
+        "  note: times run from each request's scheduled start, so waiting behind a backlog shows in the tails instead of being hidden by a late send (summary.json: notes, service, schedule_lag)."
     );
     o
 }
@@ -246,6 +246,9 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
         "  floor     topology: {}",
         floor_text(&plan.floor(shape))
     );
+    for note in &plan.notes {
+        let _ = writeln!(o, "  note      {note}");
+    }
     if let (Some(b), Some(f)) = (&plan.baseline, plan.baseline_floor(shape)) {
         let _ = writeln!(
             o,

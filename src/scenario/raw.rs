@@ -765,8 +765,14 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
             );
         }
         if let (Some(dev), Some(m), Role::Worker) = (&device, &model, n.role) {
-            let bytes = m.layer_params()
-                * (layers.end.saturating_sub(layers.start)) as f64
+            // The worker holding the last layer also holds the LM head it runs.
+            let head = if layers.end == m.layers {
+                m.head_params()
+            } else {
+                0.0
+            };
+            let bytes = (m.layer_params() * (layers.end.saturating_sub(layers.start)) as f64
+                + head)
                 * m.weight_bytes;
             if bytes > dev.memory.get() {
                 err(
