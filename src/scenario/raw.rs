@@ -1198,6 +1198,7 @@ fn resolve_device(
 }
 
 /// Checks a topology's path: roles in the right places and a link for every hop.
+#[allow(clippy::too_many_arguments)]
 fn check_path(
     kind: TopologyKind,
     path: &[usize],
