@@ -182,3 +182,36 @@ fn lossy_link_still_completes_every_request() {
     let sent: u64 = m.links.iter().map(|l| l.stats.datagrams).sum();
     assert!(sent > 0 && lost > 0, "lost {lost} of {sent}");
 }
+
+#[test]
+fn closed_loop_keeps_its_concurrency_and_runs_the_requested_count() {
+    // Two users against a FIFO worker: each request queues behind at most one other.
+    let t = text("a100-80g", "2ms", 64, 4, 10, 1.0, "").replace(
+        "arrival = { kind = \"constant\", rate = 1 }",
+        "arrival = { kind = \"closed\", concurrency = 2 }",
+    );
+    assert!(t.contains("closed"), "{t}");
+    let s = scenario(&t);
+    let p = plan::plan(&s).unwrap();
+    let one = p.stage.request(64, 4).total().as_secs_f64() * 1e3;
+    let m = run(&s);
+    let r = &m.topology.as_ref().unwrap().record;
+    assert_eq!(r.completed, 10, "errors: {:?}", r.errors);
+    // A closed loop sends when the last request ends: no schedule lag by construction.
+    assert_eq!(
+        r.histogram(Metric::ScheduleLag).max(),
+        r.histogram(Metric::ScheduleLag).min()
+    );
+    // With two in flight the worker is never idle, so the queue holds about one request.
+    let queue_p50 = r.part(inferlat::record::Part::Queue).value_at_quantile(0.5) as f64 / 1e6;
+    assert!(
+        queue_p50 > one * 0.5,
+        "queue p50 {queue_p50:.2} ms, one request {one:.2} ms"
+    );
+    // Throughput is bounded by the worker: one request per compute time.
+    assert!(
+        r.requests_per_s() <= 1000.0 / one * 1.01,
+        "{} req/s",
+        r.requests_per_s()
+    );
+}

@@ -248,6 +248,26 @@ bandwidth = "8Mbit/s"
     }
 
     #[test]
+    fn inline_device_table_is_a_profile() {
+        let inline = r#"device = { memory = "24GB", flops = "100TFLOP/s", mem_bandwidth = "1TB/s", efficiency = { compute = 0.5, memory = 0.5 } }"#;
+        let p = plan(&scenario(&NET_ONLY.replace("device = \"ideal\"", inline))).unwrap();
+        assert_eq!(p.stage.device.name, "inline");
+        // Decode reads the layers and the LM head (13.15 GB) at 0.5 TB/s effective: 26.3 ms.
+        assert!(p.stage.decode(100) >= Duration::from_micros(26_300));
+        let bad = NET_ONLY.replace(
+            "device = \"ideal\"",
+            &inline.replace("compute = 0.5", "compute = 1.5"),
+        );
+        let e = scenario::parse(Path::new("t.toml"), &bad, &ProfileLibrary::built_in())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("efficiency.compute") && e.contains("(0, 1]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn other_kinds_are_planned_later() {
         let text =
             NET_ONLY.to_string() + "[topology]\nkind = \"tensor\"\npath = [\"client\", \"gpu\"]\n";

@@ -163,9 +163,10 @@ pub fn render(r: &Results) -> String {
 
 fn floor_text(f: &Floor) -> String {
     format!(
-        "ttft {}, tpot {}, e2e {}",
+        "ttft {}, tpot {}, itl {}, e2e {}",
         ms(f.ttft),
         ms(f.tpot),
+        ms(f.itl),
         ms(f.e2e)
     )
 }
