@@ -1,13 +1,14 @@
 //! The command line: clap parsing, the progress display, exit codes (DESIGN §9).
 //! `main` only calls [`run`].
 
+use crate::clock::{Clock, ClockKind};
 use crate::harness::{self, Options, Progress};
 use crate::plan::{self, Plan};
 use crate::report::{self, Environment, Results};
 use crate::scenario::units::Dur;
 use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
 use anyhow::{Context as _, anyhow};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,20 +77,13 @@ struct RunArgs {
     /// Override the scenario's seed
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
-    /// Which clock runs the harness
-    #[arg(long, value_enum, default_value_t = ClockArg::Real)]
-    clock: ClockArg,
+    /// Which clock runs the harness: real (wall-clock time, what you measure) or virtual
+    /// (simulated time: deterministic from the seed, no waiting; harness CPU costs are not in it)
+    #[arg(long, value_enum, default_value_t = ClockKind::Real)]
+    clock: ClockKind,
     /// Print no progress while running
     #[arg(long, short)]
     quiet: bool,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum ClockArg {
-    /// Wall-clock time with a precise timer for link delivery and compute
-    Real,
-    /// Simulated time (not available yet)
-    Virtual,
 }
 
 fn parse_requests(s: &str) -> Result<u64, String> {
@@ -248,11 +242,6 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
 }
 
 fn run_command(args: RunArgs) -> Result<i32, Failure> {
-    if matches!(args.clock, ClockArg::Virtual) {
-        return Err(Failure::BadInput(anyhow!(
-            "--clock virtual is not available yet in this version; use --clock real (the default)"
-        )));
-    }
     let mut scenarios = load_all(&args.files)?;
     let mut seen = std::collections::HashSet::new();
     for s in &mut scenarios {
@@ -279,40 +268,45 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         .collect::<Result<_, _>>()?;
     check_out_dir(&args.out).map_err(Failure::BadInput)?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("inferlat")
-        .build()
-        .context("starting the async runtime")
-        .map_err(Failure::Run)?;
-    runtime.block_on(async move {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping and writing what was measured (Ctrl-C again to quit at once)");
-                on_signal.cancel();
+    let cancel = CancellationToken::new();
+    let mut code = EXIT_OK;
+    for (s, p) in scenarios.iter().zip(&plans) {
+        if cancel.is_cancelled() {
+            break;
+        }
+        // A fresh runtime and clock for each scenario: a virtual run depends on nothing
+        // that ran before it.
+        let (runtime, clock) = args
+            .clock
+            .runtime()
+            .context("starting the async runtime")
+            .map_err(Failure::Run)?;
+        let outcome = runtime.block_on(async {
+            let on_signal = cancel.clone();
+            let listener = tokio::spawn(async move {
                 if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
+                    eprintln!("\ninterrupted: stopping and writing what was measured (Ctrl-C again to quit at once)");
+                    on_signal.cancel();
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
                 }
-            }
+            });
+            let outcome = run_one(s, p, &args, &clock, &cancel).await;
+            listener.abort();
+            outcome
         });
-        let mut code = EXIT_OK;
-        for (s, p) in scenarios.iter().zip(&plans) {
-            if cancel.is_cancelled() {
-                break;
-            }
-            match run_one(s, p, &args, &cancel).await {
-                Ok(true) => {}
-                Ok(false) => code = EXIT_RUN_FAILED,
-                Err(e) => {
-                    eprintln!("error: {}: {e:#}", s.name);
-                    code = EXIT_RUN_FAILED;
-                }
+        runtime.shutdown_background();
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => code = EXIT_RUN_FAILED,
+            Err(e) => {
+                eprintln!("error: {}: {e:#}", s.name);
+                code = EXIT_RUN_FAILED;
             }
         }
-        Ok(code)
-    })
+    }
+    Ok(code)
 }
 
 /// Makes sure results can be written before anything runs.
@@ -332,6 +326,7 @@ async fn run_one(
     s: &Scenario,
     p: &Plan,
     args: &RunArgs,
+    clock: &Clock,
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
     for note in &p.notes {
@@ -339,9 +334,12 @@ async fn run_one(
     }
     let started = SystemTime::now();
     let progress = Arc::new(Progress::default());
-    let display = (!args.quiet).then(|| spawn_progress(s.name.clone(), progress.clone()));
+    let display =
+        (!args.quiet).then(|| spawn_progress(s.name.clone(), progress.clone(), clock.clone()));
     let options = Options::default();
-    let measured = harness::run(s, p, &options, progress, cancel.clone()).await;
+    let wall = Instant::now();
+    let measured = harness::run(s, p, &options, clock, progress, cancel.clone()).await;
+    let wall = wall.elapsed();
     if let Some((stop, handle)) = display {
         stop.cancel();
         let _ = handle.await;
@@ -356,6 +354,16 @@ async fn run_one(
     let dir = args.out.join(&s.name);
     report::write_all(&results, &dir)?;
     print!("{}", report::table::render(&results));
+    if clock.kind() == ClockKind::Virtual {
+        println!(
+            "  simulated {:.1} s in {:.1} s of wall time",
+            measured.simulated.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+    }
+    for w in report::warnings(&results) {
+        eprintln!("warning: {}: {w}", s.name);
+    }
     println!("  results: {}", dir.display());
     let completed = measured
         .topology
@@ -376,6 +384,7 @@ async fn run_one(
 fn spawn_progress(
     name: String,
     progress: Arc<Progress>,
+    clock: Clock,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let stop = CancellationToken::new();
     let done = stop.clone();
@@ -393,7 +402,7 @@ fn spawn_progress(
                 _ = done.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let snap = progress.snapshot(Instant::now());
+            let snap = progress.snapshot(clock.now());
             let of = match snap.extent {
                 Some(Extent::Duration(d)) => {
                     format!("{:.1}s/{:.0}s", snap.elapsed.as_secs_f64(), d.as_secs_f64())

@@ -1,8 +1,17 @@
-//! Clocks of the harness. The real clock delivers timed events on a precise timing path:
-//! one thread that waits on a condition variable with a deadline (with the thread's
-//! timer slack set to 1 ns on Linux), instead of tokio's timer wheel, which resolves to
-//! about a millisecond. It sleeps until just before each deadline and yields for the
-//! last few tens of microseconds, so it burns no core while idle.
+//! Clocks of the harness (DESIGN §3).
+//!
+//! - **real**: timed events on a precise timing path: one thread that waits on a
+//!   condition variable with a deadline (with the thread's timer slack set to 1 ns on
+//!   Linux), instead of tokio's timer wheel, which resolves to about a millisecond. It
+//!   sleeps until just before each deadline and yields for the last few tens of
+//!   microseconds, so it burns no core while idle.
+//! - **virtual**: tokio's paused clock on a current-thread runtime. quinn takes all of its
+//!   time from tokio, so the same QUIC stack runs in simulated time. The harness's own
+//!   events (link deliveries, compute, the load schedule) are kept to the nanosecond: tokio's
+//!   wheel would round them to milliseconds, so they wait in a heap of their own, and the
+//!   runtime's park hook advances the paused clock exactly to the next of them whenever
+//!   every task is idle. A ticker task keeps a tokio timer at the millisecond the next event
+//!   falls in, so tokio's own auto-advance never jumps past it.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -126,15 +135,6 @@ impl Timer {
     pub fn run_at(&self, at: Instant, job: impl FnOnce() + Send + 'static) {
         self.schedule(at, Task::Run(Box::new(job)));
     }
-
-    /// A future that completes at `at`.
-    pub fn sleep_until(&self, at: Instant) -> Sleep {
-        Sleep {
-            at,
-            timer: self.clone(),
-            registered: None,
-        }
-    }
 }
 
 fn set_timer_slack() {
@@ -189,17 +189,17 @@ fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Completes at an instant, woken by the precise timer.
+/// Completes at an instant, woken by the clock's timer.
 pub struct Sleep {
     at: Instant,
-    timer: Timer,
+    clock: Clock,
     registered: Option<Waker>,
 }
 
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.at {
+        if self.clock.now() >= self.at {
             return Poll::Ready(());
         }
         let fresh = self
@@ -209,9 +209,43 @@ impl Future for Sleep {
         if fresh {
             let waker = cx.waker().clone();
             self.registered = Some(waker.clone());
-            self.timer.schedule(self.at, Task::Wake(waker));
+            self.clock.schedule(self.at, Task::Wake(waker));
         }
         Poll::Pending
+    }
+}
+
+/// Which clock a run uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClockKind {
+    /// Wall-clock time: what a user measures.
+    #[default]
+    Real,
+    /// Simulated time: deterministic from the seed; harness CPU costs are not in it.
+    Virtual,
+}
+
+impl ClockKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClockKind::Real => "real",
+            ClockKind::Virtual => "virtual",
+        }
+    }
+
+    /// A runtime for this clock and the clock itself. The real clock runs on a
+    /// multi-threaded runtime; the virtual one on a paused current-thread runtime.
+    pub fn runtime(self) -> std::io::Result<(tokio::runtime::Runtime, Clock)> {
+        match self {
+            ClockKind::Real => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                Ok((rt, Clock::real()?))
+            }
+            ClockKind::Virtual => virtual_runtime(),
+        }
     }
 }
 
@@ -220,6 +254,8 @@ impl Future for Sleep {
 pub enum Clock {
     /// Wall-clock time with the precise timer.
     Real(Timer),
+    /// tokio's paused time, advanced to each event exactly.
+    Virtual(VirtualTimer),
 }
 
 impl Clock {
@@ -227,22 +263,37 @@ impl Clock {
         Ok(Clock::Real(Timer::start()?))
     }
 
+    pub fn kind(&self) -> ClockKind {
+        match self {
+            Clock::Real(_) => ClockKind::Real,
+            Clock::Virtual(_) => ClockKind::Virtual,
+        }
+    }
+
     pub fn now(&self) -> Instant {
         match self {
             Clock::Real(_) => Instant::now(),
+            Clock::Virtual(_) => tokio::time::Instant::now().into_std(),
         }
     }
 
     pub fn name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    fn schedule(&self, at: Instant, task: Task) {
         match self {
-            Clock::Real(_) => "real",
+            Clock::Real(t) => t.schedule(at, task),
+            Clock::Virtual(v) => v.schedule(at, task),
         }
     }
 
     /// Completes at `at`.
     pub fn sleep_until(&self, at: Instant) -> Sleep {
-        match self {
-            Clock::Real(t) => t.sleep_until(at),
+        Sleep {
+            at,
+            clock: self.clone(),
+            registered: None,
         }
     }
 
@@ -250,12 +301,156 @@ impl Clock {
         self.sleep_until(self.now() + d)
     }
 
-    /// Runs a short job at `at`.
+    /// Runs a short job at `at` (at once if `at` has passed).
     pub fn run_at(&self, at: Instant, job: impl FnOnce() + Send + 'static) {
-        match self {
-            Clock::Real(t) => t.run_at(at, job),
+        self.schedule(at, Task::Run(Box::new(job)));
+    }
+}
+
+struct VirtualState {
+    heap: BinaryHeap<Entry>,
+    seq: u64,
+    /// tokio's time origin: its timer ticks are whole milliseconds from here.
+    origin: Instant,
+}
+
+struct VirtualShared {
+    state: Mutex<VirtualState>,
+    /// Re-arms the ticker when the earliest event changes.
+    rearm: tokio::sync::Notify,
+}
+
+impl VirtualShared {
+    fn lock(&self) -> MutexGuard<'_, VirtualState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The start of the millisecond tick that `at` falls in.
+    fn tick_floor(origin: Instant, at: Instant) -> Instant {
+        let since = at.saturating_duration_since(origin);
+        origin + Duration::from_millis(since.as_millis() as u64)
+    }
+}
+
+/// The virtual clock's event heap; see the module's documentation.
+#[derive(Clone)]
+pub struct VirtualTimer {
+    shared: Arc<VirtualShared>,
+}
+
+impl std::fmt::Debug for VirtualTimer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VirtualTimer")
+    }
+}
+
+impl VirtualTimer {
+    fn schedule(&self, at: Instant, task: Task) {
+        let mut st = self.shared.lock();
+        let seq = st.seq;
+        st.seq += 1;
+        let earliest = st.heap.peek().is_none_or(|e| at < e.at);
+        st.heap.push(Entry { at, seq, task });
+        drop(st);
+        if earliest {
+            self.shared.rearm.notify_one();
         }
     }
+
+    /// The runtime's park hook: every task is idle. Fires what is due; otherwise moves the
+    /// paused clock exactly to the next event when it falls in the current millisecond
+    /// tick, or to the end of that tick so tokio's own timers stay on their milliseconds.
+    fn on_park(&self) {
+        let now = tokio::time::Instant::now().into_std();
+        let mut st = self.shared.lock();
+        let Some(next) = st.heap.peek().map(|e| e.at) else {
+            return;
+        };
+        let origin = st.origin;
+        let target = if next <= now {
+            now
+        } else {
+            let floor = VirtualShared::tick_floor(origin, now);
+            let tick_end = floor + Duration::from_millis(1);
+            if next <= tick_end {
+                next
+            } else if floor == now {
+                // On a tick already: tokio's auto-advance stops at the ticker's timer.
+                return;
+            } else {
+                tick_end
+            }
+        };
+        let mut due = Vec::new();
+        while st.heap.peek().is_some_and(|e| e.at <= target) {
+            due.push(st.heap.pop().expect("peeked").task);
+        }
+        drop(st);
+        if target > now {
+            advance(target - now);
+        }
+        for task in due {
+            match task {
+                Task::Wake(w) => w.wake(),
+                Task::Run(job) => job(),
+            }
+        }
+        self.shared.rearm.notify_one();
+    }
+
+    /// Keeps a tokio timer at the tick of the next event, so auto-advance never passes it.
+    async fn ticker(self) {
+        loop {
+            let wait = {
+                let st = self.shared.lock();
+                st.heap
+                    .peek()
+                    .map(|e| VirtualShared::tick_floor(st.origin, e.at))
+            };
+            let now = tokio::time::Instant::now().into_std();
+            match wait {
+                Some(t) if t > now => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(t.into()) => {}
+                        _ = self.shared.rearm.notified() => {}
+                    }
+                }
+                _ => self.shared.rearm.notified().await,
+            }
+        }
+    }
+}
+
+/// Moves tokio's paused clock forward by `d`, from inside the runtime.
+fn advance(d: Duration) {
+    // `tokio::time::advance` moves the clock on its first poll, then yields once.
+    let fut = std::pin::pin!(tokio::time::advance(d));
+    let mut cx = Context::from_waker(Waker::noop());
+    let _ = fut.poll(&mut cx);
+}
+
+/// A paused current-thread runtime whose park hook drives the virtual clock.
+fn virtual_runtime() -> std::io::Result<(tokio::runtime::Runtime, Clock)> {
+    let shared = Arc::new(VirtualShared {
+        state: Mutex::new(VirtualState {
+            heap: BinaryHeap::new(),
+            seq: 0,
+            origin: Instant::now(),
+        }),
+        rearm: tokio::sync::Notify::new(),
+    });
+    let timer = VirtualTimer { shared };
+    let hook = timer.clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .on_thread_park(move || hook.on_park())
+        .build()?;
+    // Nothing has advanced the paused clock yet: now is tokio's time origin.
+    let origin = rt.block_on(async { tokio::time::Instant::now().into_std() });
+    timer.shared.lock().origin = origin;
+    rt.spawn(timer.clone().ticker());
+    Ok((rt, Clock::Virtual(timer)))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 pub mod load;
 pub mod worker;
 
-use crate::clock::Clock;
+use crate::clock::{Clock, ClockKind};
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
@@ -14,6 +14,8 @@ use crate::plan::Plan;
 use crate::plan::schedule::Phase as LoadPhase;
 use crate::record::RunRecord;
 use crate::scenario::{Extent, Scenario};
+use crate::scenario::{LinkChange, LinkParams};
+use hdrhistogram::Histogram;
 use load::{Driver, PhaseResult, Target};
 use serde::Serialize;
 use std::net::SocketAddr;
@@ -158,11 +160,17 @@ impl Progress {
     }
 }
 
-/// Counters of one link direction, for the summary.
+/// One link direction for the summary: what it was set to and what it did.
 #[derive(Clone, Debug, Serialize)]
 pub struct LinkReport {
     pub from: String,
     pub to: String,
+    /// The preset it started from, if any.
+    pub preset: Option<&'static str>,
+    /// Its parameters at the start of the run.
+    pub params: LinkParams,
+    /// How it changed during the measured phase.
+    pub changes: Vec<LinkChange>,
     #[serde(flatten)]
     pub stats: LinkStats,
 }
@@ -172,12 +180,43 @@ pub struct LinkReport {
 pub struct ConnectionReport {
     pub from: String,
     pub to: String,
+    /// quinn's smoothed RTT estimate of the path.
     pub rtt_ms: f64,
+    /// The least RTT quinn saw on the path.
+    pub min_rtt_ms: f64,
+    /// Congestion window in bytes.
     pub cwnd: u64,
+    pub congestion_events: u64,
     pub sent_packets: u64,
+    /// Packets quinn declared lost; their frames were retransmitted.
     pub lost_packets: u64,
     pub lost_bytes: u64,
-    pub congestion_events: u64,
+    pub udp_datagrams_sent: u64,
+    pub udp_datagrams_received: u64,
+    /// The path MTU quinn settled on (UDP payload bytes).
+    pub current_mtu: u16,
+    pub black_holes_detected: u64,
+}
+
+impl ConnectionReport {
+    fn new(from: &str, to: &str, stats: &quinn::ConnectionStats) -> Self {
+        let p = &stats.path;
+        ConnectionReport {
+            from: from.into(),
+            to: to.into(),
+            rtt_ms: p.rtt.as_secs_f64() * 1e3,
+            min_rtt_ms: p.min_rtt.as_secs_f64() * 1e3,
+            cwnd: p.cwnd,
+            congestion_events: p.congestion_events,
+            sent_packets: p.sent_packets,
+            lost_packets: p.lost_packets,
+            lost_bytes: p.lost_bytes,
+            udp_datagrams_sent: stats.udp_tx.datagrams,
+            udp_datagrams_received: stats.udp_rx.datagrams,
+            current_mtu: p.current_mtu,
+            black_holes_detected: p.black_holes_detected,
+        }
+    }
 }
 
 /// What one run measured.
@@ -199,7 +238,13 @@ pub struct Measured {
     pub malformed_frames: u64,
     /// Datagrams sent where the topology has no link.
     pub unroutable: u64,
-    pub clock: &'static str,
+    pub clock: ClockKind,
+    /// How late the link emulator delivered datagrams (actual minus scheduled), in ns.
+    pub emulator_lateness: Option<Histogram<u64>>,
+    /// Process CPU time over the topology run, in core-seconds per second.
+    pub cpu_load: Option<f64>,
+    /// The clock's time from setup to the end of the last run.
+    pub simulated: Duration,
 }
 
 impl Measured {
@@ -266,16 +311,17 @@ impl Topology {
         net.add_link(
             client_addr,
             worker_addr,
-            Link::new(plan.up.link.clone(), seed ^ 0x11),
+            Link::new(plan.up.link.clone(), seed ^ 0x11).with_changes(plan.up.changes.clone()),
         );
         net.add_link(
             worker_addr,
             client_addr,
-            Link::new(plan.down.link.clone(), seed ^ 0x22),
+            Link::new(plan.down.link.clone(), seed ^ 0x22).with_changes(plan.down.changes.clone()),
         );
         let tls = endpoint::tls(&options.transport)?;
-        let server = endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server))?;
-        let mut client = endpoint::endpoint(net.bind(client_addr)?, None)?;
+        let server =
+            endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server), seed ^ 0x5e_7e_e0)?;
+        let mut client = endpoint::endpoint(net.bind(client_addr)?, None, seed ^ 0xc1_1e_17)?;
         client.set_default_client_config(tls.client);
         let executor = Executor::spawn(clock.clone(), plan.stage.clone(), cancel.clone());
         let server_stats = worker::spawn_server(
@@ -320,10 +366,14 @@ pub async fn run(
     scenario: &Scenario,
     plan: &Plan,
     options: &Options,
+    clock: &Clock,
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Measured> {
-    let clock = Clock::real()?;
+    let options = &Options {
+        transport: options.transport.clone().with(&scenario.quic),
+        ..options.clone()
+    };
     let mut measured = Measured {
         topology: None,
         baseline: None,
@@ -332,8 +382,14 @@ pub async fn run(
         transport: options.transport.clone(),
         malformed_frames: 0,
         unroutable: 0,
-        clock: clock.name(),
+        clock: clock.kind(),
+        emulator_lateness: None,
+        cpu_load: None,
+        simulated: Duration::ZERO,
     };
+    let clock = clock.clone();
+    let run_start = clock.now();
+    let cpu_start = (cpu_time(), clock.now());
 
     // Topology.
     progress.begin_run("topology");
@@ -362,44 +418,41 @@ pub async fn run(
         &progress,
         &cancel,
         &mut record,
+        Some(&topo.net),
     )
     .await;
     progress.set_phase(Phase::Teardown);
-    let stats = conn.stats();
-    measured.connections.push(ConnectionReport {
-        from: plan.up.from.clone(),
-        to: plan.up.to.clone(),
-        rtt_ms: stats.path.rtt.as_secs_f64() * 1e3,
-        cwnd: stats.path.cwnd,
-        sent_packets: stats.path.sent_packets,
-        lost_packets: stats.path.lost_packets,
-        lost_bytes: stats.path.lost_bytes,
-        congestion_events: stats.path.congestion_events,
-    });
+    if let (Some(cpu0), Some(cpu1)) = (cpu_start.0, cpu_time())
+        && clock.kind() == ClockKind::Real
+    {
+        let wall = clock.now().saturating_duration_since(cpu_start.1);
+        if !wall.is_zero() {
+            measured.cpu_load = Some((cpu1 - cpu0).as_secs_f64() / wall.as_secs_f64());
+        }
+    }
+    measured.connections.push(ConnectionReport::new(
+        &plan.up.from,
+        &plan.up.to,
+        &conn.stats(),
+    ));
     conn.close(0u32.into(), b"run complete");
     topo.shutdown().await;
-    for (from, to, a, b) in [
-        (
-            &plan.up.from,
-            &plan.up.to,
-            topo.client_addr,
-            topo.worker_addr,
-        ),
-        (
-            &plan.down.from,
-            &plan.down.to,
-            topo.worker_addr,
-            topo.client_addr,
-        ),
+    for (hop, a, b) in [
+        (&plan.up, topo.client_addr, topo.worker_addr),
+        (&plan.down, topo.worker_addr, topo.client_addr),
     ] {
         if let Some(stats) = topo.net.link_stats(a, b) {
             measured.links.push(LinkReport {
-                from: from.clone(),
-                to: to.clone(),
+                from: hop.from.clone(),
+                to: hop.to.clone(),
+                preset: hop.preset,
+                params: hop.link.clone(),
+                changes: hop.changes.clone(),
                 stats,
             });
         }
     }
+    measured.emulator_lateness = Some(topo.net.lateness().histogram());
     measured.malformed_frames = topo.server_stats.malformed.load(Ordering::Relaxed);
     measured.unroutable = topo.net.unroutable();
     measured.topology = Some(RunOutput { record, complete });
@@ -420,15 +473,19 @@ pub async fn run(
             &progress,
             &cancel,
             &mut record,
+            None,
         )
         .await;
         run_cancel.cancel();
         measured.baseline = Some(RunOutput { record, complete });
     }
+    measured.simulated = clock.now().saturating_duration_since(run_start);
     Ok(measured)
 }
 
-/// Runs warmup (discarded) and the measured phase against a target.
+/// Runs warmup (discarded) and the measured phase against a target; the network's link
+/// changes are timed from the start of the measured phase.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     scenario: &Scenario,
     target: Target,
@@ -437,6 +494,7 @@ async fn drive(
     progress: &Arc<Progress>,
     cancel: &CancellationToken,
     record: &mut RunRecord,
+    net: Option<&Network>,
 ) -> bool {
     let driver = Driver {
         target,
@@ -456,6 +514,9 @@ async fn drive(
             return false;
         }
     }
+    if let Some(net) = net {
+        net.start_changes(clock.now());
+    }
     let measured: PhaseResult = driver.run_phase(LoadPhase::Measure, w.measure).await;
     for s in &measured.samples {
         record.record(s, &scenario.slo);
@@ -468,4 +529,22 @@ async fn drive(
         .map(|d| d.saturating_duration_since(measured.started))
         .unwrap_or_default();
     !measured.interrupted
+}
+
+/// This process's CPU time so far (user + system), where the platform tells it.
+pub fn cpu_time() -> Option<Duration> {
+    #[cfg(unix)]
+    {
+        // SAFETY: getrusage only writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+            return None;
+        }
+        let tv = |t: libc::timeval| {
+            Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+        };
+        Some(tv(usage.ru_utime) + tv(usage.ru_stime))
+    }
+    #[cfg(not(unix))]
+    None
 }

@@ -1,7 +1,11 @@
 //! quinn endpoint configuration: TLS 1.3 with a per-run self-signed certificate (rcgen),
 //! and the transport settings a run uses, recorded in the summary.
+//!
+//! The certificate is Ed25519 with a fixed serial number, so every handshake has the same
+//! size (ECDSA signatures vary by a byte or two), and each endpoint's random numbers are
+//! seeded from the scenario: on the virtual clock, two runs with one seed are identical.
 
-use super::socket::MemSocket;
+use crate::scenario::{Congestion, Quic};
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::Serialize;
@@ -24,6 +28,8 @@ pub struct TransportSettings {
     pub stream_receive_window: u64,
     pub receive_window: u64,
     pub congestion_controller: &'static str,
+    /// The congestion controller's initial window in bytes (quinn's default: 14,720).
+    pub initial_window: u64,
 }
 
 impl Default for TransportSettings {
@@ -36,11 +42,38 @@ impl Default for TransportSettings {
             stream_receive_window: 1_250_000,
             receive_window: u32::MAX as u64,
             congestion_controller: "cubic",
+            initial_window: 14_720,
         }
     }
 }
 
 impl TransportSettings {
+    /// The defaults with what a scenario's `[quic]` sets.
+    pub fn with(mut self, q: &Quic) -> Self {
+        if let Some(d) = q.initial_rtt {
+            self.initial_rtt_ms = d.as_secs_f64() * 1e3;
+        }
+        if let Some(w) = q.initial_window {
+            self.initial_window = w;
+        }
+        if let Some(w) = q.stream_receive_window {
+            self.stream_receive_window = w;
+        }
+        if let Some(w) = q.receive_window {
+            self.receive_window = w;
+        }
+        if let Some(d) = q.idle_timeout {
+            self.max_idle_timeout_ms = d.as_millis() as u64;
+        }
+        if let Some(d) = q.keep_alive {
+            self.keep_alive_ms = d.as_millis() as u64;
+        }
+        if let Some(c) = q.congestion {
+            self.congestion_controller = c.name();
+        }
+        self
+    }
+
     pub fn config(&self) -> anyhow::Result<quinn::TransportConfig> {
         let mut t = quinn::TransportConfig::default();
         t.initial_rtt(Duration::from_secs_f64(self.initial_rtt_ms / 1e3));
@@ -56,6 +89,26 @@ impl TransportSettings {
             quinn::VarInt::from_u64(self.stream_receive_window).context("stream receive window")?,
         );
         t.receive_window(quinn::VarInt::from_u64(self.receive_window).context("receive window")?);
+        let w = self.initial_window;
+        let cc: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
+            match Congestion::parse(self.congestion_controller) {
+                Some(Congestion::NewReno) => {
+                    let mut c = quinn::congestion::NewRenoConfig::default();
+                    c.initial_window(w);
+                    Arc::new(c)
+                }
+                Some(Congestion::Bbr) => {
+                    let mut c = quinn::congestion::BbrConfig::default();
+                    c.initial_window(w);
+                    Arc::new(c)
+                }
+                _ => {
+                    let mut c = quinn::congestion::CubicConfig::default();
+                    c.initial_window(w);
+                    Arc::new(c)
+                }
+            };
+        t.congestion_controller_factory(cc);
         Ok(t)
     }
 }
@@ -69,10 +122,16 @@ pub struct Tls {
 /// Makes a certificate for this run and the configs that use it.
 pub fn tls(settings: &TransportSettings) -> anyhow::Result<Tls> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
+    let signing_key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).context("generating the run's key")?;
+    let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])
+        .context("certificate parameters")?;
+    params.serial_number = Some(rcgen::SerialNumber::from(1u64));
+    let certified = params
+        .self_signed(&signing_key)
         .context("generating the run's certificate")?;
-    let cert = rustls::pki_types::CertificateDer::from(certified.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let cert = rustls::pki_types::CertificateDer::from(certified.der().to_vec());
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
     let transport = Arc::new(settings.config()?);
 
     let mut server_crypto = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -99,16 +158,17 @@ pub fn tls(settings: &TransportSettings) -> anyhow::Result<Tls> {
     Ok(Tls { server, client })
 }
 
-/// A quinn endpoint on an in-memory socket, driven by tokio.
+/// A quinn endpoint on an emulated socket, driven by tokio, its random numbers seeded.
 pub fn endpoint(
-    socket: Arc<MemSocket>,
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
     server: Option<quinn::ServerConfig>,
+    seed: u64,
 ) -> anyhow::Result<quinn::Endpoint> {
-    quinn::Endpoint::new_with_abstract_socket(
-        quinn::EndpointConfig::default(),
-        server,
-        socket,
-        Arc::new(quinn::TokioRuntime),
-    )
-    .context("creating a QUIC endpoint")
+    let mut config = quinn::EndpointConfig::default();
+    let mut rng_seed = [0u8; 32];
+    rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    rng_seed[8..16].copy_from_slice(b"inferlat");
+    config.rng_seed(Some(rng_seed));
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))
+        .context("creating a QUIC endpoint")
 }

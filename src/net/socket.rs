@@ -1,12 +1,21 @@
-//! quinn's socket traits, implemented over an in-memory network of emulated links.
+//! quinn's socket traits, implemented by the two drivers of emulated links.
 //!
 //! This is the one module that touches quinn's `AsyncUdpSocket` / `UdpPoller` traits
-//! (quinn 0.12 changes them). Every datagram a quinn endpoint sends goes through the
-//! sans-IO [`Link`] of its (source, destination) pair, which returns a delivery instant;
-//! the clock's precise timer then puts it in the destination's inbox.
+//! (quinn 0.12 changes them).
+//!
+//! - [`Network`] / [`MemSocket`]: an in-memory network. Every datagram a quinn endpoint
+//!   sends goes through the sans-IO [`Link`] of its (source, destination) pair, which
+//!   returns its delivery instants; the clock then puts it in the destination's inbox.
+//! - [`UdpLinkSocket`]: a real UDP socket with the same link stages in front of it, on its
+//!   egress (as netem sits on an interface's egress), so a run across real hosts can add
+//!   distance on top of the real network.
+//!
+//! Both split quinn's GSO batches so each datagram meets the link on its own, and both
+//! record how late the clock delivered each datagram (the emulator's own lateness).
 
-use super::link::{Link, LinkStats, Verdict};
+use super::link::{Link, LinkStats};
 use crate::clock::Clock;
+use hdrhistogram::Histogram;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use std::collections::{HashMap, VecDeque};
@@ -60,11 +69,40 @@ impl Inbox {
     }
 }
 
+/// How late the clock delivered datagrams (actual minus scheduled), in nanoseconds.
+#[derive(Clone)]
+pub struct Lateness {
+    hist: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Default for Lateness {
+    fn default() -> Self {
+        Lateness {
+            hist: Arc::new(Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds"),
+            )),
+        }
+    }
+}
+
+impl Lateness {
+    fn record(&self, late: std::time::Duration) {
+        let ns = (late.as_nanos() as u64).min(3_600_000_000_000);
+        let _ = lock(&self.hist).record(ns);
+    }
+
+    /// A copy of the histogram so far.
+    pub fn histogram(&self) -> Histogram<u64> {
+        lock(&self.hist).clone()
+    }
+}
+
 struct Inner {
     clock: Clock,
     hosts: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
     links: Mutex<HashMap<(SocketAddr, SocketAddr), Link>>,
     unroutable: Mutex<u64>,
+    lateness: Lateness,
 }
 
 /// An in-memory network: hosts by address and a link for each direction that exists.
@@ -81,6 +119,7 @@ impl Network {
                 hosts: Mutex::new(HashMap::new()),
                 links: Mutex::new(HashMap::new()),
                 unroutable: Mutex::new(0),
+                lateness: Lateness::default(),
             }),
         }
     }
@@ -117,6 +156,18 @@ impl Network {
     pub fn unroutable(&self) -> u64 {
         *lock(&self.inner.unroutable)
     }
+
+    /// Starts every link's changes, timed from `epoch` (the start of the measured phase).
+    pub fn start_changes(&self, epoch: std::time::Instant) {
+        for link in lock(&self.inner.links).values_mut() {
+            link.start_changes(epoch);
+        }
+    }
+
+    /// How late the clock delivered datagrams so far.
+    pub fn lateness(&self) -> Lateness {
+        self.inner.lateness.clone()
+    }
 }
 
 /// A socket on the in-memory network.
@@ -140,28 +191,47 @@ impl MemSocket {
         let verdict = lock(&self.net.links)
             .get_mut(&(self.addr, to))
             .map(|l| l.offer(now, data.len()));
-        let at = match verdict {
-            Some(Verdict::Deliver(at)) => at,
-            Some(Verdict::Lost | Verdict::Dropped) => return,
-            None => {
-                *lock(&self.net.unroutable) += 1;
-                return;
-            }
+        let Some(verdict) = verdict else {
+            *lock(&self.net.unroutable) += 1;
+            return;
         };
+        let mut deliveries = verdict.deliveries().peekable();
+        if deliveries.peek().is_none() {
+            return;
+        }
         let Some(inbox) = lock(&self.net.hosts).get(&to).cloned() else {
             *lock(&self.net.unroutable) += 1;
             return;
         };
-        let d = Datagram {
-            from: self.addr,
-            data: data.to_vec(),
-        };
-        if at <= now {
-            inbox.push(d);
-        } else {
-            self.net.clock.run_at(at, move || inbox.push(d));
+        for at in deliveries {
+            let d = Datagram {
+                from: self.addr,
+                data: data.to_vec(),
+            };
+            if at <= now {
+                inbox.push(d);
+            } else {
+                let (inbox, clock, lateness) = (
+                    inbox.clone(),
+                    self.net.clock.clone(),
+                    self.net.lateness.clone(),
+                );
+                self.net.clock.run_at(at, move || {
+                    lateness.record(clock.now().saturating_duration_since(at));
+                    inbox.push(d);
+                });
+            }
         }
     }
+}
+
+/// Splits a GSO batch into its datagrams.
+fn segments<'a>(transmit: &Transmit<'a>) -> std::slice::Chunks<'a, u8> {
+    let size = transmit
+        .segment_size
+        .unwrap_or(transmit.contents.len())
+        .max(1);
+    transmit.contents.chunks(size)
 }
 
 impl AsyncUdpSocket for MemSocket {
@@ -171,11 +241,7 @@ impl AsyncUdpSocket for MemSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         // Split GSO batches so each datagram meets the link on its own.
-        let size = transmit
-            .segment_size
-            .unwrap_or(transmit.contents.len())
-            .max(1);
-        for segment in transmit.contents.chunks(size) {
+        for segment in segments(transmit) {
             self.send_one(transmit.destination, segment);
         }
         Ok(())
@@ -234,5 +300,146 @@ struct AlwaysWritable;
 impl UdpPoller for AlwaysWritable {
     fn poll_writable(self: Pin<&mut Self>, _cx: &mut Context) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
+    }
+}
+
+/// A real UDP socket whose egress goes through emulated links, one per destination (or a
+/// default link for every destination). Datagrams leave the socket at their delivery
+/// instants, sent from the clock's timing thread; receiving is the socket's own.
+pub struct UdpLinkSocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    tx: Arc<std::net::UdpSocket>,
+    clock: Clock,
+    links: Mutex<HashMap<SocketAddr, Link>>,
+    default: Mutex<Option<Link>>,
+    lateness: Lateness,
+    /// Datagrams the kernel refused (its send buffer was full).
+    refused: Arc<Mutex<u64>>,
+}
+
+impl fmt::Debug for UdpLinkSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UdpLinkSocket")
+            .field("addr", &self.inner.local_addr().ok())
+            .finish()
+    }
+}
+
+impl UdpLinkSocket {
+    /// Wraps a bound socket. `default` applies to destinations without a link of their own.
+    pub fn new(
+        socket: std::net::UdpSocket,
+        clock: Clock,
+        default: Option<Link>,
+    ) -> io::Result<Arc<Self>> {
+        use quinn::Runtime as _;
+        let tx = Arc::new(socket.try_clone()?);
+        let inner = quinn::TokioRuntime.wrap_udp_socket(socket)?;
+        Ok(Arc::new(UdpLinkSocket {
+            inner,
+            tx,
+            clock,
+            links: Mutex::new(HashMap::new()),
+            default: Mutex::new(default),
+            lateness: Lateness::default(),
+            refused: Arc::new(Mutex::new(0)),
+        }))
+    }
+
+    /// Puts `link` on the way to `to`.
+    pub fn add_link(&self, to: SocketAddr, link: Link) {
+        lock(&self.links).insert(to, link);
+    }
+
+    /// Counters of the link to `to` (or of the default link with `None`).
+    pub fn link_stats(&self, to: Option<SocketAddr>) -> Option<LinkStats> {
+        match to {
+            Some(to) => lock(&self.links).get(&to).map(|l| l.stats()),
+            None => lock(&self.default).as_ref().map(|l| l.stats()),
+        }
+    }
+
+    /// How late the clock sent datagrams so far.
+    pub fn lateness(&self) -> Lateness {
+        self.lateness.clone()
+    }
+
+    /// Datagrams the kernel refused.
+    pub fn refused(&self) -> u64 {
+        *lock(&self.refused)
+    }
+
+    fn send_one(&self, to: SocketAddr, data: &[u8]) {
+        let now = self.clock.now();
+        let verdict = {
+            let mut links = lock(&self.links);
+            match links.get_mut(&to) {
+                Some(l) => Some(l.offer(now, data.len())),
+                None => lock(&self.default)
+                    .as_mut()
+                    .map(|l| l.offer(now, data.len())),
+            }
+        };
+        let deliveries: Vec<std::time::Instant> = match verdict {
+            Some(v) => v.deliveries().collect(),
+            None => vec![now],
+        };
+        for at in deliveries {
+            let (tx, refused) = (self.tx.clone(), self.refused.clone());
+            let send = move |data: &[u8]| {
+                if tx.send_to(data, to).is_err() {
+                    *lock(&refused) += 1;
+                }
+            };
+            if at <= now {
+                send(data);
+            } else {
+                let data = data.to_vec();
+                let (clock, lateness) = (self.clock.clone(), self.lateness.clone());
+                self.clock.run_at(at, move || {
+                    lateness.record(clock.now().saturating_duration_since(at));
+                    send(&data);
+                });
+            }
+        }
+    }
+}
+
+impl AsyncUdpSocket for UdpLinkSocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        // Datagrams wait in the links, not in the socket: always writable.
+        Box::pin(AlwaysWritable)
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        for segment in segments(transmit) {
+            self.send_one(transmit.destination, segment);
+        }
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        self.inner.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        GSO_SEGMENTS
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        false
     }
 }

@@ -5,7 +5,7 @@ pub mod schedule;
 
 use crate::compute::Stage;
 use crate::net::wire;
-use crate::scenario::{LinkParams, Scenario, TopologyKind};
+use crate::scenario::{LinkChange, LinkParams, Scenario, TopologyKind};
 use schedule::Shape;
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ pub struct Hop {
     pub from: String,
     pub to: String,
     pub link: LinkParams,
+    /// The link preset it started from, if any.
+    pub preset: Option<&'static str>,
+    /// How the link changes during the measured phase.
+    pub changes: Vec<LinkChange>,
 }
 
 /// Everything the harness needs to run a scenario, computed without I/O.
@@ -86,6 +90,11 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             .link(from, to)
             .map(|l| l.params.clone())
             .unwrap_or_else(LinkParams::ideal),
+        preset: s.link(from, to).and_then(|l| l.preset),
+        changes: s
+            .link(from, to)
+            .map(|l| l.changes.clone())
+            .unwrap_or_default(),
     };
     let stage = Stage {
         device,
@@ -99,6 +108,27 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         layers: s.model.layers,
         head: true,
     });
+    let (up, down) = (hop(client, worker), hop(worker, client));
+    let mut notes: Vec<String> = s
+        .nodes
+        .iter()
+        .filter(|n| n.max_batch > 1)
+        .map(|n| {
+            format!(
+                "worker \"{}\" has max_batch = {}, but this version serves one request at a time on each worker (FIFO); continuous batching is not built yet",
+                n.name, n.max_batch
+            )
+        })
+        .collect();
+    if !up.changes.is_empty() || !down.changes.is_empty() {
+        notes.push("links change during the run; the floor uses each link as it starts".into());
+    }
+    if up.link.trace.is_some() || down.link.trace.is_some() {
+        notes.push(
+            "a trace-driven link's floor takes its fastest stretch of delivery opportunities"
+                .into(),
+        );
+    }
     Ok(Plan {
         kind: s.topology.kind,
         client,
@@ -109,25 +139,15 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             .iter()
             .map(|&i| s.nodes[i].name.clone())
             .collect(),
-        up: hop(client, worker),
-        down: hop(worker, client),
+        up,
+        down,
         stage,
         baseline,
         typical: Shape {
             prompt: s.workload.prompt_tokens.median(),
-                        output: s.workload.output_tokens.median(),
+            output: s.workload.output_tokens.median(),
         },
-        notes: s
-            .nodes
-            .iter()
-            .filter(|n| n.max_batch > 1)
-            .map(|n| {
-                format!(
-                    "worker \"{}\" has max_batch = {}, but this version serves one request at a time on each worker (FIFO); continuous batching is not built yet",
-                    n.name, n.max_batch
-                )
-            })
-            .collect(),
+        notes,
     })
 }
 
@@ -146,7 +166,7 @@ impl Plan {
     /// The analytic floor of a request through the topology.
     pub fn floor(&self, shape: Shape) -> Floor {
         let bytes = self.bytes(shape);
-        let min_delay = |l: &LinkParams| l.delay.saturating_sub(l.jitter);
+        let min_delay = |l: &LinkParams| l.min_delay();
         let up = self.up.link.serialization(bytes.up as f64) + min_delay(&self.up.link);
         let down =
             self.down.link.serialization(wire::TOKEN_FRAME_LEN as f64) + min_delay(&self.down.link);

@@ -21,6 +21,8 @@ pub struct Summary {
     pub scenario: ScenarioInfo,
     pub clock: &'static str,
     pub complete: bool,
+    /// The link emulator's own timing: how late it delivered datagrams.
+    pub emulator: Emulator,
     pub environment: Environment,
     pub runs: Runs,
     pub tax: BTreeMap<&'static str, Tax>,
@@ -29,6 +31,16 @@ pub struct Summary {
     pub reference: Option<ReferenceCheck>,
     pub network: Network,
     pub notes: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct Emulator {
+    /// Actual minus scheduled delivery of each datagram (always zero on the virtual clock).
+    pub lateness: Ladder,
+    /// Process CPU over the topology run, in cores (real clock only).
+    pub cpu_load: Option<f64>,
+    /// Set when lateness p99 exceeds 1 ms: the results overstate the network.
+    pub warning: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -191,6 +203,11 @@ pub fn summary(results: &Results) -> Summary {
         })
     });
     let mut notes = vec![TIMING_NOTE.to_string()];
+    if m.clock == crate::clock::ClockKind::Virtual {
+        notes.push(super::VIRTUAL_NOTE.to_string());
+    }
+    let warnings = super::warnings(results);
+    notes.extend(warnings.iter().cloned());
     notes.extend(results.plan.notes.iter().cloned());
     if !results.complete() {
         notes.push(
@@ -211,8 +228,17 @@ pub fn summary(results: &Results) -> Summary {
             seed: s.seed,
             workload: s.workload.clone(),
         },
-        clock: m.clock,
+        clock: m.clock.name(),
         complete: results.complete(),
+        emulator: Emulator {
+            lateness: m
+                .emulator_lateness
+                .as_ref()
+                .map(ladder)
+                .unwrap_or_else(|| ladder(&empty())),
+            cpu_load: m.cpu_load,
+            warning: warnings.first().cloned(),
+        },
         environment: results.environment.clone(),
         runs: Runs {
             topology: m.topology.as_ref().map(|r| run_summary(r, has_slo)),
@@ -236,6 +262,10 @@ pub fn summary(results: &Results) -> Summary {
         },
         notes,
     }
+}
+
+fn empty() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new(3).expect("3 significant figures")
 }
 
 pub struct SummaryJson;

@@ -50,6 +50,45 @@ impl Environment {
     }
 }
 
+/// The emulator's lateness p99 past which a real-clock run's network looks slower than
+/// the scenario says.
+pub const LATENESS_WARN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The note a virtual-clock run carries.
+pub const VIRTUAL_NOTE: &str = "virtual clock: simulated time, bit-for-bit reproducible from the seed; the harness's own CPU costs (QUIC, TLS, framing, scheduling) take no time in it, so these latencies are the modelled network and compute alone";
+
+/// What a user should hear about the trustworthiness of these results.
+pub fn warnings(results: &Results) -> Vec<String> {
+    let m = results.measured;
+    let mut out = Vec::new();
+    if m.clock == crate::clock::ClockKind::Real
+        && let Some(h) = &m.emulator_lateness
+        && !h.is_empty()
+    {
+        let p99 = std::time::Duration::from_nanos(h.value_at_quantile(0.99));
+        if p99 > LATENESS_WARN {
+            let cpus = results.environment.cpus;
+            let cause = match m.cpu_load {
+                Some(load) if load > 0.8 * cpus as f64 => format!(
+                    "the CPU was saturated: the run used {:.0}% of this machine's {cpus} cores, so the emulator's timing thread waited for a core",
+                    load * 100.0 / cpus as f64
+                ),
+                Some(load) => format!(
+                    "the run used only {:.0}% of this machine's {cpus} cores, so the operating system delayed the timing thread (a busy or virtualized host)",
+                    load * 100.0 / cpus as f64
+                ),
+                None => "the timing thread did not get a core in time".into(),
+            };
+            out.push(format!(
+                "the link emulator delivered datagrams late (p99 {:.3} ms, over {:.0} ms): {cause}; the results overstate the network by up to that much. Lower the load, close other work, or use --clock virtual",
+                p99.as_secs_f64() * 1e3,
+                LATENESS_WARN.as_secs_f64() * 1e3
+            ));
+        }
+    }
+    out
+}
+
 impl Results<'_> {
     pub fn complete(&self) -> bool {
         self.measured.complete(self.plan.baseline.is_some())

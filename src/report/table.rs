@@ -21,7 +21,7 @@ pub fn render(r: &Results) -> String {
         "\n{}  (seed {}, {} clock{})",
         s.name,
         s.seed,
-        r.measured.clock,
+        r.measured.clock.name(),
         if r.complete() {
             ""
         } else {
@@ -209,17 +209,19 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
         let l = &hop.link;
         let _ = writeln!(
             o,
-            "  link      {} -> {}: delay {}, jitter {}, bandwidth {}, loss {:.3}%, queue {}",
+            "  link      {} -> {}: {}",
             hop.from,
             hop.to,
-            ms(l.delay),
-            ms(l.jitter),
-            l.bandwidth
-                .map(|b| units::format_si(b, "bit/s"))
-                .unwrap_or_else(|| "unlimited".into()),
-            l.loss.mean() * 100.0,
-            units::format_si(l.queue as f64, "B")
+            l.describe()
         );
+        for c in &hop.changes {
+            let _ = writeln!(
+                o,
+                "            from {} into the measured phase: {}",
+                units::format_duration(c.at),
+                c.params.describe()
+            );
+        }
     }
     let shape = plan.typical;
     let bytes = plan.bytes(shape);

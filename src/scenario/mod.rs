@@ -6,12 +6,17 @@
 //! profiles it names.
 
 pub mod diagnostic;
+pub mod link;
 pub mod model;
 pub mod profile;
 mod raw;
 pub mod units;
 
 use diagnostic::{Diagnostic, Problem, Source};
+pub use link::{
+    DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
+    RateTrace, Reorder, WIRE_OVERHEAD,
+};
 pub use model::Model;
 pub use profile::{DeviceProfile, ProfileLibrary};
 use serde::Serialize;
@@ -38,6 +43,8 @@ pub struct Scenario {
     pub links: Vec<LinkDef>,
     pub topology: Topology,
     pub baseline: Option<Baseline>,
+    /// QUIC settings the scenario sets; the rest keep inferlat's documented defaults.
+    pub quic: Quic,
     pub slo: Slo,
     pub reference: Option<Reference>,
 }
@@ -185,96 +192,6 @@ pub struct Node {
     pub max_batch: u32,
 }
 
-/// Loss model of one link direction.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(tag = "model", rename_all = "kebab-case")]
-pub enum Loss {
-    None,
-    /// Each datagram lost independently with probability `p`.
-    Bernoulli {
-        p: f64,
-    },
-    /// Two-state Markov chain: good -> bad with `p`, bad -> good with `r`; a datagram is
-    /// lost with `loss_good` in the good state and `loss_bad` in the bad one.
-    GilbertElliott {
-        p: f64,
-        r: f64,
-        loss_good: f64,
-        loss_bad: f64,
-    },
-}
-
-impl Loss {
-    /// The long-run loss rate.
-    pub fn mean(&self) -> f64 {
-        match *self {
-            Loss::None => 0.0,
-            Loss::Bernoulli { p } => p,
-            Loss::GilbertElliott {
-                p,
-                r,
-                loss_good,
-                loss_bad,
-            } => {
-                if p + r == 0.0 {
-                    loss_good
-                } else {
-                    let bad = p / (p + r);
-                    bad * loss_bad + (1.0 - bad) * loss_good
-                }
-            }
-        }
-    }
-}
-
-/// The default tail-drop buffer of a rate-limited link: netem's default limit of 1000
-/// packets of 1500 bytes.
-pub const DEFAULT_QUEUE_BYTES: u64 = 1_500_000;
-
-/// One direction of an emulated link.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LinkParams {
-    #[serde(with = "duration_str")]
-    pub delay: Duration,
-    #[serde(with = "duration_str")]
-    pub jitter: Duration,
-    /// Bits per second; `None` is unlimited.
-    pub bandwidth: Option<f64>,
-    pub loss: Loss,
-    /// Tail-drop buffer in bytes in front of the rate limiter.
-    pub queue: u64,
-}
-
-impl LinkParams {
-    /// A perfect link: no delay, no loss, no rate limit.
-    pub fn ideal() -> Self {
-        LinkParams {
-            delay: Duration::ZERO,
-            jitter: Duration::ZERO,
-            bandwidth: None,
-            loss: Loss::None,
-            queue: DEFAULT_QUEUE_BYTES,
-        }
-    }
-
-    /// Time to serialize `bytes` onto the link.
-    pub fn serialization(&self, bytes: f64) -> Duration {
-        match self.bandwidth {
-            Some(bps) if bps > 0.0 => {
-                Duration::try_from_secs_f64(bytes * 8.0 / bps).unwrap_or(Duration::MAX)
-            }
-            _ => Duration::ZERO,
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct LinkDef {
-    pub from: usize,
-    pub to: usize,
-    pub params: LinkParams,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TopologyKind {
@@ -313,6 +230,49 @@ pub struct Topology {
 pub struct Baseline {
     pub device: DeviceProfile,
     pub count: u32,
+}
+
+/// A congestion controller quinn offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    Cubic,
+    NewReno,
+    Bbr,
+}
+
+impl Congestion {
+    pub const NAMES: &'static [&'static str] = &["cubic", "newreno", "bbr"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cubic" => Congestion::Cubic,
+            "newreno" | "new-reno" => Congestion::NewReno,
+            "bbr" => Congestion::Bbr,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+            Congestion::Bbr => "bbr",
+        }
+    }
+}
+
+/// `[quic]`: the QUIC settings that distort latency unless set on purpose. `None` keeps
+/// the default documented in `docs/links.md`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quic {
+    pub initial_rtt: Option<Duration>,
+    pub initial_window: Option<u64>,
+    pub stream_receive_window: Option<u64>,
+    pub receive_window: Option<u64>,
+    pub idle_timeout: Option<Duration>,
+    pub keep_alive: Option<Duration>,
+    pub congestion: Option<Congestion>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -432,7 +392,8 @@ pub fn parse(
         }
     };
     let sha256 = hex(&Sha256::digest(text.as_bytes()));
-    match raw::validate(raw, profiles) {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    match raw::validate(raw, profiles, dir) {
         Ok(mut s) => {
             s.file = file.to_path_buf();
             s.sha256 = sha256;

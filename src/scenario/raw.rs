@@ -32,6 +32,20 @@ pub struct RawScenario {
     slo: Option<RawSlo>,
     #[serde(default)]
     reference: Option<RawReference>,
+    #[serde(default)]
+    quic: Option<RawQuic>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuic {
+    initial_rtt: Option<Dur>,
+    initial_window: Option<Bytes>,
+    stream_receive_window: Option<Bytes>,
+    receive_window: Option<Bytes>,
+    idle_timeout: Option<Dur>,
+    keep_alive: Option<Dur>,
+    congestion: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -377,12 +391,49 @@ struct RawLink {
     between: Option<Vec<String>>,
     from: Option<String>,
     to: Option<String>,
+    preset: Option<String>,
     rtt: Option<Dur>,
     delay: Option<Dur>,
     jitter: Option<Dur>,
+    jitter_distribution: Option<String>,
+    jitter_correlation: Option<Fraction>,
+    fifo: Option<bool>,
+    reorder: Option<Fraction>,
+    reorder_correlation: Option<Fraction>,
+    reorder_gap: Option<u32>,
     bandwidth: Option<BitRate>,
+    trace: Option<String>,
     loss: Option<RawLoss>,
-    queue: Option<Bytes>,
+    duplicate: Option<Fraction>,
+    mtu: Option<u32>,
+    queue: Option<RawQueue>,
+    /// Only in a `[[link.change]]`: when it applies.
+    at: Option<Dur>,
+    #[serde(default)]
+    change: Vec<RawLink>,
+}
+
+/// A queue size: bytes (`"256KiB"`) or packets (`"25 packets"`).
+struct RawQueue(Queue);
+
+impl<'de> Deserialize<'de> for RawQueue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = s.trim();
+        for unit in ["packets", "packet", "pkts"] {
+            if let Some(n) = t.strip_suffix(unit) {
+                return match n.trim().parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(RawQueue(Queue::Packets(n))),
+                    _ => Err(de::Error::custom(format!(
+                        "invalid queue \"{s}\": a packet count is a whole number above zero, like \"25 packets\""
+                    ))),
+                };
+            }
+        }
+        Bytes::parse(t)
+            .map(|b| RawQueue(Queue::Bytes(b.as_u64())))
+            .map_err(|e| de::Error::custom(format!("{e}; or a packet count like \"25 packets\"")))
+    }
 }
 
 struct RawLoss(Loss);
@@ -402,6 +453,7 @@ impl<'de> Deserialize<'de> for RawLoss {
         let loss = match toml::Value::deserialize(d)? {
             toml::Value::String(s) => Loss::Bernoulli {
                 p: Fraction::parse(&s).map_err(de::Error::custom)?.get(),
+                correlation: 0.0,
             },
             toml::Value::Table(t) => {
                 let mut r = TableReader::new("loss", t);
@@ -420,6 +472,7 @@ impl<'de> Deserialize<'de> for RawLoss {
                 let loss = match model.as_str() {
                     "bernoulli" => Loss::Bernoulli {
                         p: get(&mut r, "p", None)?,
+                        correlation: get(&mut r, "correlation", Some(0.0))?,
                     },
                     "gilbert-elliott" => Loss::GilbertElliott {
                         p: get(&mut r, "p", None)?,
@@ -520,7 +573,11 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// Turns a parsed file into a checked scenario, collecting every problem.
-pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario, Problems> {
+pub fn validate(
+    raw: RawScenario,
+    profiles: &ProfileLibrary,
+    base_dir: &std::path::Path,
+) -> Result<Scenario, Problems> {
     let mut problems = Problems::new();
     let root = FieldPath::root();
     let found = std::cell::Cell::new(0usize);
@@ -868,61 +925,63 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
                 None
             }
         };
-        let delay = match (l.rtt, l.delay) {
-            (Some(_), Some(_)) => {
-                err(
-                    lp.key("delay"),
-                    "give either `rtt` or `delay` (one way), not both".into(),
-                );
-                Duration::ZERO
-            }
-            (Some(rtt), None) => {
-                if l.between.is_none() {
+        if let Some(at) = l.at {
+            let _ = at;
+            err(
+                lp.key("at"),
+                "`at` belongs in a [[link.change]]; a link itself applies from the start".into(),
+            );
+        }
+        let params = link_params(
+            &LinkParams::ideal(),
+            l,
+            &lp,
+            l.between.is_none(),
+            base_dir,
+            &mut err,
+        );
+        let mut changes: Vec<LinkChange> = Vec::new();
+        for (k, c) in l.change.iter().enumerate() {
+            let cp = lp.key("change").index(k);
+            for (given, field) in [
+                (c.between.is_some(), "between"),
+                (c.from.is_some(), "from"),
+                (c.to.is_some(), "to"),
+                (!c.change.is_empty(), "change"),
+            ] {
+                if given {
                     err(
-                        lp.key("rtt"),
-                        "a one-way link (from/to) takes `delay`, not `rtt`".into(),
+                        cp.key(field),
+                        format!("a change takes no `{field}`: it applies to the link it is under"),
                     );
                 }
-                rtt.get() / 2
             }
-            (None, Some(d)) => d.get(),
-            (None, None) => Duration::ZERO,
-        };
-        let jitter = l.jitter.map(|j| j.get()).unwrap_or_default();
-        if jitter > delay && !jitter.is_zero() {
-            err(
-                lp.key("jitter"),
-                format!(
-                    "jitter {} is larger than the one-way delay {}; a datagram cannot arrive before it is sent",
-                    units::format_duration(jitter),
-                    units::format_duration(delay)
-                ),
-            );
+            let Some(at) = c.at else {
+                err(
+                    cp.clone(),
+                    "a [[link.change]] needs `at`, the time from the start of the measured phase, like at = \"30s\"".into(),
+                );
+                continue;
+            };
+            if let Some(prev) = changes.last()
+                && at.get() <= prev.at
+            {
+                err(
+                    cp.key("at"),
+                    format!(
+                        "changes must be in time order: {} is not after {}",
+                        units::format_duration(at.get()),
+                        units::format_duration(prev.at)
+                    ),
+                );
+            }
+            // A change states what differs from the link's own definition.
+            let params = link_params(&params, c, &cp, l.between.is_none(), base_dir, &mut err);
+            changes.push(LinkChange {
+                at: at.get(),
+                params,
+            });
         }
-        let bandwidth = l.bandwidth.map(|b| b.get());
-        if bandwidth == Some(0.0) {
-            err(
-                lp.key("bandwidth"),
-                "bandwidth must be greater than zero; remove it for an unlimited link".into(),
-            );
-        }
-        let queue = l.queue.map(|q| q.as_u64()).unwrap_or(DEFAULT_QUEUE_BYTES);
-        if queue < 1500 {
-            err(
-                lp.key("queue"),
-                format!(
-                    "a queue of {queue} B cannot hold one 1500-byte datagram; use at least \"1500B\""
-                ),
-            );
-        }
-        let loss = l.loss.as_ref().map(|x| x.0).unwrap_or(Loss::None);
-        let params = LinkParams {
-            delay,
-            jitter,
-            bandwidth,
-            loss,
-            queue,
-        };
         if let Some((a, b, both)) = ends {
             if a == b {
                 err(
@@ -945,7 +1004,13 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
                     links.push(LinkDef {
                         from,
                         to,
+                        preset: l
+                            .preset
+                            .as_deref()
+                            .and_then(LinkPreset::find)
+                            .map(|p| p.name),
                         params: params.clone(),
+                        changes: changes.clone(),
                     });
                 }
             }
@@ -1090,6 +1155,68 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
         .unwrap_or_default();
 
     // Reference.
+    let qp = root.key("quic");
+    let quic = match &raw.quic {
+        None => Quic::default(),
+        Some(q) => {
+            let congestion = q.congestion.as_deref().and_then(|c| {
+                let found = Congestion::parse(c);
+                if found.is_none() {
+                    err(
+                        qp.key("congestion"),
+                        format!(
+                            "unknown congestion controller \"{c}\"; quinn offers: {}",
+                            Congestion::NAMES.join(", ")
+                        ),
+                    );
+                }
+                found
+            });
+            let positive =
+                |d: Option<Dur>, key: &'static str, err: &mut dyn FnMut(FieldPath, String)| {
+                    d.map(|d| {
+                        if d.get().is_zero() {
+                            err(qp.key(key), format!("{key} must be greater than zero"));
+                        }
+                        d.get()
+                    })
+                };
+            let window = |b: Option<Bytes>,
+                          key: &'static str,
+                          least: u64,
+                          err: &mut dyn FnMut(FieldPath, String)| {
+                b.map(|b| {
+                    let v = b.as_u64();
+                    if v < least {
+                        err(
+                            qp.key(key),
+                            format!("{key} of {v} B is too small: at least {least} B"),
+                        );
+                    } else if v >= 1 << 62 {
+                        err(
+                            qp.key(key),
+                            format!("{key} is past QUIC's largest value (2^62 - 1)"),
+                        );
+                    }
+                    v
+                })
+            };
+            Quic {
+                initial_rtt: positive(q.initial_rtt, "initial_rtt", &mut err),
+                initial_window: window(q.initial_window, "initial_window", 2400, &mut err),
+                stream_receive_window: window(
+                    q.stream_receive_window,
+                    "stream_receive_window",
+                    1200,
+                    &mut err,
+                ),
+                receive_window: window(q.receive_window, "receive_window", 1200, &mut err),
+                idle_timeout: positive(q.idle_timeout, "idle_timeout", &mut err),
+                keep_alive: positive(q.keep_alive, "keep_alive", &mut err),
+                congestion,
+            }
+        }
+    };
     let reference = raw.reference.as_ref().and_then(|r| {
         let rp = root.key("reference");
         let latency = r
@@ -1162,7 +1289,203 @@ pub fn validate(raw: RawScenario, profiles: &ProfileLibrary) -> Result<Scenario,
         baseline,
         slo,
         reference,
+        quic,
     })
+}
+
+/// A link's parameters for one direction: `base` (or the named preset) with the fields
+/// the table gives.
+fn link_params(
+    base: &LinkParams,
+    l: &RawLink,
+    lp: &FieldPath,
+    one_way: bool,
+    base_dir: &std::path::Path,
+    err: &mut dyn FnMut(FieldPath, String),
+) -> LinkParams {
+    let mut p = match &l.preset {
+        Some(name) => match LinkPreset::find(name) {
+            Some(preset) => preset.params(),
+            None => {
+                err(
+                    lp.key("preset"),
+                    format!(
+                        "unknown link preset \"{name}\"; presets: {}",
+                        LinkPreset::names().join(", ")
+                    ),
+                );
+                base.clone()
+            }
+        },
+        None => base.clone(),
+    };
+    match (l.rtt, l.delay) {
+        (Some(_), Some(_)) => err(
+            lp.key("delay"),
+            "give either `rtt` or `delay` (one way), not both".into(),
+        ),
+        (Some(rtt), None) => {
+            if one_way {
+                err(
+                    lp.key("rtt"),
+                    "a one-way link (from/to) takes `delay`, not `rtt`".into(),
+                );
+            }
+            p.delay = rtt.get() / 2;
+        }
+        (None, Some(d)) => p.delay = d.get(),
+        (None, None) => {}
+    }
+    if let Some(j) = l.jitter {
+        p.jitter = j.get();
+    }
+    if let Some(d) = &l.jitter_distribution {
+        match JitterDist::parse(d) {
+            Some(d) => p.jitter_distribution = d,
+            None => err(
+                lp.key("jitter_distribution"),
+                format!(
+                    "unknown jitter distribution \"{d}\"; valid: {}",
+                    JitterDist::NAMES.join(", ")
+                ),
+            ),
+        }
+    }
+    if let Some(c) = l.jitter_correlation {
+        if c.get() >= 1.0 {
+            err(
+                lp.key("jitter_correlation"),
+                "a correlation of 100% would freeze the delay; use less than 100%".into(),
+            );
+        }
+        p.jitter_correlation = c.get();
+    }
+    if let Some(f) = l.fifo {
+        p.fifo = f;
+    }
+    if p.jitter_distribution == JitterDist::Uniform && p.jitter > p.delay {
+        err(
+            lp.key("jitter"),
+            format!(
+                "jitter {} is larger than the one-way delay {}; a datagram cannot arrive before it is sent (a normal or pareto distribution is cut at zero instead)",
+                units::format_duration(p.jitter),
+                units::format_duration(p.delay)
+            ),
+        );
+    }
+    if l.reorder.is_some() || l.reorder_correlation.is_some() || l.reorder_gap.is_some() {
+        let Some(r) = l.reorder else {
+            err(
+                lp.key("reorder"),
+                "`reorder_correlation` and `reorder_gap` need `reorder`, the probability, like reorder = \"5%\"".into(),
+            );
+            return p;
+        };
+        let gap = l.reorder_gap.unwrap_or(1);
+        if gap == 0 {
+            err(
+                lp.key("reorder_gap"),
+                "reorder_gap is at least 1 (every datagram may be reordered)".into(),
+            );
+        }
+        p.reorder = Some(Reorder {
+            p: r.get(),
+            correlation: l.reorder_correlation.map(|c| c.get()).unwrap_or(0.0),
+            gap: gap.max(1),
+        });
+    }
+    if p.reorder.is_some_and(|r| r.p > 0.0) && p.delay.is_zero() {
+        err(
+            lp.key("reorder"),
+            "reordering sends some datagrams ahead of the delay; it needs a delay or rtt".into(),
+        );
+    }
+    match (l.bandwidth, &l.trace) {
+        (Some(_), Some(_)) => err(
+            lp.key("trace"),
+            "give either `bandwidth` or a `trace`, not both".into(),
+        ),
+        (Some(b), None) => {
+            if b.get() == 0.0 {
+                err(
+                    lp.key("bandwidth"),
+                    "bandwidth must be greater than zero; remove it for an unlimited link".into(),
+                );
+            }
+            p.bandwidth = Some(b.get());
+            p.trace = None;
+        }
+        (None, Some(file)) => {
+            let path = base_dir.join(file);
+            match std::fs::read_to_string(&path) {
+                Ok(text) => match RateTrace::parse(file, &text) {
+                    Ok(t) => {
+                        p.trace = Some(std::sync::Arc::new(t));
+                        p.bandwidth = None;
+                    }
+                    Err(e) => err(lp.key("trace"), format!("mahimahi trace \"{file}\": {e}")),
+                },
+                Err(e) => err(
+                    lp.key("trace"),
+                    format!(
+                        "cannot read the mahimahi trace {}: {}",
+                        path.display(),
+                        match e.kind() {
+                            std::io::ErrorKind::NotFound => "no such file".to_string(),
+                            _ => e.to_string(),
+                        }
+                    ),
+                ),
+            }
+        }
+        (None, None) => {}
+    }
+    if let Some(loss) = &l.loss {
+        p.loss = loss.0;
+        if let Loss::Bernoulli { correlation, .. } = loss.0
+            && correlation >= 1.0
+        {
+            err(
+                lp.key("loss"),
+                "a loss correlation of 100% would lose everything or nothing; use less than 100%"
+                    .into(),
+            );
+        }
+    }
+    if let Some(d) = l.duplicate {
+        p.duplicate = d.get();
+    }
+    if let Some(m) = l.mtu {
+        let least = quinn_min_mtu();
+        if m < least {
+            err(
+                lp.key("mtu"),
+                format!(
+                    "mtu {m} is below QUIC's minimum: QUIC needs 1200-byte datagrams, {least} bytes with IPv4 and UDP headers"
+                ),
+            );
+        }
+        p.mtu = Some(m);
+    }
+    if let Some(q) = &l.queue {
+        if let Queue::Bytes(b) = q.0
+            && b < 1500
+        {
+            err(
+                lp.key("queue"),
+                format!(
+                    "a queue of {b} B cannot hold one 1500-byte datagram; use at least \"1500B\""
+                ),
+            );
+        }
+        p.queue = q.0;
+    }
+    p
+}
+
+/// The least IP MTU that carries QUIC's 1200-byte minimum datagram.
+fn quinn_min_mtu() -> u32 {
+    1200 + WIRE_OVERHEAD
 }
 
 fn resolve_device(
