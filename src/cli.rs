@@ -237,6 +237,12 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
             Err(e) => out.push_str(&format!("  {name:<10} (invalid: {e})\n")),
         }
     }
+    out.push_str(
+        "\nLink presets ([[link]] preset = \"...\"; RTT split evenly, fields override):\n",
+    );
+    for p in scenario::LinkPreset::all() {
+        out.push_str(&format!("  {:<15} {}\n", p.name, p.summary()));
+    }
     print!("{out}");
     Ok(EXIT_OK)
 }

@@ -127,6 +127,29 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+    let m = r.measured;
+    if let Some(h) = m.emulator_lateness.as_ref().filter(|h| !h.is_empty())
+        && m.clock == crate::clock::ClockKind::Real
+    {
+        let us = |q: f64| h.value_at_quantile(q) as f64 / 1e3;
+        let _ = writeln!(
+            o,
+            "  link emulator lateness: p50 {:.1} us, p99 {:.1} us, max {:.1} us over {} datagrams",
+            us(0.5),
+            us(0.99),
+            h.max() as f64 / 1e3,
+            h.len()
+        );
+    }
+    let (lost, dropped, sent) = m.links.iter().fold((0, 0, 0), |(l, d, s), x| {
+        (l + x.stats.lost, d + x.stats.dropped, s + x.stats.datagrams)
+    });
+    if lost + dropped > 0 {
+        let _ = writeln!(
+            o,
+            "  links: {lost} datagrams lost by the loss model and {dropped} dropped by full queues, of {sent} sent"
+        );
+    }
     let (floor, base_floor) = r.floors();
     let _ = writeln!(
         o,
@@ -158,6 +181,9 @@ pub fn render(r: &Results) -> String {
         o,
         "  note: times run from each request's scheduled start, so waiting behind a backlog shows in the tails instead of being hidden by a late send (summary.json: notes, service, schedule_lag)."
     );
+    if m.clock == crate::clock::ClockKind::Virtual {
+        let _ = writeln!(o, "  note: {}.", super::VIRTUAL_NOTE);
+    }
     o
 }
 

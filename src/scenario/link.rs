@@ -494,6 +494,26 @@ impl LinkPreset {
         LINK_PRESETS.iter().map(|p| p.name).collect()
     }
 
+    pub fn all() -> &'static [LinkPreset] {
+        LINK_PRESETS
+    }
+
+    /// One line: its figures and where they come from.
+    pub fn summary(&self) -> String {
+        let ms = super::units::format_duration;
+        format!(
+            "rtt {}, jitter {}, {}, loss {}%, queue {}  ({})",
+            ms(self.rtt),
+            ms(self.jitter),
+            self.bandwidth
+                .map(|b| super::units::format_si(b, "bit/s"))
+                .unwrap_or_else(|| "unlimited".into()),
+            self.loss * 100.0,
+            self.queue,
+            self.source
+        )
+    }
+
     /// The preset's parameters for one direction.
     pub fn params(&self) -> LinkParams {
         LinkParams {

@@ -1,0 +1,252 @@
+//! Real QUIC over emulated links: a bulk transfer through a rate-limited link, a queue that
+//! overflows, links that change during a run, and the real-UDP driver on loopback.
+//!
+//! The in-memory tests run on the virtual clock: deterministic, and the transfer's
+//! timing is the link's and QUIC's alone, not this machine's.
+
+use inferlat::clock::{Clock, ClockKind};
+use inferlat::harness::{self, Options, Progress};
+use inferlat::net::endpoint::{self, SERVER_NAME, TransportSettings};
+use inferlat::net::link::Link;
+use inferlat::net::socket::{Network, UdpLinkSocket};
+use inferlat::plan;
+use inferlat::record::Metric;
+use inferlat::scenario::{self, LinkParams, ProfileLibrary, Queue};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// A QUIC server that reads each bidirectional stream to its end and answers with its length.
+fn serve(server: quinn::Endpoint) {
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(Some(k)) = recv.read(&mut buf).await {
+                            n += k as u64;
+                        }
+                        let _ = send.write_all(&n.to_le_bytes()).await;
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// Sends `bytes` on one stream and waits for the answer; returns how long it took.
+async fn upload(conn: &quinn::Connection, clock: &Clock, bytes: usize) -> Duration {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let t0 = clock.now();
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        send.write_all(&chunk[..k]).await.unwrap();
+        left -= k;
+    }
+    send.finish().unwrap();
+    let answer = recv.read_to_end(8).await.unwrap();
+    assert_eq!(u64::from_le_bytes(answer.try_into().unwrap()), bytes as u64);
+    clock.now() - t0
+}
+
+struct Pair {
+    net: Network,
+    client: quinn::Endpoint,
+    a: SocketAddr,
+    b: SocketAddr,
+}
+
+/// A client and an echo server on the in-memory network, with `up` and `down` links.
+fn pair(clock: &Clock, up: LinkParams, down: LinkParams) -> Pair {
+    let net = Network::new(clock.clone());
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.1.0.1:4433".parse().unwrap(),
+        "10.1.0.2:4433".parse().unwrap(),
+    );
+    net.add_link(a, b, Link::new(up, 1));
+    net.add_link(b, a, Link::new(down, 2));
+    let settings = TransportSettings {
+        initial_rtt_ms: 20.0,
+        ..TransportSettings::default()
+    };
+    let tls = endpoint::tls(&settings).unwrap();
+    let server = endpoint::endpoint(net.bind(b).unwrap(), Some(tls.server), 3).unwrap();
+    let mut client = endpoint::endpoint(net.bind(a).unwrap(), None, 4).unwrap();
+    client.set_default_client_config(tls.client);
+    serve(server);
+    Pair { net, client, a, b }
+}
+
+fn link(delay_ms: u64, bandwidth: Option<f64>, queue: Queue) -> LinkParams {
+    LinkParams {
+        delay: Duration::from_millis(delay_ms),
+        bandwidth,
+        queue,
+        ..LinkParams::ideal()
+    }
+}
+
+#[test]
+fn bulk_transfer_reaches_ninety_percent_of_the_link_rate() {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let rate = 20e6;
+    // A queue of one bandwidth-delay product: enough that cubic keeps the link busy.
+    let bdp = Queue::Bytes((rate / 8.0 * 0.02) as u64 * 2);
+    rt.block_on(async {
+        let p = pair(&clock, link(10, Some(rate), bdp), link(10, None, bdp));
+        let conn = p.client.connect(p.b, SERVER_NAME).unwrap().await.unwrap();
+        // Warm the congestion window up, then time a large upload.
+        upload(&conn, &clock, 2_000_000).await;
+        let bytes = 20_000_000;
+        let took = upload(&conn, &clock, bytes).await;
+        let goodput = bytes as f64 * 8.0 / took.as_secs_f64();
+        assert!(
+            goodput >= 0.9 * rate,
+            "goodput {:.2} Mbit/s of {:.0} Mbit/s",
+            goodput / 1e6,
+            rate / 1e6
+        );
+        eprintln!("goodput {:.3} Mbit/s in {took:?}", goodput / 1e6);
+        // And never faster than the link.
+        assert!(goodput <= rate, "goodput {goodput} beats the link");
+    });
+}
+
+#[test]
+fn a_short_queue_drops_what_overflows_and_quic_recovers() {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    rt.block_on(async {
+        let p = pair(
+            &clock,
+            link(20, Some(10e6), Queue::Packets(10)),
+            link(20, None, Queue::Packets(10)),
+        );
+        let conn = p.client.connect(p.b, SERVER_NAME).unwrap().await.unwrap();
+        upload(&conn, &clock, 5_000_000).await;
+        let stats = p.net.link_stats(p.a, p.b).unwrap();
+        assert!(stats.dropped > 0, "no drops: {stats:?}");
+        assert_eq!(
+            stats.datagrams,
+            stats.delivered + stats.dropped,
+            "every datagram is delivered or dropped: {stats:?}"
+        );
+        let q = conn.stats();
+        assert!(q.path.lost_packets > 0, "quinn saw no loss: {:?}", q.path);
+    });
+}
+
+#[test]
+fn a_link_change_shows_in_the_latencies_at_its_time() {
+    let text = r#"
+name = "flap"
+seed = 1
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 16
+output_tokens = 1
+arrival = { kind = "constant", rate = 10 }
+duration = "6s"
+warmup_requests = 2
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "ideal"
+[[link]]
+between = ["client", "gpu"]
+rtt = "20ms"
+[[link.change]]
+at = "2s"
+rtt = "200ms"
+[[link.change]]
+at = "4s"
+"#;
+    let s = scenario::parse(Path::new("flap.toml"), text, &ProfileLibrary::built_in()).unwrap();
+    let plan = plan::plan(&s).unwrap();
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let m = rt
+        .block_on(harness::run(
+            &s,
+            &plan,
+            &Options::default(),
+            &clock,
+            Arc::new(Progress::default()),
+            CancellationToken::new(),
+        ))
+        .unwrap();
+    let r = &m.topology.as_ref().unwrap().record;
+    assert_eq!(r.failed, 0, "{:?}", r.errors);
+    let e2e = r.histogram(Metric::E2e);
+    let ms = |v: u64| v as f64 / 1e6;
+    // A third of the requests cross the slow route, the rest the fast one.
+    assert!(
+        (19.9..20.5).contains(&ms(e2e.min())),
+        "min {}",
+        ms(e2e.min())
+    );
+    assert!(ms(e2e.max()) >= 199.9, "max {}", ms(e2e.max()));
+    let slow = e2e
+        .iter_recorded()
+        .filter(|v| ms(v.value_iterated_to()) > 150.0)
+        .map(|v| v.count_at_value())
+        .sum::<u64>();
+    let share = slow as f64 / e2e.len() as f64;
+    assert!(
+        (0.25..0.42).contains(&share),
+        "share on the slow route {share}"
+    );
+    let applied: u64 = m.links.iter().map(|l| l.stats.changes_applied).sum();
+    assert_eq!(applied, 4, "two changes on each direction");
+}
+
+#[test]
+fn real_udp_driver_adds_its_delay_on_loopback() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clock = Clock::real().unwrap();
+    rt.block_on(async {
+        let one_way = |ms: u64| Link::new(link(ms, None, Queue::Packets(1000)), 9);
+        let sa = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sb = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = sb.local_addr().unwrap();
+        // Each side delays its own egress by 20 ms: 40 ms of RTT on top of loopback.
+        let ua = UdpLinkSocket::new(sa, clock.clone(), Some(one_way(20))).unwrap();
+        let ub = UdpLinkSocket::new(sb, clock.clone(), Some(one_way(20))).unwrap();
+        let settings = TransportSettings {
+            initial_rtt_ms: 40.0,
+            ..TransportSettings::default()
+        };
+        let tls = endpoint::tls(&settings).unwrap();
+        let server = endpoint::endpoint(ub.clone(), Some(tls.server), 1).unwrap();
+        let mut client = endpoint::endpoint(ua.clone(), None, 2).unwrap();
+        client.set_default_client_config(tls.client);
+        serve(server);
+        let conn = client.connect(b, SERVER_NAME).unwrap().await.unwrap();
+        for _ in 0..5 {
+            let took = upload(&conn, &clock, 100).await;
+            // Physics: a request and its answer cross both delays.
+            assert!(took >= Duration::from_millis(40), "round trip {took:?}");
+            assert!(took < Duration::from_millis(400), "round trip {took:?}");
+        }
+        let rtt = conn.stats().path.min_rtt;
+        assert!(rtt >= Duration::from_millis(40), "quinn's min RTT {rtt:?}");
+        let up = ua.link_stats(None).unwrap();
+        assert!(up.datagrams > 0 && up.delivered == up.datagrams, "{up:?}");
+        assert_eq!(ua.refused(), 0);
+        assert!(ua.lateness().histogram().len() >= up.delivered);
+    });
+}
