@@ -336,7 +336,7 @@ async fn run_one(
     cancel: &CancellationToken,
 ) -> anyhow::Result<bool> {
     for note in &p.notes {
-        eprintln!("warning: {}: {note}", s.name);
+        eprintln!("note: {}: {note}", s.name);
     }
     let started = SystemTime::now();
     let progress = Arc::new(Progress::default());

@@ -34,7 +34,7 @@ pub struct Scenario {
     pub description: Option<String>,
     pub seed: u64,
     pub file: PathBuf,
-    /// SHA-256 of the file's bytes, in hex.
+    /// SHA-256 of the file's bytes (and of the traces it reads), in hex.
     pub sha256: String,
     pub model: Model,
     pub workload: Workload,
@@ -396,13 +396,38 @@ pub fn parse(
     match raw::validate(raw, profiles, dir) {
         Ok(mut s) => {
             s.file = file.to_path_buf();
-            s.sha256 = sha256;
+            s.sha256 = with_traces(sha256, &s);
             Ok(s)
         }
         Err(problems) => Err(ScenarioError::Invalid {
             diagnostics: problems.iter().map(|p| source.locate(p)).collect(),
         }),
     }
+}
+
+/// The scenario's hash, extended with the mahimahi traces it reads: a changed trace is a
+/// changed scenario.
+fn with_traces(sha256: String, s: &Scenario) -> String {
+    let mut traces: Vec<&RateTrace> = s
+        .links
+        .iter()
+        .flat_map(|l| std::iter::once(&l.params).chain(l.changes.iter().map(|c| &c.params)))
+        .filter_map(|p| p.trace.as_deref())
+        .collect();
+    if traces.is_empty() {
+        return sha256;
+    }
+    traces.sort_by(|a, b| a.file.cmp(&b.file));
+    traces.dedup_by(|a, b| a.file == b.file);
+    let mut h = Sha256::new();
+    h.update(sha256.as_bytes());
+    for t in traces {
+        h.update(t.file.as_bytes());
+        for o in &t.opportunities {
+            h.update(o.to_le_bytes());
+        }
+    }
+    hex(&h.finalize())
 }
 
 fn hex(bytes: &[u8]) -> String {
