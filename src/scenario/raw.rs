@@ -432,7 +432,11 @@ impl<'de> Deserialize<'de> for RawQueue {
         }
         Bytes::parse(t)
             .map(|b| RawQueue(Queue::Bytes(b.as_u64())))
-            .map_err(|e| de::Error::custom(format!("{e}; or a packet count like \"25 packets\"")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid queue: {e}; or a packet count like \"25 packets\""
+                ))
+            })
     }
 }
 
@@ -1375,8 +1379,13 @@ fn link_params(
     }
     if l.reorder.is_some() || l.reorder_correlation.is_some() || l.reorder_gap.is_some() {
         let Some(r) = l.reorder else {
+            let given = if l.reorder_gap.is_some() {
+                "reorder_gap"
+            } else {
+                "reorder_correlation"
+            };
             err(
-                lp.key("reorder"),
+                lp.key(given),
                 "`reorder_correlation` and `reorder_gap` need `reorder`, the probability, like reorder = \"5%\"".into(),
             );
             return p;
