@@ -63,30 +63,70 @@ pub fn warnings(results: &Results) -> Vec<String> {
     let mut out = Vec::new();
     if m.clock == crate::clock::ClockKind::Real
         && let Some(h) = &m.emulator_lateness
-        && !h.is_empty()
+        && let Some(w) = lateness_warning(h, m.cpu_load, results.environment.cpus)
     {
-        let p99 = std::time::Duration::from_nanos(h.value_at_quantile(0.99));
-        if p99 > LATENESS_WARN {
-            let cpus = results.environment.cpus;
-            let cause = match m.cpu_load {
-                Some(load) if load > 0.8 * cpus as f64 => format!(
-                    "the CPU was saturated: the run used {:.0}% of this machine's {cpus} cores, so the emulator's timing thread waited for a core",
-                    load * 100.0 / cpus as f64
-                ),
-                Some(load) => format!(
-                    "the run used only {:.0}% of this machine's {cpus} cores, so the operating system delayed the timing thread (a busy or virtualized host)",
-                    load * 100.0 / cpus as f64
-                ),
-                None => "the timing thread did not get a core in time".into(),
-            };
-            out.push(format!(
-                "the link emulator delivered datagrams late (p99 {:.3} ms, over {:.0} ms): {cause}; the results overstate the network by up to that much. Lower the load, close other work, or use --clock virtual",
-                p99.as_secs_f64() * 1e3,
-                LATENESS_WARN.as_secs_f64() * 1e3
-            ));
-        }
+        out.push(w);
     }
     out
+}
+
+/// The warning of a real-clock run whose link emulator delivered late, naming the cause.
+pub fn lateness_warning(
+    lateness: &hdrhistogram::Histogram<u64>,
+    cpu_load: Option<f64>,
+    cpus: usize,
+) -> Option<String> {
+    if lateness.is_empty() {
+        return None;
+    }
+    let p99 = std::time::Duration::from_nanos(lateness.value_at_quantile(0.99));
+    if p99 <= LATENESS_WARN {
+        return None;
+    }
+    let cause = match cpu_load {
+        Some(load) if load > 0.8 * cpus as f64 => format!(
+            "the CPU was saturated: the run used {:.0}% of this machine's {cpus} cores, so the emulator's timing thread waited for a core",
+            load * 100.0 / cpus as f64
+        ),
+        Some(load) => format!(
+            "the run used only {:.0}% of this machine's {cpus} cores, so the operating system delayed the timing thread (a busy or virtualized host)",
+            load * 100.0 / cpus as f64
+        ),
+        None => "the timing thread did not get a core in time".into(),
+    };
+    Some(format!(
+        "the link emulator delivered datagrams late (p99 {:.3} ms, over {:.0} ms): {cause}; the results overstate the network by up to that much. Lower the load, close other work, or use --clock virtual",
+        p99.as_secs_f64() * 1e3,
+        LATENESS_WARN.as_secs_f64() * 1e3
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lateness(us: &[u64]) -> hdrhistogram::Histogram<u64> {
+        let mut h = hdrhistogram::Histogram::new(3).unwrap();
+        for v in us {
+            h.record(v * 1000).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn late_emulator_warns_and_names_the_cause() {
+        let ok = lateness(&[5; 100]);
+        assert_eq!(lateness_warning(&ok, Some(1.9), 2), None);
+        let mut late = vec![5u64; 90];
+        late.extend([3000; 10]);
+        let h = lateness(&late);
+        let busy = lateness_warning(&h, Some(1.9), 2).unwrap();
+        assert!(busy.contains("p99 3.00"), "{busy}");
+        assert!(busy.contains("CPU was saturated"), "{busy}");
+        let idle = lateness_warning(&h, Some(0.3), 2).unwrap();
+        assert!(idle.contains("operating system delayed"), "{idle}");
+        assert_eq!(lateness_warning(&lateness(&[]), None, 2), None);
+    }
 }
 
 impl Results<'_> {
