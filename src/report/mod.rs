@@ -101,34 +101,6 @@ pub fn lateness_warning(
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn lateness(us: &[u64]) -> hdrhistogram::Histogram<u64> {
-        let mut h = hdrhistogram::Histogram::new(3).unwrap();
-        for v in us {
-            h.record(v * 1000).unwrap();
-        }
-        h
-    }
-
-    #[test]
-    fn late_emulator_warns_and_names_the_cause() {
-        let ok = lateness(&[5; 100]);
-        assert_eq!(lateness_warning(&ok, Some(1.9), 2), None);
-        let mut late = vec![5u64; 90];
-        late.extend([3000; 10]);
-        let h = lateness(&late);
-        let busy = lateness_warning(&h, Some(1.9), 2).unwrap();
-        assert!(busy.contains("p99 3.00"), "{busy}");
-        assert!(busy.contains("CPU was saturated"), "{busy}");
-        let idle = lateness_warning(&h, Some(0.3), 2).unwrap();
-        assert!(idle.contains("operating system delayed"), "{idle}");
-        assert_eq!(lateness_warning(&lateness(&[]), None, 2), None);
-    }
-}
-
 impl Results<'_> {
     pub fn complete(&self) -> bool {
         self.measured.complete(self.plan.baseline.is_some())
@@ -274,5 +246,33 @@ pub fn fmt_ms(ms: f64) -> String {
         format!("{ms:.2} ms")
     } else {
         format!("{:.0} us", ms * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lateness(us: &[u64]) -> hdrhistogram::Histogram<u64> {
+        let mut h = hdrhistogram::Histogram::new(3).unwrap();
+        for v in us {
+            h.record(v * 1000).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn late_emulator_warns_and_names_the_cause() {
+        let ok = lateness(&[5; 100]);
+        assert_eq!(lateness_warning(&ok, Some(1.9), 2), None);
+        let mut late = vec![5u64; 90];
+        late.extend([3000; 10]);
+        let h = lateness(&late);
+        let busy = lateness_warning(&h, Some(1.9), 2).unwrap();
+        assert!(busy.contains("p99 3.00"), "{busy}");
+        assert!(busy.contains("CPU was saturated"), "{busy}");
+        let idle = lateness_warning(&h, Some(0.3), 2).unwrap();
+        assert!(idle.contains("operating system delayed"), "{idle}");
+        assert_eq!(lateness_warning(&lateness(&[]), None, 2), None);
     }
 }
