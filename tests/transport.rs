@@ -250,3 +250,46 @@ fn real_udp_driver_adds_its_delay_on_loopback() {
         assert!(ua.lateness().histogram().len() >= up.delivered);
     });
 }
+
+#[test]
+fn gso_batches_meet_the_link_one_datagram_at_a_time() {
+    use quinn::AsyncUdpSocket;
+    use quinn::udp::{RecvMeta, Transmit};
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    rt.block_on(async {
+        let net = Network::new(clock.clone());
+        let (a, b): (SocketAddr, SocketAddr) =
+            ("10.2.0.1:1".parse().unwrap(), "10.2.0.2:1".parse().unwrap());
+        // 8 Mbit/s: each 1000-byte datagram (1028 on the wire) takes 1.028 ms.
+        net.add_link(a, b, Link::new(link(5, Some(8e6), Queue::Packets(1000)), 1));
+        let (sa, sb) = (net.bind(a).unwrap(), net.bind(b).unwrap());
+        let batch = vec![1u8; 10 * 1000];
+        sa.try_send(&Transmit {
+            destination: b,
+            ecn: None,
+            contents: &batch,
+            segment_size: Some(1000),
+            src_ip: None,
+        })
+        .unwrap();
+        let stats = net.link_stats(a, b).unwrap();
+        assert_eq!((stats.datagrams, stats.bytes), (10, 10_000));
+        let t0 = clock.now();
+        let mut arrivals = Vec::new();
+        let mut buf = [0u8; 2000];
+        while arrivals.len() < 10 {
+            let mut bufs = [std::io::IoSliceMut::new(&mut buf)];
+            let mut meta = [RecvMeta::default()];
+            let n = std::future::poll_fn(|cx| sb.poll_recv(cx, &mut bufs, &mut meta))
+                .await
+                .unwrap();
+            assert_eq!((n, meta[0].len), (1, 1000));
+            arrivals.push(clock.now() - t0);
+        }
+        // Serialized one after another, not as one 10 kB blob.
+        for (i, at) in arrivals.iter().enumerate() {
+            let want = Duration::from_millis(5) + Duration::from_micros(1028 * (i as u64 + 1));
+            assert_eq!(*at, want, "datagram {i}");
+        }
+    });
+}
