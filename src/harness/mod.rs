@@ -238,6 +238,8 @@ pub struct Measured {
     pub malformed_frames: u64,
     /// Datagrams sent where the topology has no link.
     pub unroutable: u64,
+    /// Datagrams dropped because a receiver's socket buffer was full.
+    pub inbox_overflow: u64,
     pub clock: ClockKind,
     /// How late the link emulator delivered datagrams (actual minus scheduled), in ns.
     pub emulator_lateness: Option<Histogram<u64>>,
@@ -370,8 +372,14 @@ pub async fn run(
     progress: Arc<Progress>,
     cancel: CancellationToken,
 ) -> anyhow::Result<Measured> {
+    let mut transport = options.transport.clone().with(&scenario.quic);
+    // A closed loop keeps `concurrency` requests in flight: give each its stream.
+    if let crate::scenario::Arrival::Closed { concurrency } = scenario.workload.arrival {
+        transport.max_concurrent_bidi_streams =
+            transport.max_concurrent_bidi_streams.max(concurrency);
+    }
     let options = &Options {
-        transport: options.transport.clone().with(&scenario.quic),
+        transport,
         ..options.clone()
     };
     let mut measured = Measured {
@@ -382,6 +390,7 @@ pub async fn run(
         transport: options.transport.clone(),
         malformed_frames: 0,
         unroutable: 0,
+        inbox_overflow: 0,
         clock: clock.kind(),
         emulator_lateness: None,
         cpu_load: None,
@@ -455,6 +464,7 @@ pub async fn run(
     measured.emulator_lateness = Some(topo.net.lateness().histogram());
     measured.malformed_frames = topo.server_stats.malformed.load(Ordering::Relaxed);
     measured.unroutable = topo.net.unroutable();
+    measured.inbox_overflow = topo.net.inbox_overflow();
     measured.topology = Some(RunOutput { record, complete });
 
     // Baseline: the same seeded workload on the local device, no network.

@@ -32,7 +32,8 @@ pub struct TransportSettings {
     pub stream_receive_window: u64,
     pub receive_window: u64,
     pub congestion_controller: &'static str,
-    /// The congestion controller's initial window in bytes (quinn's default: 14,720).
+    /// The congestion controller's initial window in bytes. The default is quinn's (RFC 9002
+    /// with 1200-byte datagrams): min(10 × 1200, max(14,720, 2 × 1200)) = 12,000.
     pub initial_window: u64,
 }
 
@@ -40,13 +41,13 @@ impl Default for TransportSettings {
     fn default() -> Self {
         TransportSettings {
             initial_rtt_ms: 333.0,
-            max_idle_timeout_ms: 60_000,
+            max_idle_timeout_ms: crate::scenario::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             keep_alive_ms: 5_000,
             max_concurrent_bidi_streams: 1_024,
             stream_receive_window: 1_250_000,
             receive_window: u32::MAX as u64,
             congestion_controller: "cubic",
-            initial_window: 14_720,
+            initial_window: 12_000,
         }
     }
 }

@@ -211,19 +211,23 @@ impl TraceCursor {
 
 impl Link {
     pub fn new(params: LinkParams, seed: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // The delay's AR(1) process starts in its stationary distribution, so even the
+        // first delays of a run have the configured spread.
+        let jitter_z = rng.sample(StandardNormal);
         Link {
             base: params.clone(),
             params,
             changes: Vec::new(),
             next_change: 0,
             epoch: None,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             queue: VecDeque::new(),
             queued_bytes: 0,
             busy_until: None,
             trace: TraceCursor::default(),
             last_delivery: None,
-            jitter_z: 0.0,
+            jitter_z,
             ge_bad: false,
             loss_last: false,
             reorder_last: false,

@@ -157,6 +157,14 @@ impl Network {
         *lock(&self.inner.unroutable)
     }
 
+    /// Datagrams dropped because a receiver's inbox (its socket buffer) was full.
+    pub fn inbox_overflow(&self) -> u64 {
+        lock(&self.inner.hosts)
+            .values()
+            .map(|inbox| lock(&inbox.state).overflow)
+            .sum()
+    }
+
     /// Starts every link's changes, timed from `epoch` (the start of the measured phase).
     pub fn start_changes(&self, epoch: std::time::Instant) {
         for link in lock(&self.inner.links).values_mut() {

@@ -146,6 +146,8 @@ pub struct Network {
     pub malformed_frames: u64,
     /// Datagrams sent where the topology has no link.
     pub unroutable_datagrams: u64,
+    /// Datagrams dropped because a receiver's socket buffer (8,192 datagrams) was full.
+    pub inbox_overflow_datagrams: u64,
 }
 
 fn run_summary(out: &RunOutput, has_slo: bool) -> RunSummary {
@@ -259,6 +261,7 @@ pub fn summary(results: &Results) -> Summary {
             transport: m.transport.clone(),
             malformed_frames: m.malformed_frames,
             unroutable_datagrams: m.unroutable,
+            inbox_overflow_datagrams: m.inbox_overflow,
         },
         notes,
     }

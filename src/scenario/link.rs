@@ -72,6 +72,7 @@ pub enum JitterDist {
     /// Pareto (shape 3, netem's table) shifted to mean `delay`, scaled to deviation `jitter`.
     Pareto,
     /// netem's mix of 1/4 normal and 3/4 pareto, scaled to deviation `jitter`.
+    #[serde(rename = "paretonormal")]
     ParetoNormal,
 }
 

@@ -262,6 +262,9 @@ impl Congestion {
     }
 }
 
+/// The idle timeout of inferlat's QUIC connections unless `[quic]` sets one.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// `[quic]`: the QUIC settings that distort latency unless set on purpose. `None` keeps
 /// the default documented in `docs/links.md`.
 #[derive(Clone, Debug, Default, PartialEq)]

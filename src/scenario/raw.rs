@@ -1158,7 +1158,7 @@ pub fn validate(
         })
         .unwrap_or_default();
 
-    // Reference.
+    // QUIC settings.
     let qp = root.key("quic");
     let quic = match &raw.quic {
         None => Quic::default(),
@@ -1205,6 +1205,19 @@ pub fn validate(
                     v
                 })
             };
+            let idle = q.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |i| i.get());
+            if let Some(k) = q.keep_alive
+                && k.get() >= idle
+            {
+                err(
+                    qp.key("keep_alive"),
+                    format!(
+                        "keep_alive {} is not shorter than idle_timeout {}: the connection would time out between keep-alives",
+                        units::format_duration(k.get()),
+                        units::format_duration(idle)
+                    ),
+                );
+            }
             Quic {
                 initial_rtt: positive(q.initial_rtt, "initial_rtt", &mut err),
                 initial_window: window(q.initial_window, "initial_window", 2400, &mut err),
@@ -1378,7 +1391,9 @@ fn link_params(
         );
     }
     if l.reorder.is_some() || l.reorder_correlation.is_some() || l.reorder_gap.is_some() {
-        let Some(r) = l.reorder else {
+        // A change may adjust the gap or correlation of the reordering it inherits.
+        let inherited = p.reorder;
+        let Some(r) = l.reorder.map(|r| r.get()).or(inherited.map(|r| r.p)) else {
             let given = if l.reorder_gap.is_some() {
                 "reorder_gap"
             } else {
@@ -1390,7 +1405,7 @@ fn link_params(
             );
             return p;
         };
-        let gap = l.reorder_gap.unwrap_or(1);
+        let gap = l.reorder_gap.or(inherited.map(|r| r.gap)).unwrap_or(1);
         if gap == 0 {
             err(
                 lp.key("reorder_gap"),
@@ -1398,8 +1413,12 @@ fn link_params(
             );
         }
         p.reorder = Some(Reorder {
-            p: r.get(),
-            correlation: l.reorder_correlation.map(|c| c.get()).unwrap_or(0.0),
+            p: r,
+            correlation: l
+                .reorder_correlation
+                .map(|c| c.get())
+                .or(inherited.map(|r| r.correlation))
+                .unwrap_or(0.0),
             gap: gap.max(1),
         });
     }

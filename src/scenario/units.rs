@@ -314,7 +314,9 @@ impl fmt::Display for Dur {
 /// Formats a duration with a unit that keeps three significant digits readable.
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos() as f64;
-    if ns >= 1e9 {
+    if ns == 0.0 {
+        "0s".into()
+    } else if ns >= 1e9 {
         format!("{}s", trim_float(ns / 1e9))
     } else if ns >= 1e6 {
         format!("{}ms", trim_float(ns / 1e6))
