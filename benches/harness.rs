@@ -66,6 +66,7 @@ fn histograms(c: &mut Criterion) {
         })
     });
     let sample = Sample {
+        scheduled_at: Duration::ZERO,
         schedule_lag: Duration::from_micros(100),
         tokens: (1..=64)
             .map(|i| Duration::from_millis(50 + 10 * i))

@@ -4,7 +4,7 @@
 use crate::clock::{Clock, ClockKind};
 use crate::harness::{self, Options, Progress};
 use crate::plan::{self, Plan};
-use crate::report::{self, Environment, Results};
+use crate::report::{self, Environment, Results, compare};
 use crate::scenario::units::Dur;
 use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
 use anyhow::{Context as _, anyhow};
@@ -52,6 +52,17 @@ Ctrl-C stops within 2 seconds and still writes what was measured, marked \"compl
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Compare two result folders: per scenario, run and metric, the change and a verdict
+    #[command(
+        after_help = "BASE and NEW are result folders: one scenario's (with summary.json) or a folder of them, \
+like results/ or results/baselines/NAME/. Scenarios are matched by name.\n\n\
+A percentile regresses (or improves) when it moved by more than --threshold and the 95% confidence \
+intervals of that percentile in the two runs do not overlap; anything else is \"no significant change\". \
+Runs of different scenario files or different clocks are refused.\n\n\
+Exit codes: 0 compared (no regression, or regressions without --fail-on-regression); \
+1 a regression with --fail-on-regression; 2 bad input: a missing or unreadable folder, or a refused pair."
+    )]
+    Compare(CompareArgs),
     /// List shipped scenarios, model presets and device profiles
     List {
         /// Folder of scenarios to list [default: scenarios]
@@ -84,6 +95,60 @@ struct RunArgs {
     /// Print no progress while running
     #[arg(long, short)]
     quiet: bool,
+    /// Also save the results as baseline NAME, in <out>/baselines/NAME/<scenario-name>/
+    #[arg(long, value_name = "NAME", value_parser = parse_baseline_name)]
+    save_baseline: Option<String>,
+    /// Compare the results with baseline NAME (<out>/baselines/NAME/) and print the verdicts
+    #[arg(long, value_name = "NAME", value_parser = parse_baseline_name)]
+    baseline: Option<String>,
+    /// With --baseline: the noise threshold, a percentage
+    #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_threshold)]
+    threshold: f64,
+    /// With --baseline: exit 1 when any metric regressed
+    #[arg(long, requires = "baseline")]
+    fail_on_regression: bool,
+}
+
+#[derive(Parser, Debug)]
+struct CompareArgs {
+    /// The base results folder
+    #[arg(value_name = "BASE")]
+    base: PathBuf,
+    /// The new results folder
+    #[arg(value_name = "NEW")]
+    new: PathBuf,
+    /// Changes smaller than this percentage are never verdicts
+    #[arg(long, value_name = "PCT", default_value = "5%", value_parser = parse_threshold)]
+    threshold: f64,
+    /// Exit 1 when any metric regressed
+    #[arg(long)]
+    fail_on_regression: bool,
+    /// Where to write the verdicts as JSON [default: NEW/compare.json]
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    let f = crate::scenario::units::Fraction::parse(s)?.get();
+    if f >= 1.0 {
+        return Err("a threshold of 100% or more would hide every change".into());
+    }
+    Ok(f)
+}
+
+fn parse_baseline_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !s.starts_with('.');
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "\"{s}\" is not a baseline name: use 1-64 letters, digits, '-', '_' or '.', not starting with '.'"
+        ))
+    }
 }
 
 fn parse_requests(s: &str) -> Result<u64, String> {
@@ -126,6 +191,7 @@ pub fn run() -> i32 {
     let result = match cli.command {
         Command::Run(args) => run_command(args),
         Command::Validate { files } => validate_command(&files),
+        Command::Compare(args) => compare_command(&args),
         Command::List { scenarios } => match scenarios {
             Some(dir) if !dir.is_dir() => Err(Failure::BadInput(anyhow!(
                 "{}: no such folder",
@@ -273,6 +339,18 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         .map(|s| plan::plan(s).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", s.file.display()))))
         .collect::<Result<_, _>>()?;
     check_out_dir(&args.out).map_err(Failure::BadInput)?;
+    if let Some(name) = &args.baseline {
+        for s in &scenarios {
+            let dir = args.out.join("baselines").join(name).join(&s.name);
+            if !dir.join("summary.json").is_file() {
+                return Err(Failure::BadInput(anyhow!(
+                    "no baseline \"{name}\" for scenario \"{}\": {} has no summary.json (save one with --save-baseline {name})",
+                    s.name,
+                    dir.display()
+                )));
+            }
+        }
+    }
 
     let cancel = CancellationToken::new();
     let mut code = EXIT_OK;
@@ -309,10 +387,95 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             Err(e) => {
                 eprintln!("error: {}: {e:#}", s.name);
                 code = EXIT_RUN_FAILED;
+                continue;
             }
+        }
+        let dir = args.out.join(&s.name);
+        if let Some(name) = &args.baseline {
+            let base_dir = args.out.join("baselines").join(name).join(&s.name);
+            let base = compare::load(&base_dir).map_err(|e| Failure::BadInput(e.into()))?;
+            let new = compare::load(&dir).map_err(|e| Failure::BadInput(e.into()))?;
+            let c = compare::compare(&base, &new, args.threshold);
+            let verdict =
+                finish_comparison(&c, &dir.join("compare.json"), args.fail_on_regression)?;
+            if verdict != EXIT_OK {
+                code = code.max(verdict);
+            }
+        }
+        // After the comparison, so one name can be compared with and then replaced.
+        if let Some(name) = &args.save_baseline {
+            let to = args.out.join("baselines").join(name).join(&s.name);
+            save_baseline(&dir, &to).map_err(Failure::Run)?;
+            println!("  saved as baseline \"{name}\": {}", to.display());
         }
     }
     Ok(code)
+}
+
+/// `inferlat compare`.
+fn compare_command(args: &CompareArgs) -> Result<i32, Failure> {
+    let base = compare::load(&args.base).map_err(|e| Failure::BadInput(e.into()))?;
+    let new = compare::load(&args.new).map_err(|e| Failure::BadInput(e.into()))?;
+    let c = compare::compare(&base, &new, args.threshold);
+    let json = args
+        .json
+        .clone()
+        .unwrap_or_else(|| args.new.join("compare.json"));
+    finish_comparison(&c, &json, args.fail_on_regression)
+}
+
+/// Prints a comparison, writes its JSON, and maps it to an exit code.
+fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result<i32, Failure> {
+    print!("{}", compare::render(c));
+    let mut bytes = serde_json::to_vec_pretty(c)
+        .context("encoding the comparison")
+        .map_err(Failure::Run)?;
+    bytes.push(b'\n');
+    report::write_atomic(json, &bytes).map_err(Failure::BadInput)?;
+    println!("verdicts: {}", json.display());
+    if c.scenarios.is_empty() {
+        return Err(Failure::BadInput(anyhow!(
+            "no scenario is in both folders: nothing was compared"
+        )));
+    }
+    for s in &c.scenarios {
+        if let Some(why) = &s.refused {
+            eprintln!("error: {}: refused to compare: {why}", s.name);
+        }
+    }
+    if c.counts.refused > 0 {
+        return Ok(EXIT_BAD_INPUT);
+    }
+    if fail && c.counts.regressed > 0 {
+        eprintln!(
+            "error: {} regressed (--fail-on-regression)",
+            if c.counts.regressed == 1 {
+                "1 metric".to_string()
+            } else {
+                format!("{} metrics", c.counts.regressed)
+            }
+        );
+        return Ok(EXIT_RUN_FAILED);
+    }
+    Ok(EXIT_OK)
+}
+
+/// Copies a scenario's result files into a baseline folder.
+fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(baseline)
+        .with_context(|| format!("creating {}", baseline.display()))?;
+    for e in std::fs::read_dir(results)?.flatten() {
+        let p = e.path();
+        let keep = p
+            .extension()
+            .is_some_and(|x| x == "hgrm" || x == "hlog" || x == "json")
+            && p.file_name().is_some_and(|n| n != "compare.json");
+        if keep && p.is_file() {
+            let bytes = std::fs::read(&p)?;
+            report::write_atomic(&baseline.join(e.file_name()), &bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Makes sure results can be written before anything runs.

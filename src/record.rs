@@ -11,6 +11,9 @@ use std::time::Duration;
 /// Significant figures of every histogram.
 pub const SIGFIG: u8 = 3;
 
+/// The length of one interval of a run's interval log (`<run>.hlog`).
+pub const INTERVAL: Duration = Duration::from_secs(1);
+
 /// The latency metrics of DESIGN §4.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,6 +82,9 @@ impl Part {
 /// its own queue and compute time).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
+    /// Scheduled start, measured from the start of the request's phase: with `tokens`, it
+    /// places the request's tokens and its completion in the phase's 1-second intervals.
+    pub scheduled_at: Duration,
     /// Actual send - scheduled start.
     pub schedule_lag: Duration,
     /// Arrival of each output token, measured from the scheduled start.
@@ -216,6 +222,12 @@ pub struct RunRecord {
     pub errors: BTreeMap<String, u64>,
     /// Measure phase start -> last completion of a measured request.
     pub elapsed: Duration,
+    /// The values of each 1-second interval of the measured phase (its number since the
+    /// phase's start) and metric, in nanoseconds. Kept as values, not histograms: a
+    /// histogram of nanoseconds holds ~200 KB of counters however few values it has, so one
+    /// per interval and metric would cost gigabytes over a long run; [`Self::intervals`]
+    /// builds each interval's histogram when it is asked for.
+    intervals: BTreeMap<u64, BTreeMap<Metric, Vec<u64>>>,
 }
 
 impl Default for RunRecord {
@@ -229,6 +241,7 @@ impl Default for RunRecord {
             good: 0,
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            intervals: BTreeMap::new(),
         }
     }
 }
@@ -247,23 +260,47 @@ impl RunRecord {
         );
     }
 
+    /// Adds a value to the interval `at` (from the phase's start) falls in.
+    fn put_interval(&mut self, at: Duration, m: Metric, d: Duration) {
+        let interval = (at.as_nanos() / INTERVAL.as_nanos()).min(u64::MAX as u128) as u64;
+        self.intervals
+            .entry(interval)
+            .or_default()
+            .entry(m)
+            .or_default()
+            .push(ns(d));
+    }
+
     /// Records a completed request.
+    ///
+    /// In the interval log, a request's `ttft`, `tpot`, `e2e`, `service` and `schedule_lag`
+    /// go into the interval in which it completed (its last token arrived), and each `itl`
+    /// value into the interval in which the token that ends that gap arrived: a gap is
+    /// observed when its token comes, so a long request's gaps spread over the seconds it
+    /// streamed in (the counts still add up to the whole-run histogram's).
     pub fn record(&mut self, s: &Sample, slo: &Slo) {
         self.completed += 1;
         self.output_tokens += s.tokens.len() as u64;
         if s.meets(slo) {
             self.good += 1;
         }
-        self.put(Metric::Ttft, s.ttft());
-        self.put(Metric::E2e, s.e2e());
-        self.put(Metric::Service, s.service());
-        self.put(Metric::ScheduleLag, s.schedule_lag);
+        let done = s.scheduled_at + s.e2e();
+        for (m, d) in [
+            (Metric::Ttft, s.ttft()),
+            (Metric::E2e, s.e2e()),
+            (Metric::Service, s.service()),
+            (Metric::ScheduleLag, s.schedule_lag),
+        ] {
+            self.put(m, d);
+            self.put_interval(done, m, d);
+        }
         if let Some(t) = s.tpot() {
             self.put(Metric::Tpot, t);
+            self.put_interval(done, Metric::Tpot, t);
         }
-        let itls: Vec<Duration> = s.itls().collect();
-        for d in itls {
+        for (d, &token) in s.itls().zip(s.tokens.iter().skip(1)) {
             self.put(Metric::Itl, d);
+            self.put_interval(s.scheduled_at + token, Metric::Itl, d);
         }
         for (part, d) in [
             (Part::Queue, s.queue),
@@ -302,6 +339,25 @@ impl RunRecord {
         ladder(self.histogram(m))
     }
 
+    /// The interval log: for each 1-second interval of the measured phase that has values,
+    /// in order, its start (from the phase's start) and the histogram of each metric with
+    /// values in it, in [`Metric::ALL`] order. `connect`, measured during setup before the
+    /// measured phase, has no intervals.
+    pub fn intervals(&self) -> impl Iterator<Item = (Duration, Metric, Histogram<u64>)> + '_ {
+        self.intervals.iter().flat_map(|(&i, metrics)| {
+            let start = INTERVAL.saturating_mul(u32::try_from(i).unwrap_or(u32::MAX));
+            metrics.iter().map(move |(&m, values)| {
+                let mut h = histogram();
+                for &v in values {
+                    if h.record(v).is_err() {
+                        h.saturating_record(v);
+                    }
+                }
+                (start, m, h)
+            })
+        })
+    }
+
     pub fn requests_per_s(&self) -> f64 {
         per_s(self.completed, self.elapsed)
     }
@@ -338,6 +394,12 @@ impl RunRecord {
             *self.errors.entry(e.clone()).or_default() += n;
         }
         self.elapsed = self.elapsed.max(other.elapsed);
+        for (&i, metrics) in &other.intervals {
+            let mine = self.intervals.entry(i).or_default();
+            for (&m, values) in metrics {
+                mine.entry(m).or_default().extend_from_slice(values);
+            }
+        }
     }
 }
 
@@ -359,6 +421,7 @@ mod tests {
 
     fn sample() -> Sample {
         Sample {
+            scheduled_at: ms(900),
             schedule_lag: ms(2),
             tokens: vec![ms(100), ms(110), ms(130)],
             queue: ms(5),
@@ -404,6 +467,46 @@ mod tests {
             (l.p50 - 100.0).abs() < 0.1 && (l.max - 200.0).abs() < 0.2,
             "{l:?}"
         );
+    }
+
+    #[test]
+    fn intervals_by_completion_and_token_arrival() {
+        use Metric::*;
+        let mut r = RunRecord::new();
+        // Scheduled at 0.9 s: tokens at 0.95, 0.99 and 1.03 s of the phase.
+        let straddles = Sample {
+            tokens: vec![ms(50), ms(90), ms(130)],
+            ..sample()
+        };
+        r.record(&straddles, &Slo::default());
+        // Scheduled at 2.5 s, done at 2.63 s.
+        let later = Sample {
+            scheduled_at: ms(2500),
+            ..sample()
+        };
+        r.record(&later, &Slo::default());
+        r.record_connect(ms(40));
+        let got: Vec<(u64, Metric, u64)> = r
+            .intervals()
+            .map(|(at, m, h)| (at.as_secs(), m, h.len()))
+            .collect();
+        let per_request = |i| {
+            [Ttft, Tpot, Itl, E2e, Service, ScheduleLag]
+                .map(|m| (i, m, if m == Itl && i == 2 { 2 } else { 1 }))
+        };
+        let mut want = vec![(0, Itl, 1)];
+        want.extend(per_request(1));
+        want.extend(per_request(2));
+        assert_eq!(got, want);
+        let (_, _, e2e) = r
+            .intervals()
+            .find(|(at, m, _)| at.as_secs() == 2 && *m == E2e)
+            .unwrap();
+        assert!((e2e.max() as f64 / 1e6 - 130.0).abs() < 0.2, "{e2e:?}");
+        let count = |r: &RunRecord| r.intervals().map(|(_, _, h)| h.len()).sum::<u64>();
+        let mut merged = r.clone();
+        merged.merge(&r);
+        assert_eq!(count(&merged), 2 * count(&r));
     }
 
     #[test]

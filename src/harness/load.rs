@@ -172,8 +172,9 @@ pub struct Driver {
 
 type Outcome = (Instant, Instant, Result<Timeline, String>);
 
-fn sample(scheduled: Instant, sent: Instant, t: Timeline) -> Sample {
+fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline) -> Sample {
     Sample {
+        scheduled_at: scheduled.saturating_duration_since(phase_started),
         schedule_lag: sent.saturating_duration_since(scheduled),
         tokens: t
             .tokens
@@ -250,7 +251,7 @@ impl Driver {
             match r {
                 Ok(t) => {
                     result.last_done = result.last_done.max(t.tokens.last().copied());
-                    result.samples.push(sample(scheduled, sent, t));
+                    result.samples.push(sample(started, scheduled, sent, t));
                 }
                 Err(e) => result.failures.push(e),
             }

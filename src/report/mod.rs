@@ -1,7 +1,10 @@
 //! Reports: one exporter per output format behind one trait, and the terminal table.
 //! Pure: exporters turn [`Results`] into bytes; [`write_atomic`] is the only file I/O.
 
+pub mod bencher;
+pub mod compare;
 pub mod hgrm;
+pub mod hlog;
 pub mod json;
 pub mod table;
 
@@ -176,7 +179,13 @@ pub trait Exporter {
 
 /// Every exporter that writes into a result folder.
 pub fn exporters() -> Vec<Box<dyn Exporter>> {
-    vec![Box::new(json::SummaryJson), Box::new(hgrm::Hgrm)]
+    vec![
+        Box::new(json::SummaryJson),
+        Box::new(hgrm::Hgrm),
+        Box::new(hlog::Hlog),
+        Box::new(bencher::BencherJson),
+        Box::new(bencher::BenchmarkActionJson),
+    ]
 }
 
 /// Writes every exporter's files into `dir`, each atomically. Returns the paths written.
@@ -195,7 +204,9 @@ pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> 
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {
             let path = e.path();
-            if path.extension().is_some_and(|x| x == "hgrm") && !written.contains(&path) {
+            if path.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
+                && !written.contains(&path)
+            {
                 let _ = std::fs::remove_file(&path);
             }
         }

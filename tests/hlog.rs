@@ -1,0 +1,233 @@
+//! `.hlog` interval logs: a short virtual-clock run written by `report::write_all` and read
+//! back with hdrhistogram's own interval log parser and deserializer.
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::Deserializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use inferlat::clock::ClockKind;
+use inferlat::harness::{self, Measured, Options, Progress};
+use inferlat::plan::{self, Plan};
+use inferlat::report::{self, Environment, Results};
+use inferlat::scenario::{self, ProfileLibrary, Scenario};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+/// 20 requests at 4 per second: a little over 5 seconds of completions, each second busy.
+const SCENARIO: &str = r#"
+name = "hlog"
+seed = 11
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 64
+output_tokens = 8
+arrival = { kind = "constant", rate = 4.0 }
+requests = 20
+warmup_requests = 2
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "a100-80g"
+[[link]]
+between = ["client", "gpu"]
+rtt = "40ms"
+[baseline]
+device = "h100-sxm"
+"#;
+
+fn run(s: &Scenario) -> (Plan, Measured) {
+    let plan = plan::plan(s).expect("plannable");
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let measured = rt
+        .block_on(harness::run(
+            s,
+            &plan,
+            &Options::default(),
+            &clock,
+            Arc::new(Progress::default()),
+            CancellationToken::new(),
+        ))
+        .expect("run");
+    (plan, measured)
+}
+
+/// Standard base64 (with padding), as the interval log encodes each histogram.
+fn base64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | value(c) as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+/// One interval line of a log.
+struct Interval {
+    start: Duration,
+    length: Duration,
+    max_ms: f64,
+    histogram: Histogram<u64>,
+}
+
+/// Reads a log: its StartTime and its intervals by tag.
+fn read(text: &[u8]) -> (Option<Duration>, BTreeMap<String, Vec<Interval>>) {
+    let mut start_time = None;
+    let mut by_tag: BTreeMap<String, Vec<Interval>> = BTreeMap::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(text) {
+        match entry.expect("a well-formed log") {
+            LogEntry::StartTime(t) => start_time = Some(t),
+            LogEntry::BaseTime(_) => panic!("no BaseTime expected"),
+            LogEntry::Interval(i) => {
+                let tag = i
+                    .tag()
+                    .expect("every interval is tagged")
+                    .as_str()
+                    .to_string();
+                let bytes = base64(i.encoded_histogram());
+                let histogram: Histogram<u64> = deserializer
+                    .deserialize(&mut bytes.as_slice())
+                    .expect("a V2 histogram");
+                by_tag.entry(tag).or_default().push(Interval {
+                    start: i.start_timestamp(),
+                    length: i.duration(),
+                    max_ms: i.max(),
+                    histogram,
+                });
+            }
+        }
+    }
+    (start_time, by_tag)
+}
+
+#[test]
+fn interval_logs_hold_every_measured_request_by_completion_second() {
+    let s = scenario::parse(
+        Path::new("hlog.toml"),
+        SCENARIO,
+        &ProfileLibrary::built_in(),
+    )
+    .expect("valid scenario");
+    let (plan, measured) = run(&s);
+    let results = Results {
+        scenario: &s,
+        plan: &plan,
+        measured: &measured,
+        environment: Environment::capture(SystemTime::now()),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // A log of an earlier run that this one does not make is removed.
+    std::fs::write(dir.path().join("stale.hlog"), "#old\n").unwrap();
+    let written = report::write_all(&results, dir.path()).unwrap();
+    assert!(!dir.path().join("stale.hlog").exists());
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+
+    for run in ["topology", "baseline"] {
+        let path = dir.path().join(format!("{run}.hlog"));
+        assert!(written.contains(&path), "{run}.hlog not written");
+        let text = std::fs::read(&path).unwrap();
+        let head = String::from_utf8_lossy(&text);
+        assert!(
+            head.starts_with("#[Histogram log format version 1.3]\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains(&format!("scenario hlog, run {run}")),
+            "{head}"
+        );
+        assert!(head.contains("#[MaxValueDivisor: 1000000.000]"), "{head}");
+        let (start_time, by_tag) = read(&text);
+        let started = summary["environment"]["started_unix_s"].as_u64().unwrap();
+        assert_eq!(start_time, Some(Duration::from_secs(started)));
+
+        let sum = &summary["runs"][run];
+        let completed = sum["requests"]["completed"].as_u64().unwrap();
+        assert_eq!(completed, 20, "{run}: {}", sum["errors"]);
+        let tags: Vec<&str> = by_tag.keys().map(String::as_str).collect();
+        assert_eq!(
+            tags,
+            ["e2e", "itl", "schedule_lag", "service", "tpot", "ttft"],
+            "{run}: connect is measured before the measured phase and has no intervals"
+        );
+
+        // One e2e interval per second from the phase's start to its last completion: at 4
+        // requests per second every second has completions.
+        let e2e = &by_tag["e2e"];
+        let measured_s = sum["measured_s"].as_f64().unwrap();
+        let starts: Vec<u64> = e2e.iter().map(|i| i.start.as_secs()).collect();
+        let seconds = measured_s.ceil() as u64;
+        assert_eq!(
+            starts,
+            (0..seconds).collect::<Vec<_>>(),
+            "{run}: {measured_s} s"
+        );
+        for (k, i) in e2e.iter().enumerate() {
+            assert_eq!(i.start.subsec_nanos(), 0);
+            assert!(!i.histogram.is_empty(), "{run}: interval {k} is empty");
+            // Interval_Max is the interval's max in ms.
+            let max_ms = i.histogram.max() as f64 / 1e6;
+            assert!((i.max_ms - max_ms).abs() < 1e-3, "{} vs {max_ms}", i.max_ms);
+            let want = if k + 1 == e2e.len() {
+                Duration::from_secs_f64(measured_s - k as f64)
+            } else {
+                Duration::from_secs(1)
+            };
+            assert!(
+                i.length.abs_diff(want) < Duration::from_millis(1),
+                "{run}: interval {k} lasts {:?}, not {want:?}",
+                i.length
+            );
+        }
+
+        // Every measured request is in exactly one interval of each per-request metric,
+        // and every inter-token gap in one itl interval.
+        for (tag, metric) in [("e2e", "e2e"), ("ttft", "ttft"), ("itl", "itl")] {
+            let count: u64 = by_tag[tag].iter().map(|i| i.histogram.len()).sum();
+            let want = sum["metrics"][metric]["count"].as_u64().unwrap();
+            assert_eq!(count, want, "{run}: {tag}");
+        }
+        assert_eq!(
+            by_tag["itl"].iter().map(|i| i.histogram.len()).sum::<u64>(),
+            20 * 7
+        );
+        assert_eq!(
+            by_tag["e2e"].iter().map(|i| i.histogram.len()).sum::<u64>(),
+            completed
+        );
+
+        // The merged intervals are the run's histogram: same max as summary.json's e2e.
+        let mut merged = inferlat::record::histogram();
+        for i in e2e {
+            merged.add(&i.histogram).unwrap();
+        }
+        let max = sum["metrics"]["e2e"]["max"].as_f64().unwrap();
+        let merged_max = merged.max() as f64 / 1e6;
+        assert!(
+            (merged_max - max).abs() <= max * 1e-3,
+            "{run}: merged max {merged_max} ms, summary {max} ms"
+        );
+        let merged_p50 = merged.value_at_quantile(0.5) as f64 / 1e6;
+        let p50 = sum["metrics"]["e2e"]["p50"].as_f64().unwrap();
+        assert!((merged_p50 - p50).abs() <= p50 * 1e-3, "{run}");
+    }
+}
