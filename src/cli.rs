@@ -63,6 +63,21 @@ Exit codes: 0 compared (no regression, or regressions without --fail-on-regressi
 1 a regression with --fail-on-regression; 2 bad input: a missing or unreadable folder, or a refused pair."
     )]
     Compare(CompareArgs),
+    /// Rebuild report.md from result folders (and the comparisons saved in them)
+    #[command(
+        after_help = "RESULTS are result folders: one scenario's (with summary.json) or a folder of them, like results/.\n\
+The report has, per scenario, topology against baseline at p50 and p99 for ttft, tpot and e2e, throughput, \
+the latency tax, where the time goes, the published reference check, and the verdicts of a \
+`run --baseline` when its compare.json is in the folder."
+    )]
+    Report {
+        /// Result folders
+        #[arg(required = true, value_name = "RESULTS")]
+        results: Vec<PathBuf>,
+        /// Where to write report.md [default: the first RESULTS folder, or the folder above it when it is one scenario's]
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// List shipped scenarios, model presets and device profiles
     List {
         /// Folder of scenarios to list [default: scenarios]
@@ -192,6 +207,7 @@ pub fn run() -> i32 {
         Command::Run(args) => run_command(args),
         Command::Validate { files } => validate_command(&files),
         Command::Compare(args) => compare_command(&args),
+        Command::Report { results, out } => report_command(&results, out),
         Command::List { scenarios } => match scenarios {
             Some(dir) if !dir.is_dir() => Err(Failure::BadInput(anyhow!(
                 "{}: no such folder",
@@ -410,6 +426,54 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         }
     }
     Ok(code)
+}
+
+/// `inferlat report`.
+fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Failure> {
+    let mut loaded = Vec::new();
+    for r in results {
+        loaded.extend(compare::load(r).map_err(|e| Failure::BadInput(e.into()))?);
+    }
+    let out = out.unwrap_or_else(|| {
+        let first = &results[0];
+        if first.join("summary.json").is_file() {
+            first
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("."))
+        } else {
+            first.clone()
+        }
+    });
+    let written = write_reports(&loaded, &out).map_err(Failure::Run)?;
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// Writes report.md for these results into `out`.
+pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let saved: Vec<Option<compare::ScenarioComparison>> = loaded
+        .iter()
+        .map(report::markdown::saved_comparison)
+        .collect();
+    let entries: Vec<report::markdown::Entry> = loaded
+        .iter()
+        .zip(&saved)
+        .map(|(l, c)| report::markdown::Entry {
+            loaded: l,
+            comparison: c.as_ref(),
+        })
+        .collect();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let md = out.join("report.md");
+    report::write_atomic(
+        &md,
+        report::markdown::render(&entries, "inferlat report").as_bytes(),
+    )?;
+    Ok(vec![md])
 }
 
 /// `inferlat compare`.

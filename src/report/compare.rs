@@ -9,7 +9,7 @@
 //! requests as a Poisson count (n ± 1.96·√n over the measured time).
 
 use super::hgrm;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ pub const METRICS: &[&str] = &["ttft", "tpot", "itl", "e2e"];
 pub const PERCENTILES: &[(&str, f64)] = &[("p50", 0.5), ("p99", 0.99)];
 pub const RUNS: &[&str] = &["topology", "baseline"];
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Improved,
@@ -201,26 +201,42 @@ pub fn quantile_interval(d: &[(f64, u64)], q: f64) -> Option<(f64, f64)> {
     Some((low, high))
 }
 
+/// A 95 % confidence interval; `hi` is null when the samples cannot bound it from above.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Interval {
+    pub lo: f64,
+    pub hi: Option<f64>,
+}
+
+impl From<(f64, f64)> for Interval {
+    fn from((lo, hi): (f64, f64)) -> Self {
+        Interval {
+            lo,
+            hi: hi.is_finite().then_some(hi),
+        }
+    }
+}
+
 /// One compared number.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
     pub run: String,
     pub metric: String,
     /// `p50`, `p99`, or `requests_per_s`.
     pub stat: String,
-    pub unit: &'static str,
+    pub unit: String,
     pub base: f64,
     pub new: f64,
     /// new / base - 1.
     pub change: f64,
-    /// 95 % confidence intervals of the percentile in each run, when distributions exist.
-    pub base_interval: Option<(f64, f64)>,
-    pub new_interval: Option<(f64, f64)>,
+    /// 95 % confidence intervals of the value in each run, when the files allow one.
+    pub base_interval: Option<Interval>,
+    pub new_interval: Option<Interval>,
     pub verdict: Verdict,
 }
 
 /// A scenario's comparison, or why it was refused.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ScenarioComparison {
     pub name: String,
     pub base: PathBuf,
@@ -316,12 +332,12 @@ pub fn compare_one(base: &Loaded, new: &Loaded, threshold: f64) -> ScenarioCompa
                     run: run.to_string(),
                     metric: metric.to_string(),
                     stat: stat.into(),
-                    unit: "ms",
+                    unit: "ms".into(),
                     base: b,
                     new: n,
                     change,
-                    base_interval: bi,
-                    new_interval: ni,
+                    base_interval: bi.map(Into::into),
+                    new_interval: ni.map(Into::into),
                     verdict: verdict(change, threshold, bi.zip(ni)),
                 });
             }
@@ -335,12 +351,12 @@ pub fn compare_one(base: &Loaded, new: &Loaded, threshold: f64) -> ScenarioCompa
                 run: run.to_string(),
                 metric: "throughput".into(),
                 stat: "requests_per_s".into(),
-                unit: "req/s",
+                unit: "req/s".into(),
                 base: b,
                 new: n,
                 change,
-                base_interval: bi,
-                new_interval: ni,
+                base_interval: bi.map(Into::into),
+                new_interval: ni.map(Into::into),
                 verdict: v,
             });
         }
@@ -433,8 +449,8 @@ pub fn render(c: &Comparison) -> String {
                 r.run,
                 r.metric,
                 stat,
-                fmt_value(r.base, r.unit),
-                fmt_value(r.new, r.unit),
+                fmt_value(r.base, &r.unit),
+                fmt_value(r.new, &r.unit),
                 fmt_change(r.change),
                 r.verdict.text()
             );

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod hgrm;
 pub mod hlog;
 pub mod json;
+pub mod markdown;
 pub mod table;
 
 use crate::harness::{Measured, RunOutput};
