@@ -63,7 +63,7 @@ Exit codes: 0 compared (no regression, or regressions without --fail-on-regressi
 1 a regression with --fail-on-regression; 2 bad input: a missing or unreadable folder, or a refused pair."
     )]
     Compare(CompareArgs),
-    /// Rebuild report.md from result folders (and the comparisons saved in them)
+    /// Rebuild report.md and report.html from result folders (and the comparisons saved in them)
     #[command(
         after_help = "RESULTS are result folders: one scenario's (with summary.json) or a folder of them, like results/.\n\
 The report has, per scenario, topology against baseline at p50 and p99 for ttft, tpot and e2e, throughput, \
@@ -74,7 +74,7 @@ the latency tax, where the time goes, the published reference check, and the ver
         /// Result folders
         #[arg(required = true, value_name = "RESULTS")]
         results: Vec<PathBuf>,
-        /// Where to write report.md [default: the first RESULTS folder, or the folder above it when it is one scenario's]
+        /// Where to write report.md and report.html [default: the first RESULTS folder, or the folder above it when it is one scenario's]
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
@@ -453,7 +453,7 @@ fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Fail
     Ok(EXIT_OK)
 }
 
-/// Writes report.md for these results into `out`.
+/// Writes report.md and report.html for these results into `out`.
 pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let saved: Vec<Option<compare::ScenarioComparison>> = loaded
         .iter()
@@ -473,7 +473,12 @@ pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<V
         &md,
         report::markdown::render(&entries, "inferlat report").as_bytes(),
     )?;
-    Ok(vec![md])
+    let html = out.join("report.html");
+    report::write_atomic(
+        &html,
+        report::html::render(&entries, "inferlat report").as_bytes(),
+    )?;
+    Ok(vec![md, html])
 }
 
 /// `inferlat compare`.

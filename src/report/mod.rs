@@ -5,6 +5,7 @@ pub mod bencher;
 pub mod compare;
 pub mod hgrm;
 pub mod hlog;
+pub mod html;
 pub mod json;
 pub mod markdown;
 pub mod table;
