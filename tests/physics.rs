@@ -232,3 +232,59 @@ fn closed_loop_keeps_its_concurrency_and_runs_the_requested_count() {
         r.requests_per_s()
     );
 }
+
+#[test]
+fn continuous_batching_raises_throughput_at_the_batch_step_time() {
+    // Eight users in a closed loop against one A100: memory-bound decode, so a batch of
+    // eight reads the weights once per step and takes little longer than a batch of one.
+    let closed = |batch: u32| {
+        let t = text("a100-80g", "2ms", 64, 32, 40, 1.0, "").replace(
+            "arrival = { kind = \"constant\", rate = 1 }",
+            "arrival = { kind = \"closed\", concurrency = 8 }",
+        );
+        let t = t.replace(
+            "device = \"a100-80g\"",
+            &format!("device = \"a100-80g\"\nmax_batch = {batch}"),
+        );
+        scenario(&t)
+    };
+    let (one, eight) = (closed(1), closed(8));
+    let p = plan::plan(&eight).unwrap();
+    assert_eq!(p.max_batch, 8);
+    let step1 = p.stage.decode_batch(&[80]).as_secs_f64() * 1e3;
+    let step8 = p.stage.decode_batch(&[80; 8]).as_secs_f64() * 1e3;
+    let m1 = run(&one);
+    let m8 = run(&eight);
+    let (r1, r8) = (
+        &m1.topology.as_ref().unwrap().record,
+        &m8.topology.as_ref().unwrap().record,
+    );
+    assert_eq!((r1.completed, r8.completed), (40, 40));
+    // At batch 1 a token takes one step; at batch 8 one step of the batch (or a stall
+    // behind a newcomer's prefill), never less.
+    let tpot1 = ms(r1.histogram(Metric::Tpot), 0.5);
+    let tpot8 = ms(r8.histogram(Metric::Tpot), 0.5);
+    assert!(
+        (tpot1 - step1).abs() / step1 < 0.02,
+        "tpot {tpot1} step {step1}"
+    );
+    assert!(
+        tpot8 >= step8 * 0.98,
+        "tpot {tpot8} below the batch step {step8}"
+    );
+    assert!(tpot8 < step8 * 1.5, "tpot {tpot8}, batch step {step8}");
+    // Throughput rises with the batch until the step time catches up: several times here.
+    let (x1, x8) = (r1.output_tokens_per_s(), r8.output_tokens_per_s());
+    assert!(x8 > 4.0 * x1, "{x8} tok/s at batch 8, {x1} at batch 1");
+    // And queueing shrinks: with eight slots, eight users never wait for one.
+    let q1 = r1
+        .part(inferlat::record::Part::Queue)
+        .value_at_quantile(0.5);
+    let q8 = r8
+        .part(inferlat::record::Part::Queue)
+        .value_at_quantile(0.5);
+    assert!(
+        q8 < q1 / 10,
+        "queue p50 {q8} ns at batch 8, {q1} ns at batch 1"
+    );
+}

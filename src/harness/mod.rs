@@ -325,7 +325,12 @@ impl Topology {
             endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server), seed ^ 0x5e_7e_e0)?;
         let mut client = endpoint::endpoint(net.bind(client_addr)?, None, seed ^ 0xc1_1e_17)?;
         client.set_default_client_config(tls.client);
-        let executor = Executor::spawn(clock.clone(), plan.stage.clone(), cancel.clone());
+        let executor = Executor::spawn(
+            clock.clone(),
+            plan.stage.clone(),
+            plan.max_batch,
+            cancel.clone(),
+        );
         let server_stats = worker::spawn_server(
             server.clone(),
             plan.route[plan.route.len() - 1].clone(),
@@ -473,7 +478,7 @@ pub async fn run(
     {
         progress.begin_run("baseline");
         let run_cancel = cancel.child_token();
-        let executor = Executor::spawn(clock.clone(), stage, run_cancel.clone());
+        let executor = Executor::spawn(clock.clone(), stage, plan.max_batch, run_cancel.clone());
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,

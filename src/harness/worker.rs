@@ -35,20 +35,27 @@ pub struct Executor {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
+/// A request the executor is decoding.
+struct Running {
+    job: Job,
+    /// Tokens produced so far (the prefill produced the first).
+    produced: u32,
+    started: Instant,
+    queue: Duration,
+}
+
 impl Executor {
-    /// Starts an executor for `stage` that serves one request at a time, in arrival order.
-    pub fn spawn(clock: Clock, stage: Stage, cancel: CancellationToken) -> Self {
-        let (jobs, mut rx) = mpsc::unbounded_channel::<Job>();
+    /// Starts an executor for `stage` with continuous batching up to `max_batch` requests:
+    /// the decode steps of the requests in flight run together, each step taking what the
+    /// compute model says for that batch; waiting requests are admitted in arrival order
+    /// between steps, each with its prefill (vLLM's schedule without chunked prefill). With
+    /// `max_batch` 1 it serves one request at a time, first come, first served.
+    pub fn spawn(clock: Clock, stage: Stage, max_batch: u32, cancel: CancellationToken) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
-            loop {
-                let job = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    job = rx.recv() => match job { Some(j) => j, None => return },
-                };
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = serve(&clock, &stage, job) => {}
-                }
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = schedule(&clock, &stage, max_batch.max(1) as usize, rx) => {}
             }
         });
         Executor { jobs }
@@ -60,24 +67,91 @@ impl Executor {
     }
 }
 
-/// Runs one request. Deadlines are absolute, so timer error never accumulates over steps.
-async fn serve(clock: &Clock, stage: &Stage, job: Job) {
-    let start = clock.now();
-    let queue = start.saturating_duration_since(job.arrived);
-    let mut due = start + stage.prefill(job.prompt);
-    clock.sleep_until(due).await;
-    if job.events.send(Event::Token { index: 0 }).is_err() {
-        return;
-    }
-    for k in 1..job.output {
-        due += stage.decode(job.prompt.saturating_add(k));
-        clock.sleep_until(due).await;
-        if job.events.send(Event::Token { index: k }).is_err() {
-            return;
+/// The scheduler loop. Deadlines are absolute (each step starts where the last one ended),
+/// so timer error never accumulates over steps.
+async fn schedule(
+    clock: &Clock,
+    stage: &Stage,
+    max_batch: usize,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut waiting: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut t = clock.now();
+    loop {
+        while let Ok(job) = rx.try_recv() {
+            waiting.push_back(job);
         }
+        if running.is_empty() && waiting.is_empty() {
+            match rx.recv().await {
+                Some(job) => waiting.push_back(job),
+                None => return,
+            }
+            t = clock.now();
+            continue;
+        }
+        // Admit what fits, each with its prefill, which yields its first token.
+        while running.len() < max_batch
+            && let Some(job) = waiting.pop_front()
+        {
+            if job.events.is_closed() {
+                continue;
+            }
+            let started = t.max(job.arrived);
+            let queue = started.saturating_duration_since(job.arrived);
+            t = started + stage.prefill(job.prompt);
+            clock.sleep_until(t).await;
+            if job.events.send(Event::Token { index: 0 }).is_err() {
+                continue;
+            }
+            let r = Running {
+                job,
+                produced: 1,
+                started,
+                queue,
+            };
+            if r.produced >= r.job.output {
+                finish(clock, r);
+            } else {
+                running.push(r);
+            }
+        }
+        if running.is_empty() {
+            continue;
+        }
+        // One decode step for the whole batch.
+        let contexts: Vec<u32> = running
+            .iter()
+            .map(|r| r.job.prompt.saturating_add(r.produced))
+            .collect();
+        t += stage.decode_batch(&contexts);
+        clock.sleep_until(t).await;
+        let mut still = Vec::with_capacity(running.len());
+        for mut r in running.drain(..) {
+            if r.job
+                .events
+                .send(Event::Token { index: r.produced })
+                .is_err()
+            {
+                continue;
+            }
+            r.produced += 1;
+            if r.produced >= r.job.output {
+                finish(clock, r);
+            } else {
+                still.push(r);
+            }
+        }
+        running = still;
     }
-    let compute = clock.now().saturating_duration_since(start);
-    let _ = job.events.send(Event::Done { queue, compute });
+}
+
+fn finish(clock: &Clock, r: Running) {
+    let compute = clock.now().saturating_duration_since(r.started);
+    let _ = r.job.events.send(Event::Done {
+        queue: r.queue,
+        compute,
+    });
 }
 
 /// Counters of a worker's server.

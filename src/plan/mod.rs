@@ -47,6 +47,9 @@ pub struct Plan {
     pub down: Hop,
     /// The worker's compute.
     pub stage: Stage,
+    /// Continuous batching limit of the worker (and of the baseline, which runs the same
+    /// serving software on its own box).
+    pub max_batch: u32,
     /// The local-GPU baseline's compute, when the scenario has one.
     pub baseline: Option<Stage>,
     /// The median request, for printing.
@@ -109,17 +112,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         head: true,
     });
     let (up, down) = (hop(client, worker), hop(worker, client));
-    let mut notes: Vec<String> = s
-        .nodes
-        .iter()
-        .filter(|n| n.max_batch > 1)
-        .map(|n| {
-            format!(
-                "worker \"{}\" has max_batch = {}, but this version serves one request at a time on each worker (FIFO); continuous batching is not built yet",
-                n.name, n.max_batch
-            )
-        })
-        .collect();
+    let mut notes: Vec<String> = Vec::new();
     if !up.changes.is_empty() || !down.changes.is_empty() {
         notes.push("links change during the run; the floor uses each link as it starts".into());
     }
@@ -142,6 +135,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         up,
         down,
         stage,
+        max_batch: node.max_batch.max(1),
         baseline,
         typical: Shape {
             prompt: s.workload.prompt_tokens.median(),

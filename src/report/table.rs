@@ -270,6 +270,16 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             .unwrap_or_else(|| "-".into()),
         ms(c.total())
     );
+    if plan.max_batch > 1 {
+        let contexts = vec![shape.prompt.saturating_add(1); plan.max_batch as usize];
+        let _ = writeln!(
+            o,
+            "  batching  up to {} requests decode together: a full batch's step takes {} ({} per token of throughput)",
+            plan.max_batch,
+            ms(plan.stage.decode_batch(&contexts)),
+            ms(plan.stage.decode_batch(&contexts) / plan.max_batch)
+        );
+    }
     let _ = writeln!(
         o,
         "  floor     topology: {}",
