@@ -411,6 +411,7 @@ impl VirtualTimer {
             match wait {
                 Some(t) if t > now => {
                     tokio::select! {
+                        biased;
                         _ = tokio::time::sleep_until(t.into()) => {}
                         _ = self.shared.rearm.notified() => {}
                     }

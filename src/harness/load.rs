@@ -232,7 +232,10 @@ impl Driver {
                 deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
             }
             let until = deadline.unwrap_or(started);
+            // Biased: a result that is ready counts before a deadline that is ready too, the
+            // same way in every run (an unbiased select picks at random).
             let outcome = tokio::select! {
+                biased;
                 o = rx.recv() => o,
                 _ = self.clock.sleep_until(until), if deadline.is_some() => break,
                 _ = self.cancel.cancelled(), if !self.cancel.is_cancelled() => continue,
@@ -285,6 +288,7 @@ impl Driver {
         for p in plan {
             let scheduled = started + p.at;
             tokio::select! {
+                biased;
                 _ = self.cancel.cancelled() => break,
                 _ = self.clock.sleep_until(scheduled) => {}
             }

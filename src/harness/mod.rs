@@ -411,6 +411,7 @@ pub async fn run(
     let mut record = RunRecord::new();
     let t0 = clock.now();
     let conn = tokio::select! {
+        biased;
         c = topo.connect() => c?,
         _ = cancel.cancelled() => {
             topo.cancel.cancel();

@@ -54,6 +54,7 @@ impl Executor {
         let (jobs, rx) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => {}
                 _ = schedule(&clock, &stage, max_batch.max(1) as usize, rx) => {}
             }
@@ -175,6 +176,7 @@ pub fn spawn_server(
     tokio::spawn(async move {
         loop {
             let incoming = tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
                 i = endpoint.accept() => match i { Some(i) => i, None => break },
             };
@@ -189,6 +191,7 @@ pub fn spawn_server(
                 let Ok(conn) = incoming.await else { return };
                 loop {
                     let (send, recv) = tokio::select! {
+                        biased;
                         _ = cancel.cancelled() => return,
                         s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
                     };

@@ -183,7 +183,9 @@ impl TraceCursor {
             let since = now - self.epoch.expect("set");
             let target = since.as_nanos().div_ceil(1_000_000) as u64;
             let n = trace.opportunities.len() as u64;
-            let cycle = target / trace.period_ms;
+            // `within` in (0, period]: an opportunity at a period's last millisecond
+            // belongs to that period, not to the next one's start.
+            let cycle = target.max(1).saturating_sub(1) / trace.period_ms;
             let within = target - cycle * trace.period_ms;
             let i = trace.opportunities.partition_point(|&o| o < within) as u64;
             let j = cycle * n + i;
@@ -794,6 +796,30 @@ mod tests {
         let w: Vec<Verdict> = (0..2).map(|_| l.offer(later, payload(750))).collect();
         let at = |n| Verdict::Deliver(t0 + Duration::from_millis(n));
         assert_eq!(w, vec![at(102), at(102)]);
+    }
+
+    #[test]
+    fn trace_opportunity_at_the_end_of_a_period_is_not_skipped() {
+        // Opportunities at 5 and 10 ms, period 10 ms: after idling until 9.5 ms, the next
+        // datagram leaves at 10 ms, the first period's last opportunity, not at 15 ms.
+        let trace = Arc::new(RateTrace::parse("t", "5\n10\n").unwrap());
+        let t0 = Instant::now();
+        let mut l = Link::new(
+            LinkParams {
+                trace: Some(trace),
+                ..LinkParams::ideal()
+            },
+            1,
+        );
+        assert_eq!(
+            l.offer(t0, 100),
+            Verdict::Deliver(t0 + Duration::from_millis(5))
+        );
+        let later = t0 + Duration::from_micros(9500);
+        assert_eq!(
+            l.offer(later, 100),
+            Verdict::Deliver(t0 + Duration::from_millis(10))
+        );
     }
 
     #[test]

@@ -68,3 +68,79 @@ impl Exporter for Hlog {
         Ok(files)
     }
 }
+
+/// Standard base64, as the interval log encodes each histogram.
+pub fn base64(text: &str) -> Option<Vec<u8>> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        acc = (acc << 6) | value(c)? as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// One interval of a `.hlog` file: its tag, start and length, and its histogram (ns).
+pub struct LoggedInterval {
+    pub tag: String,
+    pub start: Duration,
+    pub length: Duration,
+    pub histogram: hdrhistogram::Histogram<u64>,
+}
+
+/// Reads every tagged interval of a `.hlog` text.
+pub fn read(bytes: &[u8]) -> Result<Vec<LoggedInterval>, String> {
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let mut de = Deserializer::new();
+    let mut out = Vec::new();
+    for entry in IntervalLogIterator::new(bytes) {
+        let entry = entry.map_err(|e| format!("{e:?}"))?;
+        let LogEntry::Interval(i) = entry else {
+            continue;
+        };
+        let Some(tag) = i.tag() else { continue };
+        let raw = base64(i.encoded_histogram()).ok_or("bad base64")?;
+        let histogram: hdrhistogram::Histogram<u64> = de
+            .deserialize(&mut raw.as_slice())
+            .map_err(|e| format!("{e:?}"))?;
+        out.push(LoggedInterval {
+            tag: tag.as_str().to_string(),
+            start: i.start_timestamp(),
+            length: i.duration(),
+            histogram,
+        });
+    }
+    Ok(out)
+}
+
+/// The intervals of each tag merged into one full-resolution histogram (ns).
+pub fn merged(
+    bytes: &[u8],
+) -> Result<std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>>, String> {
+    let mut out: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>> =
+        std::collections::BTreeMap::new();
+    for i in read(bytes)? {
+        // An auto-resizing histogram: intervals decode with just the range they needed.
+        let h = match out.entry(i.tag) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(
+                hdrhistogram::Histogram::new(i.histogram.sigfig()).map_err(|e| format!("{e:?}"))?,
+            ),
+        };
+        h.add(&i.histogram).map_err(|e| format!("{e:?}"))?;
+    }
+    Ok(out)
+}

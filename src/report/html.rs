@@ -11,9 +11,6 @@ use super::compare::{self, Loaded, Row, ScenarioComparison, Verdict};
 use super::fmt_ms;
 use super::markdown::Entry;
 use crate::scenario::units::Dur;
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -966,60 +963,25 @@ struct IntervalStats {
     max: f64,
 }
 
-/// Standard base64, as the interval log encodes each histogram.
-fn base64(text: &str) -> Option<Vec<u8>> {
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'+' => Some(62),
-        b'/' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        acc = (acc << 6) | value(c)? as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 /// Per tag, the statistics of each interval of a `.hlog` file, in ms.
 fn read_hlog(path: &Path) -> Result<BTreeMap<String, Vec<IntervalStats>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", file_name(path)))?;
     let mut out: BTreeMap<String, Vec<IntervalStats>> = BTreeMap::new();
-    let mut de = Deserializer::new();
-    for entry in IntervalLogIterator::new(&bytes) {
-        let entry = entry.map_err(|e| format!("{}: {e:?}", file_name(path)))?;
-        let LogEntry::Interval(i) = entry else {
-            continue;
-        };
-        let Some(tag) = i.tag() else { continue };
-        let raw = base64(i.encoded_histogram())
-            .ok_or_else(|| format!("{}: bad base64", file_name(path)))?;
-        let h: Histogram<u64> = de
-            .deserialize(&mut raw.as_slice())
-            .map_err(|e| format!("{}: {e:?}", file_name(path)))?;
+    for i in super::hlog::read(&bytes).map_err(|e| format!("{}: {e}", file_name(path)))? {
+        let h = &i.histogram;
         if h.is_empty() {
             continue;
         }
-        let start = i.start_timestamp().as_secs_f64();
+        let start = i.start.as_secs_f64();
         let q = |x: f64| h.value_at_quantile(x) as f64 / 1e6;
-        out.entry(tag.as_str().to_string())
-            .or_default()
-            .push(IntervalStats {
-                start,
-                end: start + i.duration().as_secs_f64(),
-                count: h.len(),
-                p50: q(0.5),
-                p99: q(0.99),
-                max: h.max() as f64 / 1e6,
-            });
+        out.entry(i.tag).or_default().push(IntervalStats {
+            start,
+            end: start + i.length.as_secs_f64(),
+            count: h.len(),
+            p50: q(0.5),
+            p99: q(0.99),
+            max: h.max() as f64 / 1e6,
+        });
     }
     Ok(out)
 }
@@ -1670,6 +1632,7 @@ mod tests {
 
     #[test]
     fn base64_decodes() {
+        use super::super::hlog::base64;
         assert_eq!(base64("aGVsbG8=").unwrap(), b"hello");
         assert!(base64("a$").is_none());
     }

@@ -1405,6 +1405,12 @@ fn link_params(
             );
             return p;
         };
+        if l.reorder_correlation.is_some_and(|c| c.get() >= 1.0) {
+            err(
+                lp.key("reorder_correlation"),
+                "a correlation of 100% would never reorder anything; use less than 100%".into(),
+            );
+        }
         let gap = l.reorder_gap.or(inherited.map(|r| r.gap)).unwrap_or(1);
         if gap == 0 {
             err(
