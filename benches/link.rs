@@ -128,7 +128,7 @@ device = "h100-sxm"
 /// Runs a minute of simulated time on the virtual clock; returns the wall time it took.
 fn virtual_minute() -> Duration {
     use inferlat::clock::ClockKind;
-    use inferlat::harness::{self, Options, Progress};
+    use inferlat::harness::{self, Options};
     use inferlat::scenario::{self, ProfileLibrary};
     let s = scenario::parse(
         std::path::Path::new("virtual-minute.toml"),
@@ -137,18 +137,8 @@ fn virtual_minute() -> Duration {
     )
     .expect("valid scenario");
     let plan = inferlat::plan::plan(&s).expect("plannable");
-    let (rt, clock) = ClockKind::Virtual.runtime().expect("runtime");
     let t0 = Instant::now();
-    let m = rt
-        .block_on(harness::run(
-            &s,
-            &plan,
-            &Options::default(),
-            &clock,
-            Arc::new(Progress::default()),
-            tokio_util::sync::CancellationToken::new(),
-        ))
-        .expect("run");
+    let m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).expect("run");
     let wall = t0.elapsed();
     let done = m.topology.as_ref().map_or(0, |t| t.record.completed);
     assert!(done > 150, "only {done} requests completed");

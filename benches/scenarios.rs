@@ -17,13 +17,11 @@
 //! A regression makes the bench exit 1.
 
 use inferlat::clock::ClockKind;
-use inferlat::harness::{self, Options, Progress};
+use inferlat::harness::{self, Options};
 use inferlat::report::{self, Environment, Results, compare};
 use inferlat::scenario::{self, Extent, Scenario};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio_util::sync::CancellationToken;
 
 struct Args {
     full: bool,
@@ -81,21 +79,11 @@ fn scenarios(filter: Option<&str>) -> Vec<Scenario> {
 /// Runs one scenario on a clock and writes its result folder; returns the wall time.
 fn run(s: &Scenario, clock: ClockKind, dir: &Path) -> Duration {
     let plan = inferlat::plan::plan(s).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-    let (rt, c) = clock.runtime().expect("runtime");
     let started = SystemTime::now();
     let t0 = Instant::now();
-    let measured = rt
-        .block_on(harness::run(
-            s,
-            &plan,
-            &Options::default(),
-            &c,
-            Arc::new(Progress::default()),
-            CancellationToken::new(),
-        ))
+    let measured = harness::run_to_end(s, &plan, &Options::default(), clock)
         .unwrap_or_else(|e| panic!("{}: {e:#}", s.name));
     let wall = t0.elapsed();
-    rt.shutdown_background();
     let results = Results {
         scenario: s,
         plan: &plan,
@@ -191,18 +179,7 @@ fn main() {
     if let Some(name) = &a.save_baseline {
         for s in &all {
             let to = results.join("baselines").join(name).join(&s.name);
-            let _ = std::fs::remove_dir_all(&to);
-            std::fs::create_dir_all(&to).expect("baseline folder");
-            for e in std::fs::read_dir(results.join(&s.name))
-                .expect("results")
-                .flatten()
-            {
-                let n = e.file_name();
-                let n = n.to_string_lossy();
-                if n == "summary.json" || n.ends_with(".hgrm") || n.ends_with(".hlog") {
-                    std::fs::copy(e.path(), to.join(&*n)).expect("copy");
-                }
-            }
+            inferlat::cli::save_baseline(&results.join(&s.name), &to).expect("saving the baseline");
         }
         println!(
             "saved baseline \"{name}\" in {}",

@@ -455,16 +455,11 @@ fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Fail
 
 /// Writes report.md and report.html for these results into `out`.
 pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let saved: Vec<Option<compare::ScenarioComparison>> = loaded
-        .iter()
-        .map(report::markdown::saved_comparison)
-        .collect();
     let entries: Vec<report::markdown::Entry> = loaded
         .iter()
-        .zip(&saved)
-        .map(|(l, c)| report::markdown::Entry {
+        .map(|l| report::markdown::Entry {
             loaded: l,
-            comparison: c.as_ref(),
+            comparison: l.saved.as_ref(),
         })
         .collect();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
@@ -529,16 +524,19 @@ fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result
     Ok(EXIT_OK)
 }
 
-/// Copies a scenario's result files into a baseline folder.
-fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
+/// Copies what a comparison reads of a scenario's results (summary.json and the .hgrm and
+/// .hlog files) into a baseline folder, replacing what was there.
+pub fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
+    if baseline.is_dir() {
+        std::fs::remove_dir_all(baseline)
+            .with_context(|| format!("replacing {}", baseline.display()))?;
+    }
     std::fs::create_dir_all(baseline)
         .with_context(|| format!("creating {}", baseline.display()))?;
     for e in std::fs::read_dir(results)?.flatten() {
         let p = e.path();
-        let keep = p
-            .extension()
-            .is_some_and(|x| x == "hgrm" || x == "hlog" || x == "json")
-            && p.file_name().is_some_and(|n| n != "compare.json");
+        let keep = p.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
+            || p.file_name().is_some_and(|n| n == "summary.json");
         if keep && p.is_file() {
             let bytes = std::fs::read(&p)?;
             report::write_atomic(&baseline.join(e.file_name()), &bytes)?;

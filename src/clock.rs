@@ -59,10 +59,49 @@ impl Ord for Entry {
     }
 }
 
+/// Timed tasks in deadline order; ties keep the order they were scheduled in. Both clocks
+/// keep theirs in one of these.
 #[derive(Default)]
-struct State {
+struct Events {
     heap: BinaryHeap<Entry>,
     seq: u64,
+}
+
+impl Events {
+    /// Adds a task; true when it is now the earliest.
+    fn push(&mut self, at: Instant, task: Task) -> bool {
+        let seq = self.seq;
+        self.seq += 1;
+        let earliest = self.next().is_none_or(|next| at < next);
+        self.heap.push(Entry { at, seq, task });
+        earliest
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|e| e.at)
+    }
+
+    /// Moves every task due by `until` into `due`, in order.
+    fn take_due(&mut self, until: Instant, due: &mut Vec<Task>) {
+        while self.heap.peek().is_some_and(|e| e.at <= until) {
+            due.push(self.heap.pop().expect("peeked").task);
+        }
+    }
+}
+
+/// Runs tasks taken from [`Events`], outside its lock.
+fn fire(due: &mut Vec<Task>) {
+    for task in due.drain(..) {
+        match task {
+            Task::Wake(w) => w.wake(),
+            Task::Run(job) => job(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    events: Events,
     shutdown: bool,
 }
 
@@ -120,12 +159,7 @@ impl Timer {
 
     fn schedule(&self, at: Instant, task: Task) {
         let shared = &self.handle.shared;
-        let mut st = shared.lock();
-        let seq = st.seq;
-        st.seq += 1;
-        let earliest = st.heap.peek().is_none_or(|e| at < e.at);
-        st.heap.push(Entry { at, seq, task });
-        drop(st);
+        let earliest = shared.lock().events.push(at, task);
         if earliest {
             shared.cv.notify_one();
         }
@@ -154,19 +188,12 @@ fn run(shared: Arc<Shared>) {
             return;
         }
         let now = Instant::now();
-        match st.heap.peek().map(|e| e.at) {
+        match st.events.next() {
             None => st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
             Some(at) if at <= now => {
-                while st.heap.peek().is_some_and(|e| e.at <= now) {
-                    due.push(st.heap.pop().expect("peeked").task);
-                }
+                st.events.take_due(now, &mut due);
                 drop(st);
-                for task in due.drain(..) {
-                    match task {
-                        Task::Wake(w) => w.wake(),
-                        Task::Run(job) => job(),
-                    }
-                }
+                fire(&mut due);
                 st = shared.lock();
             }
             Some(at) if at - now <= SPIN => {
@@ -308,8 +335,7 @@ impl Clock {
 }
 
 struct VirtualState {
-    heap: BinaryHeap<Entry>,
-    seq: u64,
+    events: Events,
     /// tokio's time origin: its timer ticks are whole milliseconds from here.
     origin: Instant,
 }
@@ -346,12 +372,7 @@ impl std::fmt::Debug for VirtualTimer {
 
 impl VirtualTimer {
     fn schedule(&self, at: Instant, task: Task) {
-        let mut st = self.shared.lock();
-        let seq = st.seq;
-        st.seq += 1;
-        let earliest = st.heap.peek().is_none_or(|e| at < e.at);
-        st.heap.push(Entry { at, seq, task });
-        drop(st);
+        let earliest = self.shared.lock().events.push(at, task);
         if earliest {
             self.shared.rearm.notify_one();
         }
@@ -363,7 +384,7 @@ impl VirtualTimer {
     fn on_park(&self) {
         let now = tokio::time::Instant::now().into_std();
         let mut st = self.shared.lock();
-        let Some(next) = st.heap.peek().map(|e| e.at) else {
+        let Some(next) = st.events.next() else {
             return;
         };
         let origin = st.origin;
@@ -382,19 +403,12 @@ impl VirtualTimer {
             }
         };
         let mut due = Vec::new();
-        while st.heap.peek().is_some_and(|e| e.at <= target) {
-            due.push(st.heap.pop().expect("peeked").task);
-        }
+        st.events.take_due(target, &mut due);
         drop(st);
         if target > now {
             advance(target - now);
         }
-        for task in due {
-            match task {
-                Task::Wake(w) => w.wake(),
-                Task::Run(job) => job(),
-            }
-        }
+        fire(&mut due);
         self.shared.rearm.notify_one();
     }
 
@@ -403,9 +417,9 @@ impl VirtualTimer {
         loop {
             let wait = {
                 let st = self.shared.lock();
-                st.heap
-                    .peek()
-                    .map(|e| VirtualShared::tick_floor(st.origin, e.at))
+                st.events
+                    .next()
+                    .map(|at| VirtualShared::tick_floor(st.origin, at))
             };
             let now = tokio::time::Instant::now().into_std();
             match wait {
@@ -434,8 +448,7 @@ fn advance(d: Duration) {
 fn virtual_runtime() -> std::io::Result<(tokio::runtime::Runtime, Clock)> {
     let shared = Arc::new(VirtualShared {
         state: Mutex::new(VirtualState {
-            heap: BinaryHeap::new(),
-            seq: 0,
+            events: Events::default(),
             origin: Instant::now(),
         }),
         rearm: tokio::sync::Notify::new(),

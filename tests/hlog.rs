@@ -5,15 +5,13 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 use inferlat::clock::ClockKind;
-use inferlat::harness::{self, Measured, Options, Progress};
+use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, Plan};
 use inferlat::report::{self, Environment, Results};
 use inferlat::scenario::{self, ProfileLibrary, Scenario};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio_util::sync::CancellationToken;
 
 /// 20 requests at 4 per second: a little over 5 seconds of completions, each second busy.
 const SCENARIO: &str = r#"
@@ -43,17 +41,8 @@ device = "h100-sxm"
 
 fn run(s: &Scenario) -> (Plan, Measured) {
     let plan = plan::plan(s).expect("plannable");
-    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
-    let measured = rt
-        .block_on(harness::run(
-            s,
-            &plan,
-            &Options::default(),
-            &clock,
-            Arc::new(Progress::default()),
-            CancellationToken::new(),
-        ))
-        .expect("run");
+    let measured =
+        harness::run_to_end(s, &plan, &Options::default(), ClockKind::Virtual).expect("run");
     (plan, measured)
 }
 

@@ -7,14 +7,13 @@
 //! bounds are generous and use medians.
 
 use inferlat::clock::ClockKind;
-use inferlat::harness::{self, Measured, Options, Progress};
+use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, schedule::Shape};
 use inferlat::record::Metric;
 use inferlat::scenario::{self, ProfileLibrary, Scenario};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Runs one at a time, so runs in this file don't steal each other's cores.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -28,16 +27,7 @@ fn run_on(s: &Scenario, kind: ClockKind) -> Measured {
     let _guard =
         (kind == ClockKind::Real).then(|| SERIAL.lock().unwrap_or_else(|e| e.into_inner()));
     let plan = plan::plan(s).expect("plannable");
-    let (rt, clock) = kind.runtime().unwrap();
-    rt.block_on(harness::run(
-        s,
-        &plan,
-        &Options::default(),
-        &clock,
-        Arc::new(Progress::default()),
-        CancellationToken::new(),
-    ))
-    .expect("run")
+    harness::run_to_end(s, &plan, &Options::default(), kind).expect("run")
 }
 
 fn run(s: &Scenario) -> Measured {

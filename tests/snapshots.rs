@@ -3,12 +3,10 @@
 //! shows as a reviewable diff (`cargo insta review`, or compare the `.snap.new` file).
 
 use inferlat::clock::ClockKind;
-use inferlat::harness::{self, Options, Progress};
+use inferlat::harness::{self, Options};
 use inferlat::report::{self, Environment, Results, compare, markdown};
 use inferlat::scenario;
 use std::path::Path;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 
 #[test]
 fn table_and_markdown_report_of_the_quickstart() {
@@ -18,17 +16,7 @@ fn table_and_markdown_report_of_the_quickstart() {
     ));
     let s = scenario::load(file).unwrap();
     let plan = inferlat::plan::plan(&s).unwrap();
-    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
-    let measured = rt
-        .block_on(harness::run(
-            &s,
-            &plan,
-            &Options::default(),
-            &clock,
-            Arc::new(Progress::default()),
-            CancellationToken::new(),
-        ))
-        .unwrap();
+    let measured = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
     let results = Results {
         scenario: &s,
         plan: &plan,

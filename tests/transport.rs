@@ -5,7 +5,7 @@
 //! timing is the link's and QUIC's alone, not this machine's.
 
 use inferlat::clock::{Clock, ClockKind};
-use inferlat::harness::{self, Options, Progress};
+use inferlat::harness::{self, Options};
 use inferlat::net::endpoint::{self, SERVER_NAME, TransportSettings};
 use inferlat::net::link::Link;
 use inferlat::net::socket::{Network, UdpLinkSocket};
@@ -14,9 +14,7 @@ use inferlat::record::Metric;
 use inferlat::scenario::{self, LinkParams, ProfileLibrary, Queue};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// A QUIC server that reads each bidirectional stream to its end and answers with its length.
 fn serve(server: quinn::Endpoint) {
@@ -175,17 +173,7 @@ at = "4s"
 "#;
     let s = scenario::parse(Path::new("flap.toml"), text, &ProfileLibrary::built_in()).unwrap();
     let plan = plan::plan(&s).unwrap();
-    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
-    let m = rt
-        .block_on(harness::run(
-            &s,
-            &plan,
-            &Options::default(),
-            &clock,
-            Arc::new(Progress::default()),
-            CancellationToken::new(),
-        ))
-        .unwrap();
+    let m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
     let r = &m.topology.as_ref().unwrap().record;
     assert_eq!(r.failed, 0, "{:?}", r.errors);
     let e2e = r.histogram(Metric::E2e);

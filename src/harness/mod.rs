@@ -499,6 +499,28 @@ pub async fn run(
     Ok(measured)
 }
 
+/// Runs a scenario to its end on a fresh runtime of `kind`, with no progress display and no
+/// cancellation: for tests, benches and tools. (The command line runs [`run`] itself, to
+/// show progress and stop on Ctrl-C.)
+pub fn run_to_end(
+    scenario: &Scenario,
+    plan: &Plan,
+    options: &Options,
+    kind: ClockKind,
+) -> anyhow::Result<Measured> {
+    let (rt, clock) = kind.runtime()?;
+    let measured = rt.block_on(run(
+        scenario,
+        plan,
+        options,
+        &clock,
+        Arc::new(Progress::default()),
+        CancellationToken::new(),
+    ));
+    rt.shutdown_background();
+    measured
+}
+
 /// Runs warmup (discarded) and the measured phase against a target; the network's link
 /// changes are timed from the start of the measured phase.
 #[allow(clippy::too_many_arguments)]

@@ -62,6 +62,8 @@ pub struct Loaded {
     pub summary: serde_json::Value,
     /// (run, metric) -> (value in ms, count) per distinct value, ascending.
     pub dists: BTreeMap<(String, String), Vec<(f64, u64)>>,
+    /// The comparison a `run --baseline` left in the folder (`compare.json`), if any.
+    pub saved: Option<ScenarioComparison>,
 }
 
 impl Loaded {
@@ -182,8 +184,20 @@ fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
             dists.insert((run.to_string(), metric.to_string()), d);
         }
     }
+    let saved = std::fs::read_to_string(dir.join("compare.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|c| {
+            let s = c["scenarios"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == name.as_str())?
+                .clone();
+            serde_json::from_value(s).ok()
+        });
     Ok(Loaded {
         dir: dir.to_path_buf(),
+        saved,
         name,
         sha256,
         clock,

@@ -9,7 +9,7 @@
 
 use super::compare::{self, Loaded, Row, ScenarioComparison, Verdict};
 use super::fmt_ms;
-use super::markdown::Entry;
+use super::markdown::{Entry, ms, ratio, shares, verdict_counts};
 use crate::scenario::units::Dur;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -155,35 +155,12 @@ pub fn render(entries: &[Entry], title: &str) -> String {
     o
 }
 
-fn ms(v: &Value) -> String {
-    v.as_f64().map(fmt_ms).unwrap_or_else(|| "-".into())
-}
-
-fn ratio(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.2}x"))
-        .unwrap_or_else(|| "-".into())
-}
-
 fn verdict_class(v: Verdict) -> &'static str {
     match v {
         Verdict::Regressed => "regressed",
         Verdict::Improved => "improved",
         Verdict::NoSignificantChange => "same",
     }
-}
-
-fn verdict_counts(c: &ScenarioComparison) -> String {
-    if let Some(why) = &c.refused {
-        return format!("refused: {why}");
-    }
-    let n = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
-    format!(
-        "{} regressed, {} improved, {} no significant change",
-        n(Verdict::Regressed),
-        n(Verdict::Improved),
-        n(Verdict::NoSignificantChange)
-    )
 }
 
 fn overview(o: &mut String, entries: &[Entry], ids: &[String]) {
@@ -391,26 +368,6 @@ fn scenario(o: &mut String, e: &Entry, id: &str) {
         comparison_table(o, c);
     }
     w!(o, "</section>\n");
-}
-
-fn shares(run: &Value, stat: &str) -> Option<String> {
-    let parts = ["network", "compute", "queue"];
-    let vals: Vec<f64> = parts
-        .iter()
-        .map(|p| run["breakdown"][p][stat].as_f64())
-        .collect::<Option<_>>()?;
-    let total: f64 = vals.iter().sum();
-    if total <= 0.0 {
-        return None;
-    }
-    Some(
-        parts
-            .iter()
-            .zip(&vals)
-            .map(|(p, v)| format!("{p} {:.0}% ({})", v / total * 100.0, fmt_ms(*v)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
 }
 
 fn comparison_table(o: &mut String, c: &ScenarioComparison) {

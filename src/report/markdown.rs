@@ -1,9 +1,10 @@
 //! `report.md`: one page over many result folders, for a CI job summary or a pull-request
-//! comment, readable in a terminal too. Built from the files alone (`summary.json` and, when
-//! a run was compared with a baseline, `compare.json`), so `inferlat report` can rebuild it
-//! from any result folders.
+//! comment, readable in a terminal too. Built from what `compare::load` read from the files
+//! (`summary.json` and, when a run was compared with a baseline, `compare.json`), so
+//! `inferlat report` can rebuild it from any result folders. The text helpers here serve
+//! `report.html` too.
 
-use super::compare::{Comparison, Loaded, ScenarioComparison, Verdict};
+use super::compare::{Loaded, ScenarioComparison, Verdict};
 use super::fmt_ms;
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -14,37 +15,20 @@ pub struct Entry<'a> {
     pub comparison: Option<&'a ScenarioComparison>,
 }
 
-/// Reads the `compare.json` a `run --baseline` left in a scenario's folder.
-pub fn saved_comparison(l: &Loaded) -> Option<ScenarioComparison> {
-    let text = std::fs::read_to_string(l.dir.join("compare.json")).ok()?;
-    let c: Value = serde_json::from_str(&text).ok()?;
-    let s = c["scenarios"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == l.name.as_str())?;
-    serde_json::from_value(s.clone()).ok()
-}
-
-fn ms(v: &Value) -> String {
+/// A millisecond value of a summary, or "-".
+pub(super) fn ms(v: &Value) -> String {
     v.as_f64().map(fmt_ms).unwrap_or_else(|| "-".into())
 }
 
-fn ratio(v: &Value) -> String {
+/// A ratio of a summary, like "1.87x", or "-".
+pub(super) fn ratio(v: &Value) -> String {
     v.as_f64()
         .map(|x| format!("{x:.2}x"))
         .unwrap_or_else(|| "-".into())
 }
 
-fn verdict_mark(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Regressed => "regressed",
-        Verdict::Improved => "improved",
-        Verdict::NoSignificantChange => "no significant change",
-    }
-}
-
 /// Counts of a scenario comparison's verdicts, as a short phrase.
-fn verdict_counts(c: &ScenarioComparison) -> String {
+pub(super) fn verdict_counts(c: &ScenarioComparison) -> String {
     if let Some(why) = &c.refused {
         return format!("refused: {why}");
     }
@@ -58,7 +42,7 @@ fn verdict_counts(c: &ScenarioComparison) -> String {
 }
 
 /// The share of each part of the time at a percentile, from the breakdown ladders.
-fn shares(run: &Value, stat: &str) -> Option<String> {
+pub(super) fn shares(run: &Value, stat: &str) -> Option<String> {
     let parts = ["network", "compute", "queue"];
     let vals: Vec<f64> = parts
         .iter()
@@ -255,20 +239,9 @@ fn scenario(o: &mut String, e: &Entry) {
                     v(r.base),
                     v(r.new),
                     r.change * 100.0,
-                    verdict_mark(r.verdict)
+                    r.verdict.text()
                 );
             }
         }
     }
-}
-
-/// The report over a comparison's new side, with its verdicts.
-pub fn with_comparison<'a>(loaded: &'a [Loaded], c: &'a Comparison) -> Vec<Entry<'a>> {
-    loaded
-        .iter()
-        .map(|l| Entry {
-            loaded: l,
-            comparison: c.scenarios.iter().find(|s| s.name == l.name),
-        })
-        .collect()
 }

@@ -1,5 +1,7 @@
-//! Reports: one exporter per output format behind one trait, and the terminal table.
-//! Pure: exporters turn [`Results`] into bytes; [`write_atomic`] is the only file I/O.
+//! Reports: one exporter per output format behind one trait, the terminal table, and the
+//! reports over result folders (`compare`, `markdown`, `html`). Exporters are pure: they turn
+//! [`Results`] into bytes, and [`write_atomic`] writes them. Reading result folders back is
+//! `compare::load`'s job (and `html`'s, for the interval logs and a baseline's files).
 
 pub mod bencher;
 pub mod compare;

@@ -3,7 +3,7 @@
 //!
 //! [`load`] reads a file and returns a checked [`Scenario`] or every problem found,
 //! each located in the source. Nothing here does I/O beyond reading the scenario and the
-//! profiles it names.
+//! profiles and mahimahi traces it names.
 
 pub mod diagnostic;
 pub mod link;
