@@ -190,6 +190,8 @@ pub struct Node {
     /// The transformer layers a worker holds.
     pub layers: Range<u32>,
     pub max_batch: u32,
+    /// A client's share of the workload, relative to the other clients' (default 1).
+    pub share: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -224,6 +226,32 @@ pub struct Topology {
     /// Node indices, starting at a client.
     pub path: Vec<usize>,
     pub hops: Hops,
+    /// The client nodes that send requests, each over the route `path` takes from its first
+    /// client (default: `path[0]` alone).
+    pub clients: Vec<usize>,
+    /// Hedged topologies: when a further copy of a request is sent.
+    pub hedge_after: HedgeAfter,
+}
+
+/// When a hedged topology sends the next copy of a request that has no first token yet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HedgeAfter {
+    /// A fixed delay after the previous copy was sent.
+    Delay(#[serde(serialize_with = "dur_ms")] Duration),
+    /// This percentile (0-100) of the time to first token of recent requests.
+    Percentile(f64),
+}
+
+fn dur_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
+impl Default for HedgeAfter {
+    /// "The Tail at Scale": hedge after the 95th percentile of recent latencies.
+    fn default() -> Self {
+        HedgeAfter::Percentile(95.0)
+    }
 }
 
 #[derive(Clone, Debug)]

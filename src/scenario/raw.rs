@@ -855,6 +855,7 @@ pub fn validate(
             device,
             layers,
             max_batch,
+            share: 1.0,
         });
     }
     if raw.nodes.is_empty() {
@@ -1300,8 +1301,10 @@ pub fn validate(
         links,
         topology: Topology {
             kind,
+            clients: path.first().map(|&c| vec![c]).unwrap_or_default(),
             path,
             hops: hops.unwrap_or(Hops::ClientRelayed),
+            hedge_after: HedgeAfter::default(),
         },
         baseline,
         slo,
