@@ -4,15 +4,13 @@
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use inferlat::clock::Clock;
-use inferlat::harness::load::Target;
 use inferlat::harness::{Options, Topology};
-use inferlat::net::wire::{self, Frame, Request};
+use inferlat::net::wire::{self, Frame, Mode, Request};
 use inferlat::plan::{self, schedule::Shape};
 use inferlat::record::{self, RunRecord, Sample};
 use inferlat::scenario::{self, ProfileLibrary, Slo};
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +18,7 @@ fn codec(c: &mut Criterion) {
     let request = Frame::Request(Request {
         id: 1,
         output_tokens: 64,
+        mode: Mode::Serve,
         route: vec!["client".into(), "gpu-a".into()],
         prompt: (0..512).collect(),
     });
@@ -73,6 +72,13 @@ fn histograms(c: &mut Criterion) {
             .collect(),
         queue: Duration::from_millis(1),
         compute: Duration::from_millis(600),
+        nodes: vec![(
+            "gpu".into(),
+            Duration::from_millis(1),
+            Duration::from_millis(600),
+        )],
+        extra_copies: 0,
+        hedge_won: false,
     };
     let mut r = RunRecord::new();
     c.bench_function("record/request_64_tokens", |b| {
@@ -111,13 +117,10 @@ fn round_trip(c: &mut Criterion) {
     let clock = Clock::real().unwrap();
     let options = Options::default();
     let (topo, target) = rt.block_on(async {
-        let topo = Topology::build(&plan, 0, &clock, &options, CancellationToken::new()).unwrap();
-        let conn = topo.connect().await.unwrap();
-        let target = Target::Remote {
-            conn,
-            route: Arc::new(plan.route.clone()),
-            max_frame: options.max_frame,
-        };
+        let topo = Topology::build(&s, &plan, &clock, &options, CancellationToken::new())
+            .await
+            .unwrap();
+        let target = topo.clients[0].clone();
         (topo, target)
     });
     for output in [1u32, 16] {

@@ -15,6 +15,15 @@ pub struct Stage {
     pub head: bool,
 }
 
+/// What one step of a session computes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pass {
+    /// The prompt's `tokens` positions at once.
+    Prefill { tokens: u32 },
+    /// One new position at this context length.
+    Decode { context: u32 },
+}
+
 /// FLOPs and bytes of one step, before the device turns them into time.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Work {
@@ -86,6 +95,14 @@ impl Stage {
     /// Time of one decode step at batch 1 with context `c`.
     pub fn decode(&self, context: u32) -> Duration {
         self.time(self.decode_work(&[context]))
+    }
+
+    /// Time of one pass at batch 1.
+    pub fn pass(&self, pass: Pass) -> Duration {
+        match pass {
+            Pass::Prefill { tokens } => self.prefill(tokens),
+            Pass::Decode { context } => self.decode(context),
+        }
     }
 
     /// Time of one decode step for a batch.

@@ -93,6 +93,11 @@ pub struct Sample {
     pub queue: Duration,
     /// Time the worker computed it, on the worker's clock.
     pub compute: Duration,
+    /// Each node's queue and compute time for the request, on its own clock.
+    pub nodes: Vec<(String, Duration, Duration)>,
+    /// Copies sent beyond the first (hedging), and whether a later copy answered first.
+    pub extra_copies: u32,
+    pub hedge_won: bool,
 }
 
 impl Sample {
@@ -213,6 +218,11 @@ pub fn ladder(h: &Histogram<u64>) -> Ladder {
 pub struct RunRecord {
     metrics: BTreeMap<Metric, Histogram<u64>>,
     breakdown: BTreeMap<Part, Histogram<u64>>,
+    /// Per node: its queue and compute time per request, on its own clock.
+    nodes: BTreeMap<String, [Histogram<u64>; 2]>,
+    /// Hedging: copies sent beyond the first, and requests a later copy answered first.
+    pub extra_copies: u64,
+    pub hedge_wins: u64,
     pub completed: u64,
     pub failed: u64,
     pub output_tokens: u64,
@@ -235,6 +245,9 @@ impl Default for RunRecord {
         RunRecord {
             metrics: Metric::ALL.iter().map(|&m| (m, histogram())).collect(),
             breakdown: Part::ALL.iter().map(|&p| (p, histogram())).collect(),
+            nodes: BTreeMap::new(),
+            extra_copies: 0,
+            hedge_wins: 0,
             completed: 0,
             failed: 0,
             output_tokens: 0,
@@ -314,6 +327,21 @@ impl RunRecord {
                 d,
             );
         }
+        for (name, queue, compute) in &s.nodes {
+            let h = self
+                .nodes
+                .entry(name.clone())
+                .or_insert_with(|| [histogram(), histogram()]);
+            add(&mut h[0], *queue);
+            add(&mut h[1], *compute);
+        }
+        self.extra_copies += s.extra_copies as u64;
+        self.hedge_wins += s.hedge_won as u64;
+    }
+
+    /// Each node's queue and compute histograms, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = (&str, &Histogram<u64>, &Histogram<u64>)> {
+        self.nodes.iter().map(|(n, [q, c])| (n.as_str(), q, c))
     }
 
     /// Records a connection's handshake time.
@@ -386,6 +414,16 @@ impl RunRecord {
                 .add(h)
                 .expect("auto-resizing histograms merge");
         }
+        for (name, [q, c]) in &other.nodes {
+            let mine = self
+                .nodes
+                .entry(name.clone())
+                .or_insert_with(|| [histogram(), histogram()]);
+            mine[0].add(q).expect("auto-resizing histograms merge");
+            mine[1].add(c).expect("auto-resizing histograms merge");
+        }
+        self.extra_copies += other.extra_copies;
+        self.hedge_wins += other.hedge_wins;
         self.completed += other.completed;
         self.failed += other.failed;
         self.output_tokens += other.output_tokens;
@@ -426,6 +464,9 @@ mod tests {
             tokens: vec![ms(100), ms(110), ms(130)],
             queue: ms(5),
             compute: ms(60),
+            nodes: vec![("gpu".into(), ms(5), ms(60))],
+            extra_copies: 0,
+            hedge_won: false,
         }
     }
 

@@ -200,7 +200,14 @@ fn closed_loop_keeps_its_concurrency_and_runs_the_requested_count() {
     assert!(t.contains("closed"), "{t}");
     let s = scenario(&t);
     let p = plan::plan(&s).unwrap();
-    let one = p.stage.request(64, 4).total().as_secs_f64() * 1e3;
+    let one = p.nodes[0]
+        .stage
+        .as_ref()
+        .unwrap()
+        .request(64, 4)
+        .total()
+        .as_secs_f64()
+        * 1e3;
     let m = run(&s);
     let r = &m.topology.as_ref().unwrap().record;
     assert_eq!(r.completed, 10, "errors: {:?}", r.errors);
@@ -241,8 +248,20 @@ fn continuous_batching_raises_throughput_at_the_batch_step_time() {
     let (one, eight) = (closed(1), closed(8));
     let p = plan::plan(&eight).unwrap();
     assert_eq!(p.max_batch, 8);
-    let step1 = p.stage.decode_batch(&[80]).as_secs_f64() * 1e3;
-    let step8 = p.stage.decode_batch(&[80; 8]).as_secs_f64() * 1e3;
+    let step1 = p.nodes[0]
+        .stage
+        .as_ref()
+        .unwrap()
+        .decode_batch(&[80])
+        .as_secs_f64()
+        * 1e3;
+    let step8 = p.nodes[0]
+        .stage
+        .as_ref()
+        .unwrap()
+        .decode_batch(&[80; 8])
+        .as_secs_f64()
+        * 1e3;
     let m1 = run(&one);
     let m8 = run(&eight);
     let (r1, r8) = (

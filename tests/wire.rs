@@ -3,12 +3,10 @@
 //! never panics, and keeps serving.
 
 use inferlat::clock::Clock;
-use inferlat::harness::load::Target;
 use inferlat::harness::{Options, Topology};
 use inferlat::plan::{self, schedule::Shape};
 use inferlat::scenario::{self, ProfileLibrary};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
@@ -59,8 +57,10 @@ fn bad_frames_reset_their_stream_and_the_worker_keeps_serving() {
             max_frame: 1024,
             ..Options::default()
         };
-        let topo = Topology::build(&plan, 1, &clock, &options, CancellationToken::new()).unwrap();
-        let conn = topo.connect().await.unwrap();
+        let topo = Topology::build(&s, &plan, &clock, &options, CancellationToken::new())
+            .await
+            .unwrap();
+        let conn = topo.connections[0].2.clone();
 
         // A header claiming a 4 GiB payload: refused from the header alone.
         let oversized = [2u8, 0xff, 0xff, 0xff, 0xff];
@@ -81,13 +81,9 @@ fn bad_frames_reset_their_stream_and_the_worker_keeps_serving() {
             .unwrap();
         assert_eq!(r.first(), Some(&5u8), "expected an Error frame, got {r:?}");
 
-        assert!(topo.server_stats.malformed.load(Ordering::Relaxed) >= 3);
+        assert!(topo.nodes[0].stats.malformed.load(Ordering::Relaxed) >= 3);
         // The same connection still serves a real request.
-        let target = Target::Remote {
-            conn,
-            route: Arc::new(plan.route.clone()),
-            max_frame: options.max_frame,
-        };
+        let target = topo.clients[0].clone();
         let t = target
             .call(
                 7,

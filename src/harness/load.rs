@@ -1,11 +1,10 @@
 //! The load generator: open loop (scheduled in advance, timed from the scheduled start)
 //! and closed loop, against a remote worker over QUIC or the local baseline.
 
+use super::client::{Client, Timeline};
 use super::worker::{Event, Executor, Job};
 use super::{Phase as ProgressPhase, Progress};
 use crate::clock::Clock;
-use crate::net::framed::{read_frame, write_frame};
-use crate::net::wire::{Frame, Request};
 use crate::plan::schedule::{self, Phase, Shape, Shapes};
 use crate::record::Sample;
 use crate::scenario::{Arrival, Extent, Workload};
@@ -19,34 +18,37 @@ use tokio_util::sync::CancellationToken;
 /// Where requests go.
 #[derive(Clone)]
 pub enum Target {
-    /// A worker across the emulated network.
+    /// The topology's clients, each with its share of the workload.
     Remote {
-        conn: quinn::Connection,
-        route: Arc<Vec<String>>,
-        max_frame: u32,
+        clients: Arc<Vec<(Arc<Client>, f64)>>,
     },
     /// The local-GPU baseline: the executor in this process, no network.
     Local { executor: Executor },
 }
 
-/// What one request saw, on the client's clock.
-pub struct Timeline {
-    /// Arrival of each output token.
-    pub tokens: Vec<Instant>,
-    /// The node's queue and compute time for the request, on its own clock.
-    pub queue: Duration,
-    pub compute: Duration,
+/// Picks a client for request `id` in proportion to the shares, the same way in every run.
+fn pick(clients: &[(Arc<Client>, f64)], id: u64) -> &Arc<Client> {
+    let total: f64 = clients.iter().map(|c| c.1).sum();
+    // splitmix64 of the id: a uniform number in [0, 1).
+    let mut z = id.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let mut u = (z >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (c, share) in clients {
+        if u < *share {
+            return c;
+        }
+        u -= share;
+    }
+    &clients[clients.len() - 1].0
 }
 
 impl Target {
     /// Sends one request and waits for its last token.
     pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match self {
-            Target::Remote {
-                conn,
-                route,
-                max_frame,
-            } => remote_call(conn, route, *max_frame, id, shape, clock).await,
+            Target::Remote { clients } => pick(clients, id).call(id, shape, clock).await,
             Target::Local { executor } => {
                 let (events, mut rx) = mpsc::unbounded_channel();
                 executor.submit(Job {
@@ -64,82 +66,13 @@ impl Target {
                                 tokens,
                                 queue,
                                 compute,
+                                ..Timeline::default()
                             });
                         }
                     }
                 }
                 Err("the baseline executor stopped".into())
             }
-        }
-    }
-}
-
-async fn remote_call(
-    conn: &quinn::Connection,
-    route: &[String],
-    max_frame: u32,
-    id: u64,
-    shape: Shape,
-    clock: &Clock,
-) -> Result<Timeline, String> {
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| format!("opening a stream: {e}"))?;
-    let prompt = (0..shape.prompt)
-        .map(|i| i.wrapping_mul(7919) % 32_000)
-        .collect();
-    let request = Frame::Request(Request {
-        id,
-        output_tokens: shape.output,
-        route: route.to_vec(),
-        prompt,
-    });
-    let mut buf = Vec::new();
-    write_frame(&mut send, &request, &mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    send.finish()
-        .map_err(|e| format!("finishing the request stream: {e}"))?;
-    let mut tokens = Vec::with_capacity(shape.output as usize);
-    loop {
-        match read_frame(&mut recv, max_frame)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Some(Frame::Token { index, .. }) => {
-                if index as usize != tokens.len() {
-                    return Err(format!(
-                        "token {index} arrived when {} was expected",
-                        tokens.len()
-                    ));
-                }
-                tokens.push(clock.now());
-            }
-            Some(Frame::Done(d)) => {
-                if tokens.len() != shape.output as usize {
-                    return Err(format!(
-                        "the worker finished after {} of {} tokens",
-                        tokens.len(),
-                        shape.output
-                    ));
-                }
-                return Ok(Timeline {
-                    tokens,
-                    queue: Duration::from_nanos(d.queue_ns),
-                    compute: Duration::from_nanos(d.compute_ns),
-                });
-            }
-            Some(Frame::Error { code, message }) => {
-                return Err(format!("worker error {code}: {message}"));
-            }
-            Some(other) => {
-                return Err(format!(
-                    "unexpected {:?} frame from the worker",
-                    other.kind()
-                ));
-            }
-            None => return Err("the worker closed the stream before the request was done".into()),
         }
     }
 }
@@ -183,6 +116,19 @@ fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline
             .collect(),
         queue: t.queue,
         compute: t.compute,
+        nodes: t
+            .nodes
+            .iter()
+            .map(|d| {
+                (
+                    d.node.clone(),
+                    Duration::from_nanos(d.queue_ns),
+                    Duration::from_nanos(d.compute_ns),
+                )
+            })
+            .collect(),
+        extra_copies: t.extra_copies,
+        hedge_won: t.hedge_won,
     }
 }
 

@@ -2,22 +2,30 @@
 //! load through its phases (setup -> warmup -> measure -> drain -> teardown) against the
 //! topology and then against the local baseline, and hands back what it measured.
 
+pub mod client;
 pub mod load;
+pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
+use crate::compute::Stage;
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
 use crate::net::wire::DEFAULT_MAX_FRAME;
+use crate::plan::Part as PlanPart;
 use crate::plan::Plan;
 use crate::plan::schedule::Phase as LoadPhase;
 use crate::record::RunRecord;
 use crate::scenario::{Extent, Scenario};
 use crate::scenario::{LinkChange, LinkParams};
+use anyhow::Context;
+use client::Client;
 use hdrhistogram::Histogram;
 use load::{Driver, PhaseResult, Target};
+use node::{Node, Part, Payloads};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -286,84 +294,206 @@ fn host_addr(index: usize) -> SocketAddr {
     ))
 }
 
-/// A built topology: a client and a worker endpoint on an in-memory network of emulated
-/// links, the worker serving requests with its executor.
+/// A built topology: an endpoint per node on an in-memory network of emulated links, every
+/// node serving, the connections opened.
 pub struct Topology {
     pub net: Network,
-    pub client: quinn::Endpoint,
-    pub server: quinn::Endpoint,
-    pub client_addr: SocketAddr,
-    pub worker_addr: SocketAddr,
-    pub server_stats: Arc<worker::ServerStats>,
-    /// Stops the worker's server and executor.
+    pub clients: Vec<Arc<Client>>,
+    pub nodes: Vec<Arc<Node>>,
+    endpoints: Vec<quinn::Endpoint>,
+    /// Handshake time of each client connection.
+    pub connects: Vec<Duration>,
+    /// Every connection, for quinn's statistics: (from, to, connection).
+    pub connections: Vec<(String, String, quinn::Connection)>,
+    /// Stops the nodes' servers and executors.
     pub cancel: CancellationToken,
+    addrs: Vec<SocketAddr>,
 }
 
 impl Topology {
-    /// Builds the plan's network and starts the worker. Links are seeded from `seed`.
-    pub fn build(
+    /// Builds the plan's network, starts every node and opens the plan's connections (the
+    /// QUIC and TLS handshakes). Links are seeded from `seed`.
+    pub async fn build(
+        scenario: &Scenario,
         plan: &Plan,
-        seed: u64,
         clock: &Clock,
         options: &Options,
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let seed = scenario.seed;
         let net = Network::new(clock.clone());
-        let (client_addr, worker_addr) = (host_addr(plan.client), host_addr(plan.worker));
-        net.add_link(
-            client_addr,
-            worker_addr,
-            Link::new(plan.up.link.clone(), seed ^ 0x11).with_changes(plan.up.changes.clone()),
-        );
-        net.add_link(
-            worker_addr,
-            client_addr,
-            Link::new(plan.down.link.clone(), seed ^ 0x22).with_changes(plan.down.changes.clone()),
-        );
+        let addrs: Vec<SocketAddr> = (0..scenario.nodes.len()).map(host_addr).collect();
+        for (k, (a, b)) in plan
+            .connections
+            .iter()
+            .flat_map(|&(a, b)| [(a, b), (b, a)])
+            .enumerate()
+        {
+            if net.link_stats(addrs[a], addrs[b]).is_some() {
+                continue;
+            }
+            let hop = plan
+                .hops
+                .iter()
+                .find(|h| h.from == scenario.nodes[a].name && h.to == scenario.nodes[b].name)
+                .ok_or_else(|| anyhow::anyhow!("the plan has no hop {a} -> {b}"))?;
+            // The first two links keep the seeds a direct topology always had.
+            let link_seed = match k {
+                0 => seed ^ 0x11,
+                1 => seed ^ 0x22,
+                _ => seed ^ (0x11 * (k as u64 + 1)) ^ ((a as u64) << 32) ^ ((b as u64) << 40),
+            };
+            net.add_link(
+                addrs[a],
+                addrs[b],
+                Link::new(hop.link.clone(), link_seed).with_changes(hop.changes.clone()),
+            );
+        }
         let tls = endpoint::tls(&options.transport)?;
-        let server =
-            endpoint::endpoint(net.bind(worker_addr)?, Some(tls.server), seed ^ 0x5e_7e_e0)?;
-        let mut client = endpoint::endpoint(net.bind(client_addr)?, None, seed ^ 0xc1_1e_17)?;
-        client.set_default_client_config(tls.client);
-        let executor = Executor::spawn(
-            clock.clone(),
-            plan.stage.clone(),
-            plan.max_batch,
-            cancel.clone(),
-        );
-        let server_stats = worker::spawn_server(
-            server.clone(),
-            plan.route[plan.route.len() - 1].clone(),
-            executor,
-            clock.clone(),
-            options.max_frame,
-            cancel.clone(),
-        );
+        let names: Arc<Vec<String>> =
+            Arc::new(scenario.nodes.iter().map(|n| n.name.clone()).collect());
+        let payloads = Payloads {
+            hidden: plan.hidden_bytes as usize,
+            logits_slice: plan.logits_slice_bytes as usize,
+            segments: plan.segments,
+        };
+        let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
+        let mut nodes: Vec<Arc<Node>> = Vec::new();
+        for (k, n) in plan.nodes.iter().enumerate() {
+            let salt = if k == 0 { 0 } else { (n.index as u64) << 24 };
+            let mut ep = endpoint::endpoint(
+                net.bind(addrs[n.index])?,
+                Some(tls.server.clone()),
+                seed ^ 0x5e_7e_e0 ^ salt,
+            )?;
+            ep.set_default_client_config(tls.client.clone());
+            let stage = n.stage.clone().map(Arc::new);
+            let executor = stage.as_ref().map(|s| {
+                Executor::spawn(clock.clone(), (**s).clone(), n.max_batch, cancel.clone())
+            });
+            let part = match n.part {
+                PlanPart::Relay => Part::Relay,
+                PlanPart::Whole => Part::Whole,
+                PlanPart::Stage => Part::Stage,
+                PlanPart::StarHost => Part::StarHost {
+                    head: Arc::new(n.head.clone().unwrap_or_else(|| Stage {
+                        layers: 0,
+                        ..n.stage.clone().expect("a star host computes")
+                    })),
+                },
+                PlanPart::TensorRoot => Part::TensorRoot,
+                PlanPart::TensorMember => Part::TensorMember,
+            };
+            let node = Node::new(
+                n.name.clone(),
+                part,
+                stage,
+                executor,
+                clock.clone(),
+                options.max_frame,
+                payloads,
+            );
+            node.serve(ep.clone(), cancel.clone());
+            endpoints.insert(n.index, ep);
+            nodes.push(node);
+        }
+        for (k, c) in plan.clients.iter().enumerate() {
+            let salt = if k == 0 { 0 } else { (c.index as u64) << 24 };
+            let mut ep =
+                endpoint::endpoint(net.bind(addrs[c.index])?, None, seed ^ 0xc1_1e_17 ^ salt)?;
+            ep.set_default_client_config(tls.client.clone());
+            endpoints.insert(c.index, ep);
+        }
+        // Open every connection: clients' first (their handshakes are the `connect` metric).
+        let mut connects = Vec::new();
+        let mut connections = Vec::new();
+        let mut client_conns: HashMap<usize, HashMap<usize, quinn::Connection>> = HashMap::new();
+        for &(a, b) in &plan.connections {
+            let t0 = clock.now();
+            let conn = endpoints[&a]
+                .connect(addrs[b], endpoint::SERVER_NAME)?
+                .await
+                .with_context(|| format!("connecting {} to {}", names[a], names[b]))?;
+            if plan.clients.iter().any(|c| c.index == a) {
+                connects.push(clock.now() - t0);
+                client_conns.entry(a).or_default().insert(b, conn.clone());
+            } else if let Some(n) = nodes.iter().find(|n| n.name == names[a]) {
+                n.peers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(names[b].clone(), conn.clone());
+            }
+            connections.push((names[a].clone(), names[b].clone(), conn));
+        }
+        let clients = plan
+            .clients
+            .iter()
+            .map(|c| {
+                let head = c.head.clone().map(|stage| {
+                    let stage = Arc::new(stage);
+                    // A client's device serves only its own requests' heads, all at once.
+                    let executor =
+                        Executor::spawn(clock.clone(), (*stage).clone(), 1 << 16, cancel.clone());
+                    (executor, stage)
+                });
+                Arc::new(Client {
+                    name: c.name.clone(),
+                    route: plan.route.clone(),
+                    kind: plan.kind,
+                    conns: client_conns.remove(&c.index).unwrap_or_default(),
+                    names: names.clone(),
+                    head,
+                    hedge_after: plan.hedge_after,
+                    recent: Mutex::new(Default::default()),
+                    hidden_bytes: plan.hidden_bytes as usize,
+                    max_frame: options.max_frame,
+                })
+            })
+            .collect();
         Ok(Topology {
             net,
-            client,
-            server,
-            client_addr,
-            worker_addr,
-            server_stats,
+            clients,
+            nodes,
+            endpoints: endpoints.into_values().collect(),
+            connects,
+            connections,
             cancel,
+            addrs,
         })
     }
 
-    /// Opens a connection from the client to the worker (the QUIC and TLS handshake).
-    pub async fn connect(&self) -> anyhow::Result<quinn::Connection> {
-        Ok(self
-            .client
-            .connect(self.worker_addr, endpoint::SERVER_NAME)?
-            .await?)
-    }
-
-    /// Stops the worker and closes both endpoints.
+    /// Stops the nodes and closes every endpoint.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
-        self.client.close(0u32.into(), b"run complete");
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.client.wait_idle()).await;
-        self.server.close(0u32.into(), b"run complete");
+        for (_, _, c) in &self.connections {
+            c.close(0u32.into(), b"run complete");
+        }
+        for ep in &self.endpoints {
+            ep.close(0u32.into(), b"run complete");
+        }
+        for ep in &self.endpoints {
+            let _ = tokio::time::timeout(Duration::from_millis(200), ep.wait_idle()).await;
+        }
+    }
+
+    /// The statistics of each link direction the plan uses.
+    pub fn link_reports(&self, scenario: &Scenario, plan: &Plan) -> Vec<LinkReport> {
+        let index = |name: &str| scenario.node_index(name);
+        plan.hops
+            .iter()
+            .filter_map(|hop| {
+                let (a, b) = (index(&hop.from)?, index(&hop.to)?);
+                let stats = self.net.link_stats(self.addrs[a], self.addrs[b])?;
+                Some(LinkReport {
+                    from: hop.from.clone(),
+                    to: hop.to.clone(),
+                    preset: hop.preset,
+                    params: hop.link.clone(),
+                    changes: hop.changes.clone(),
+                    stats,
+                })
+            })
+            .collect()
     }
 }
 
@@ -407,23 +537,26 @@ pub async fn run(
 
     // Topology.
     progress.begin_run("topology");
-    let topo = Topology::build(plan, scenario.seed, &clock, options, cancel.child_token())?;
     let mut record = RunRecord::new();
-    let t0 = clock.now();
-    let conn = tokio::select! {
+    let topo = tokio::select! {
         biased;
-        c = topo.connect() => c?,
+        t = Topology::build(scenario, plan, &clock, options, cancel.child_token()) => t?,
         _ = cancel.cancelled() => {
-            topo.cancel.cancel();
             measured.topology = Some(RunOutput { record, complete: false });
             return Ok(measured);
         }
     };
-    record.record_connect(clock.now() - t0);
+    for &c in &topo.connects {
+        record.record_connect(c);
+    }
     let target = Target::Remote {
-        conn: conn.clone(),
-        route: Arc::new(plan.route.clone()),
-        max_frame: options.max_frame,
+        clients: Arc::new(
+            topo.clients
+                .iter()
+                .zip(&plan.clients)
+                .map(|(c, p)| (c.clone(), p.share))
+                .collect(),
+        ),
     };
     let complete = drive(
         scenario,
@@ -445,30 +578,19 @@ pub async fn run(
             measured.cpu_load = Some((cpu1 - cpu0).as_secs_f64() / wall.as_secs_f64());
         }
     }
-    measured.connections.push(ConnectionReport::new(
-        &plan.up.from,
-        &plan.up.to,
-        &conn.stats(),
-    ));
-    conn.close(0u32.into(), b"run complete");
-    topo.shutdown().await;
-    for (hop, a, b) in [
-        (&plan.up, topo.client_addr, topo.worker_addr),
-        (&plan.down, topo.worker_addr, topo.client_addr),
-    ] {
-        if let Some(stats) = topo.net.link_stats(a, b) {
-            measured.links.push(LinkReport {
-                from: hop.from.clone(),
-                to: hop.to.clone(),
-                preset: hop.preset,
-                params: hop.link.clone(),
-                changes: hop.changes.clone(),
-                stats,
-            });
-        }
+    for (from, to, conn) in &topo.connections {
+        measured
+            .connections
+            .push(ConnectionReport::new(from, to, &conn.stats()));
     }
+    topo.shutdown().await;
+    measured.links = topo.link_reports(scenario, plan);
     measured.emulator_lateness = Some(topo.net.lateness().histogram());
-    measured.malformed_frames = topo.server_stats.malformed.load(Ordering::Relaxed);
+    measured.malformed_frames = topo
+        .nodes
+        .iter()
+        .map(|n| n.stats.malformed.load(Ordering::Relaxed))
+        .sum();
     measured.unroutable = topo.net.unroutable();
     measured.inbox_overflow = topo.net.inbox_overflow();
     measured.topology = Some(RunOutput { record, complete });

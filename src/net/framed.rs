@@ -17,6 +17,8 @@ pub enum FrameIoError {
     Write(#[from] quinn::WriteError),
     #[error("the stream ended in the middle of a frame")]
     Truncated,
+    #[error("{0}")]
+    Peer(String),
 }
 
 /// Encodes and writes one frame; `buf` is scratch space reused between calls.
@@ -28,6 +30,35 @@ pub async fn write_frame(
     buf.clear();
     wire::encode(frame, buf)?;
     send.write_all(buf).await?;
+    Ok(())
+}
+
+/// Writes an activations frame of `len` bytes of hidden states without building it in
+/// memory (the bytes are zeros: only their number matters to the network).
+pub async fn write_activations(
+    send: &mut SendStream,
+    id: u64,
+    tokens: u32,
+    len: usize,
+) -> Result<(), FrameIoError> {
+    static ZEROS: [u8; READ_CHUNK] = [0; READ_CHUNK];
+    let payload = 12 + len;
+    let payload = u32::try_from(payload).map_err(|_| WireError::TooLarge {
+        len: u32::MAX,
+        max: u32::MAX,
+    })?;
+    let mut head = Vec::with_capacity(HEADER_LEN + 12);
+    head.push(wire::Kind::Activations as u8);
+    head.extend_from_slice(&payload.to_be_bytes());
+    head.extend_from_slice(&id.to_be_bytes());
+    head.extend_from_slice(&tokens.to_be_bytes());
+    send.write_all(&head).await?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(READ_CHUNK);
+        send.write_all(&ZEROS[..n]).await?;
+        left -= n;
+    }
     Ok(())
 }
 

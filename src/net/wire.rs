@@ -33,11 +33,46 @@ impl Kind {
     }
 }
 
+/// What a node is asked to do with a request's stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// Produce the output tokens on this stream: compute them (a worker holding the whole
+    /// model, a star's host, a tensor group's root) or forward the stream (a relay).
+    Serve = 0,
+    /// Be one stage of a pipeline session: for each step, read the hidden states, compute
+    /// this node's layers and pass the result on (down `route`, or back on this stream).
+    Stage = 1,
+    /// The return stream of a server-to-server pipeline: the last stage writes the session's
+    /// results here.
+    Return = 2,
+    /// Be one member of a tensor-parallel group: compute this node's slice of each segment
+    /// the root sends and answer with the partial result.
+    Tensor = 3,
+    /// Be one stage of a server-to-server pipeline session: like `Stage`, but pass each
+    /// result down `route` (the last stage: to the client's return stream).
+    Chain = 4,
+}
+
+impl Mode {
+    fn from_u8(b: u8) -> Option<Mode> {
+        Some(match b {
+            0 => Mode::Serve,
+            1 => Mode::Stage,
+            2 => Mode::Return,
+            3 => Mode::Tensor,
+            4 => Mode::Chain,
+            _ => return None,
+        })
+    }
+}
+
 /// A request: what to compute and along which route. The prompt's token ids travel with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub id: u64,
     pub output_tokens: u32,
+    pub mode: Mode,
     /// Node names from the client to the last node.
     pub route: Vec<String>,
     pub prompt: Vec<u32>,
@@ -109,7 +144,12 @@ impl WireError {
 
 /// Length of a request frame's payload for a prompt of `prompt` tokens over `route`.
 pub fn request_payload_len(prompt: u32, route: &[impl AsRef<str>]) -> usize {
-    8 + 4 + 1 + route.iter().map(|r| 1 + r.as_ref().len()).sum::<usize>() + 4 * prompt as usize
+    8 + 4 + 1 + 1 + route.iter().map(|r| 1 + r.as_ref().len()).sum::<usize>() + 4 * prompt as usize
+}
+
+/// Bytes on the wire of an activations frame carrying `data` bytes.
+pub const fn activations_frame_len(data: usize) -> usize {
+    HEADER_LEN + 12 + data
 }
 
 /// Bytes on the wire of one token frame.
@@ -129,6 +169,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
         Frame::Request(r) => {
             out.extend_from_slice(&r.id.to_be_bytes());
             out.extend_from_slice(&r.output_tokens.to_be_bytes());
+            out.push(r.mode as u8);
             if r.route.len() > 255 {
                 return Err(WireError::StringTooLong);
             }
@@ -256,6 +297,10 @@ pub fn parse_payload(kind: Kind, payload: Vec<u8>) -> Result<Frame, WireError> {
         Kind::Request => {
             let id = r.u64()?;
             let output_tokens = r.u32()?;
+            let mode = Mode::from_u8(r.u8()?).ok_or(WireError::Malformed {
+                kind,
+                why: "unknown request mode",
+            })?;
             let hops = r.u8()? as usize;
             let mut route = Vec::with_capacity(hops);
             for _ in 0..hops {
@@ -276,6 +321,7 @@ pub fn parse_payload(kind: Kind, payload: Vec<u8>) -> Result<Frame, WireError> {
             Frame::Request(Request {
                 id,
                 output_tokens,
+                mode,
                 route,
                 prompt,
             })
@@ -343,6 +389,7 @@ mod tests {
         round_trip(Frame::Request(Request {
             id: 7,
             output_tokens: 64,
+            mode: Mode::Stage,
             route: vec!["client".into(), "gpu-a".into()],
             prompt: (0..128).collect(),
         }));
@@ -372,6 +419,7 @@ mod tests {
         let f = Frame::Request(Request {
             id: 1,
             output_tokens: 1,
+            mode: Mode::Serve,
             route: route.iter().map(|s| s.to_string()).collect(),
             prompt: vec![0; 100],
         });
@@ -418,8 +466,8 @@ mod tests {
             Err(WireError::Malformed { .. })
         ));
         // A request whose route claims a 200-byte name in a 20-byte payload.
-        let mut bad = vec![1, 0, 0, 0, 14];
-        bad.extend_from_slice(&[0; 12]);
+        let mut bad = vec![1, 0, 0, 0, 15];
+        bad.extend_from_slice(&[0; 13]);
         bad.extend_from_slice(&[1, 200]);
         assert!(matches!(
             decode(&bad, 1024),

@@ -3,24 +3,25 @@
 
 pub mod schedule;
 
-use crate::compute::Stage;
+use crate::compute::{Pass as Work, Stage};
 use crate::net::wire;
-use crate::scenario::{LinkChange, LinkParams, Scenario, TopologyKind};
+use crate::scenario::{HedgeAfter, Hops, LinkChange, LinkParams, Role, Scenario, TopologyKind};
 use schedule::Shape;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Why a valid scenario cannot be run by this version.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error(
-        "topology kind `{0}` is parsed and validated, but running it is not available yet in this version of inferlat; only `direct` runs today"
+        "topology kind `{0}` is parsed and validated, but running it is not available yet in this version of inferlat; exo's ring is a server-to-server pipeline: kind = \"pipeline\", hops = \"server-to-server\""
     )]
     Unsupported(TopologyKind),
     #[error("node \"{0}\" is a worker without a device")]
     NoDevice(String),
 }
 
-/// A hop of the route: one link direction.
+/// A link direction the topology uses, and what crosses it.
 #[derive(Clone, Debug)]
 pub struct Hop {
     pub from: String,
@@ -30,25 +31,87 @@ pub struct Hop {
     pub preset: Option<&'static str>,
     /// How the link changes during the measured phase.
     pub changes: Vec<LinkChange>,
+    /// Bytes of one typical request's prefill step (the request and the prompt's hidden
+    /// states) on this link, frame headers included, QUIC's overhead not.
+    pub prefill_bytes: u64,
+    /// Bytes of one decode step (one output token) on this link.
+    pub token_bytes: u64,
+}
+
+/// What a node does in the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Relay,
+    /// Holds the whole model and serves whole requests.
+    Whole,
+    /// A pipeline stage or a star's remote stage.
+    Stage,
+    /// A star's host.
+    StarHost,
+    TensorRoot,
+    TensorMember,
+}
+
+/// A node of the topology other than a client.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub index: usize,
+    pub name: String,
+    pub part: Part,
+    /// What it computes: its span of layers, or for a tensor group a 1/N slice of every layer.
+    pub stage: Option<Stage>,
+    /// A star host's LM head (and embeddings).
+    pub head: Option<Stage>,
+    pub max_batch: u32,
+}
+
+/// How a client's request travels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To the first node of `via`, which forwards it along `via` (relays) to the node that
+    /// produces the tokens (a whole-model worker, a star host, a tensor root).
+    Serve { via: Vec<usize> },
+    /// A copy to each replica in turn until one answers.
+    Hedged { replicas: Vec<usize> },
+    /// A pipeline: each stage is reached through its chain (relays, then the worker).
+    Pipeline {
+        chains: Vec<Vec<usize>>,
+        server_to_server: bool,
+    },
+}
+
+/// A client and its share of the workload.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub index: usize,
+    pub name: String,
+    pub share: f64,
+    /// A pipeline client's embeddings and LM head on its own device (none without a device).
+    pub head: Option<Stage>,
 }
 
 /// Everything the harness needs to run a scenario, computed without I/O.
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub kind: TopologyKind,
-    /// Index of the client node and of the worker node.
-    pub client: usize,
-    pub worker: usize,
-    /// Node names from the client to the worker.
-    pub route: Vec<String>,
-    /// client -> worker.
-    pub up: Hop,
-    /// worker -> client.
-    pub down: Hop,
-    /// The worker's compute.
-    pub stage: Stage,
-    /// Continuous batching limit of the worker (and of the baseline, which runs the same
-    /// serving software on its own box).
+    pub route: Route,
+    /// Node names along the path, from the (first) client.
+    pub path: Vec<String>,
+    pub clients: Vec<ClientPlan>,
+    /// The nodes the requests reach.
+    pub nodes: Vec<NodePlan>,
+    /// Who opens a QUIC connection to whom (scenario node indices), clients' first.
+    pub connections: Vec<(usize, usize)>,
+    /// Every link direction the topology uses.
+    pub hops: Vec<Hop>,
+    pub hedge_after: Option<HedgeAfter>,
+    /// Sizes of what crosses the links.
+    pub hidden_bytes: u64,
+    pub logits_slice_bytes: u64,
+    /// Compute segments of a tensor-parallel step (2·L + 1: two per layer and the LM head).
+    pub segments: u32,
+    /// Continuous batching limit of the baseline, which runs the same serving software as
+    /// the topology's first worker on its own box.
     pub max_batch: u32,
     /// The local-GPU baseline's compute, when the scenario has one.
     pub baseline: Option<Stage>,
@@ -56,6 +119,8 @@ pub struct Plan {
     pub typical: Shape,
     /// What the user should know about how this version runs the plan.
     pub notes: Vec<String>,
+    names: Vec<String>,
+    links: Vec<((usize, usize), Hop)>,
 }
 
 /// The lowest value each metric could take for one request: no queueing, no loss, no
@@ -68,128 +133,591 @@ pub struct Floor {
     pub e2e: Duration,
 }
 
-/// Bytes of one request on each direction of the route (frame payloads and headers, not
-/// counting QUIC's own overhead).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bytes {
-    pub up: u64,
-    pub down: u64,
+/// One piece of a request's critical path.
+#[derive(Clone, Debug)]
+enum Leg {
+    /// `bytes` from one node to another over their link.
+    Send { from: usize, to: usize, bytes: u64 },
+    /// A node computes.
+    Compute {
+        stage: Stage,
+        work: Work,
+        scale: f64,
+    },
+    /// Branches that run at once; the slowest decides.
+    Parallel(Vec<Vec<Leg>>),
+}
+
+/// Request frame overhead of a stream opened for a session (no prompt).
+fn session_request_len(route_len: usize) -> u64 {
+    (wire::HEADER_LEN + wire::request_payload_len(0, &vec!["node-name"; route_len])) as u64
 }
 
 pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
-    if s.topology.kind != TopologyKind::Direct {
+    if s.topology.kind == TopologyKind::Ring {
         return Err(PlanError::Unsupported(s.topology.kind));
     }
-    let (client, worker) = (s.topology.path[0], s.topology.path[1]);
-    let node = &s.nodes[worker];
-    let device = node
-        .device
-        .clone()
-        .ok_or_else(|| PlanError::NoDevice(node.name.clone()))?;
-    let hop = |from: usize, to: usize| Hop {
-        from: s.nodes[from].name.clone(),
-        to: s.nodes[to].name.clone(),
-        link: s
-            .link(from, to)
-            .map(|l| l.params.clone())
-            .unwrap_or_else(LinkParams::ideal),
-        preset: s.link(from, to).and_then(|l| l.preset),
-        changes: s
-            .link(from, to)
-            .map(|l| l.changes.clone())
-            .unwrap_or_default(),
+    let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
+    let path = &s.topology.path;
+    let device = |i: usize| {
+        s.nodes[i]
+            .device
+            .clone()
+            .ok_or_else(|| PlanError::NoDevice(s.nodes[i].name.clone()))
     };
-    let stage = Stage {
-        device,
-        model: s.model.clone(),
-        layers: node.layers.len() as u32,
-        head: true,
+    let span_stage = |i: usize, head: bool| -> Result<Stage, PlanError> {
+        Ok(Stage {
+            device: device(i)?,
+            model: s.model.clone(),
+            layers: s.nodes[i].layers.len() as u32,
+            head,
+        })
     };
+    let node = |i: usize, part: Part, stage: Option<Stage>| NodePlan {
+        index: i,
+        name: names[i].clone(),
+        part,
+        stage,
+        head: None,
+        max_batch: s.nodes[i].max_batch.max(1),
+    };
+    let rest = &path[1..];
+    let mut nodes: Vec<NodePlan> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let ways = rest.len().max(1) as u32;
+    let route = match s.topology.kind {
+        TopologyKind::Direct | TopologyKind::Relay => {
+            for &i in rest {
+                if s.nodes[i].role == Role::Relay {
+                    nodes.push(node(i, Part::Relay, None));
+                } else {
+                    nodes.push(node(i, Part::Whole, Some(span_stage(i, true)?)));
+                }
+            }
+            Route::Serve { via: rest.to_vec() }
+        }
+        TopologyKind::Hedged => {
+            for &i in rest {
+                nodes.push(node(i, Part::Whole, Some(span_stage(i, true)?)));
+            }
+            Route::Hedged {
+                replicas: rest.to_vec(),
+            }
+        }
+        TopologyKind::Star => {
+            let host = rest[0];
+            let mut h = node(host, Part::StarHost, Some(span_stage(host, false)?));
+            h.head = Some(Stage {
+                layers: 0,
+                ..span_stage(host, true)?
+            });
+            nodes.push(h);
+            for &i in &rest[1..] {
+                nodes.push(node(i, Part::Stage, Some(span_stage(i, false)?)));
+            }
+            Route::Serve { via: vec![host] }
+        }
+        TopologyKind::Tensor => {
+            for (k, &i) in rest.iter().enumerate() {
+                let part = if k == 0 {
+                    Part::TensorRoot
+                } else {
+                    Part::TensorMember
+                };
+                let stage = Stage {
+                    device: device(i)?,
+                    model: s.model.sliced(ways),
+                    layers: s.model.layers,
+                    head: true,
+                };
+                nodes.push(node(i, part, Some(stage)));
+            }
+            Route::Serve { via: vec![rest[0]] }
+        }
+        TopologyKind::Pipeline | TopologyKind::Ring => {
+            let mut chains: Vec<Vec<usize>> = Vec::new();
+            let mut chain = Vec::new();
+            for &i in rest {
+                chain.push(i);
+                if s.nodes[i].role == Role::Relay {
+                    nodes.push(node(i, Part::Relay, None));
+                } else {
+                    nodes.push(node(i, Part::Stage, Some(span_stage(i, false)?)));
+                    chains.push(std::mem::take(&mut chain));
+                }
+            }
+            Route::Pipeline {
+                chains,
+                server_to_server: s.topology.hops == Hops::ServerToServer,
+            }
+        }
+    };
+    let clients: Vec<ClientPlan> = s
+        .topology
+        .clients
+        .iter()
+        .map(|&c| ClientPlan {
+            index: c,
+            name: names[c].clone(),
+            share: s.nodes[c].share,
+            head: match (&route, &s.nodes[c].device) {
+                (Route::Pipeline { .. }, Some(d)) => Some(Stage {
+                    device: d.clone(),
+                    model: s.model.clone(),
+                    layers: 0,
+                    head: true,
+                }),
+                _ => None,
+            },
+        })
+        .collect();
+    if matches!(route, Route::Pipeline { .. }) && clients.iter().any(|c| c.head.is_none()) {
+        notes.push(
+            "a client without a `device` computes the embeddings and the LM head in no time".into(),
+        );
+    }
+    // Connections: each client to the nodes it talks to, then node to node.
+    let mut connections: Vec<(usize, usize)> = Vec::new();
+    let mut connect = |a: usize, b: usize| {
+        if !connections.contains(&(a, b)) {
+            connections.push((a, b));
+        }
+    };
+    for c in &clients {
+        match &route {
+            Route::Serve { via } => connect(c.index, via[0]),
+            Route::Hedged { replicas } => replicas.iter().for_each(|&r| connect(c.index, r)),
+            Route::Pipeline {
+                chains,
+                server_to_server: false,
+            } => chains.iter().for_each(|ch| connect(c.index, ch[0])),
+            Route::Pipeline { chains, .. } => {
+                connect(c.index, chains[0][0]);
+                connect(c.index, chains[chains.len() - 1][0]);
+            }
+        }
+    }
+    match &route {
+        Route::Serve { via } if s.topology.kind == TopologyKind::Star => {
+            rest[1..].iter().for_each(|&r| connect(via[0], r));
+        }
+        Route::Serve { via } if s.topology.kind == TopologyKind::Tensor => {
+            rest[1..].iter().for_each(|&r| connect(via[0], r));
+        }
+        Route::Serve { via } => via.windows(2).for_each(|w| connect(w[0], w[1])),
+        Route::Hedged { .. } => {}
+        Route::Pipeline {
+            chains,
+            server_to_server,
+        } => {
+            for ch in chains {
+                ch.windows(2).for_each(|w| connect(w[0], w[1]));
+            }
+            if *server_to_server {
+                for w in chains.windows(2) {
+                    connect(w[0][w[0].len() - 1], w[1][0]);
+                }
+            }
+        }
+    }
+    let mut links: Vec<((usize, usize), Hop)> = Vec::new();
+    for &(a, b) in &connections {
+        for (x, y) in [(a, b), (b, a)] {
+            if links.iter().any(|(k, _)| *k == (x, y)) {
+                continue;
+            }
+            let def = s.link(x, y);
+            links.push((
+                (x, y),
+                Hop {
+                    from: names[x].clone(),
+                    to: names[y].clone(),
+                    link: def
+                        .map(|l| l.params.clone())
+                        .unwrap_or_else(LinkParams::ideal),
+                    preset: def.and_then(|l| l.preset),
+                    changes: def.map(|l| l.changes.clone()).unwrap_or_default(),
+                    prefill_bytes: 0,
+                    token_bytes: 0,
+                },
+            ));
+        }
+    }
+    if links.iter().any(|(_, h)| !h.changes.is_empty()) {
+        notes.push("links change during the run; the floor uses each link as it starts".into());
+    }
+    if links.iter().any(|(_, h)| h.link.trace.is_some()) {
+        notes.push(
+            "a trace-driven link's floor takes its fastest stretch of delivery opportunities"
+                .into(),
+        );
+    }
     let baseline = s.baseline.as_ref().map(|b| Stage {
         device: b.device.times(b.count),
         model: s.model.clone(),
         layers: s.model.layers,
         head: true,
     });
-    let (up, down) = (hop(client, worker), hop(worker, client));
-    let mut notes: Vec<String> = Vec::new();
-    if !up.changes.is_empty() || !down.changes.is_empty() {
-        notes.push("links change during the run; the floor uses each link as it starts".into());
-    }
-    if up.link.trace.is_some() || down.link.trace.is_some() {
-        notes.push(
-            "a trace-driven link's floor takes its fastest stretch of delivery opportunities"
-                .into(),
-        );
-    }
-    Ok(Plan {
+    let max_batch = nodes
+        .iter()
+        .find(|n| n.part != Part::Relay)
+        .map(|n| n.max_batch)
+        .unwrap_or(1);
+    let hidden_bytes = s.model.hidden_state_bytes().round() as u64;
+    let mut plan = Plan {
         kind: s.topology.kind,
-        client,
-        worker,
-        route: s
-            .topology
-            .path
-            .iter()
-            .map(|&i| s.nodes[i].name.clone())
-            .collect(),
-        up,
-        down,
-        stage,
-        max_batch: node.max_batch.max(1),
+        route,
+        path: path.iter().map(|&i| names[i].clone()).collect(),
+        hops: Vec::new(),
+        connections,
+        hedge_after: (s.topology.kind == TopologyKind::Hedged).then_some(s.topology.hedge_after),
+        hidden_bytes,
+        logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
+        segments: 2 * s.model.layers + 1,
+        max_batch,
         baseline,
         typical: Shape {
             prompt: s.workload.prompt_tokens.median(),
             output: s.workload.output_tokens.median(),
         },
         notes,
-    })
+        clients: clients.clone(),
+        nodes,
+        names,
+        links,
+    };
+    // Bytes per link for the typical request.
+    let shape = plan.typical;
+    let client = plan.clients[0].index;
+    let prefill = plan.request_legs(client, shape);
+    let mut prefill_legs = prefill;
+    prefill_legs.extend(plan.step_legs(client, shape.prompt, shape.prompt, true));
+    prefill_legs.extend(plan.token_legs(client));
+    let mut token_legs = plan.step_legs(client, 1, shape.prompt + 1, false);
+    token_legs.extend(plan.token_legs(client));
+    let (mut pre, mut tok) = (HashMap::new(), HashMap::new());
+    sum_bytes(&prefill_legs, &mut pre);
+    sum_bytes(&token_legs, &mut tok);
+    for (k, h) in plan.links.iter_mut() {
+        h.prefill_bytes = pre.get(k).copied().unwrap_or(0);
+        h.token_bytes = tok.get(k).copied().unwrap_or(0);
+    }
+    plan.hops = plan.links.iter().map(|(_, h)| h.clone()).collect();
+    Ok(plan)
+}
+
+fn sum_bytes(legs: &[Leg], out: &mut HashMap<(usize, usize), u64>) {
+    for leg in legs {
+        match leg {
+            Leg::Send { from, to, bytes } => *out.entry((*from, *to)).or_default() += bytes,
+            Leg::Parallel(branches) => branches.iter().for_each(|b| sum_bytes(b, out)),
+            Leg::Compute { .. } => {}
+        }
+    }
 }
 
 impl Plan {
-    /// Bytes of one request of this shape on the way up and down.
-    pub fn bytes(&self, shape: Shape) -> Bytes {
-        let up = wire::HEADER_LEN + wire::request_payload_len(shape.prompt, &self.route);
-        let down = shape.output as usize * wire::TOKEN_FRAME_LEN
-            + wire::done_frame_len(&self.route[self.route.len() - 1]);
-        Bytes {
-            up: up as u64,
-            down: down as u64,
+    fn node(&self, index: usize) -> Option<&NodePlan> {
+        self.nodes.iter().find(|n| n.index == index)
+    }
+
+    fn link(&self, from: usize, to: usize) -> Option<&Hop> {
+        self.links
+            .iter()
+            .find(|(k, _)| *k == (from, to))
+            .map(|(_, h)| h)
+    }
+
+    /// Sends along consecutive nodes.
+    fn along(nodes: &[usize], bytes: u64) -> Vec<Leg> {
+        nodes
+            .windows(2)
+            .map(|w| Leg::Send {
+                from: w[0],
+                to: w[1],
+                bytes,
+            })
+            .collect()
+    }
+
+    fn compute(&self, index: usize, work: Work, scale: f64) -> Vec<Leg> {
+        self.node(index)
+            .and_then(|n| n.stage.clone())
+            .map(|stage| Leg::Compute { stage, work, scale })
+            .into_iter()
+            .collect()
+    }
+
+    fn activations(&self, tokens: u32) -> u64 {
+        wire::activations_frame_len((tokens as u64 * self.hidden_bytes) as usize) as u64
+    }
+
+    /// The client's request reaching the node that produces the tokens.
+    fn request_legs(&self, client: usize, shape: Shape) -> Vec<Leg> {
+        let bytes = |route_len: usize| {
+            (wire::HEADER_LEN
+                + wire::request_payload_len(shape.prompt, &vec!["node-name"; route_len]))
+                as u64
+        };
+        match &self.route {
+            Route::Serve { via } => {
+                let mut nodes = vec![client];
+                nodes.extend(via);
+                let mut legs = Vec::new();
+                for (i, w) in nodes.windows(2).enumerate() {
+                    legs.push(Leg::Send {
+                        from: w[0],
+                        to: w[1],
+                        bytes: bytes(self.path.len().saturating_sub(2 + i)),
+                    });
+                }
+                legs
+            }
+            Route::Hedged { replicas } => vec![Leg::Send {
+                from: client,
+                to: replicas[0],
+                bytes: bytes(0),
+            }],
+            Route::Pipeline {
+                chains,
+                server_to_server,
+            } => {
+                // Session requests carry no prompt; they travel ahead of the first step's
+                // hidden states and take no time of their own in the floor.
+                let mut legs = Vec::new();
+                let mut add = |nodes: &[usize], left: usize| {
+                    for (i, w) in nodes.windows(2).enumerate() {
+                        legs.push(Leg::Send {
+                            from: w[0],
+                            to: w[1],
+                            bytes: session_request_len(left.saturating_sub(i)),
+                        });
+                    }
+                };
+                if *server_to_server {
+                    let mut all = vec![client];
+                    chains.iter().for_each(|ch| all.extend(ch));
+                    let n = all.len();
+                    add(&all, n - 2);
+                    let last = &chains[chains.len() - 1];
+                    let mut ret = vec![client];
+                    ret.extend(last);
+                    add(&ret, last.len() - 1);
+                } else {
+                    for ch in chains {
+                        let mut nodes = vec![client];
+                        nodes.extend(ch);
+                        add(&nodes, ch.len() - 1);
+                    }
+                }
+                legs
+            }
         }
     }
 
-    /// The analytic floor of a request through the topology.
+    /// The producing node's first token reaching the client (Serve and hedged routes).
+    fn token_legs(&self, client: usize) -> Vec<Leg> {
+        let bytes = wire::TOKEN_FRAME_LEN as u64;
+        match &self.route {
+            Route::Serve { via } => {
+                let mut nodes: Vec<usize> = vec![client];
+                nodes.extend(via);
+                nodes.reverse();
+                Self::along(&nodes, bytes)
+            }
+            Route::Hedged { replicas } => vec![Leg::Send {
+                from: replicas[0],
+                to: client,
+                bytes,
+            }],
+            Route::Pipeline { .. } => Vec::new(),
+        }
+    }
+
+    /// One step (`tokens` new positions at context `context`) from its inputs to its token.
+    fn step_legs(&self, client: usize, tokens: u32, context: u32, prefill: bool) -> Vec<Leg> {
+        let work = if prefill {
+            Work::Prefill { tokens }
+        } else {
+            Work::Decode { context }
+        };
+        let act = self.activations(tokens);
+        match (&self.route, self.kind) {
+            (Route::Serve { via }, TopologyKind::Star) => {
+                let host = via[0];
+                let mut legs = self.compute(host, work, 1.0);
+                for n in self.nodes.iter().filter(|n| n.part == Part::Stage) {
+                    legs.push(Leg::Send {
+                        from: host,
+                        to: n.index,
+                        bytes: act,
+                    });
+                    legs.extend(self.compute(n.index, work, 1.0));
+                    legs.push(Leg::Send {
+                        from: n.index,
+                        to: host,
+                        bytes: act,
+                    });
+                }
+                if let Some(head) = self.node(host).and_then(|n| n.head.clone()) {
+                    legs.push(Leg::Compute {
+                        stage: head,
+                        work,
+                        scale: 1.0,
+                    });
+                }
+                legs
+            }
+            (Route::Serve { via }, TopologyKind::Tensor) => {
+                let root = via[0];
+                let members: Vec<usize> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.part == Part::TensorMember)
+                    .map(|n| n.index)
+                    .collect();
+                let scale = 1.0 / self.segments as f64;
+                let send_all = |from_root: bool, bytes: u64| {
+                    Leg::Parallel(
+                        members
+                            .iter()
+                            .map(|&m| {
+                                let (from, to) = if from_root { (root, m) } else { (m, root) };
+                                vec![Leg::Send { from, to, bytes }]
+                            })
+                            .collect(),
+                    )
+                };
+                let mut legs = vec![send_all(true, act)];
+                for seg in 0..self.segments {
+                    let compute: Vec<Vec<Leg>> = std::iter::once(root)
+                        .chain(members.iter().copied())
+                        .map(|i| self.compute(i, work, scale))
+                        .collect();
+                    legs.push(Leg::Parallel(compute));
+                    if seg + 1 < self.segments {
+                        legs.push(send_all(false, act));
+                        legs.push(send_all(true, act));
+                    } else {
+                        legs.push(send_all(
+                            false,
+                            wire::activations_frame_len(self.logits_slice_bytes as usize) as u64,
+                        ));
+                    }
+                }
+                legs
+            }
+            (Route::Serve { via }, _) => self.compute(via[via.len() - 1], work, 1.0),
+            (Route::Hedged { replicas }, _) => self.compute(replicas[0], work, 1.0),
+            (
+                Route::Pipeline {
+                    chains,
+                    server_to_server,
+                },
+                _,
+            ) => {
+                let head = self
+                    .clients
+                    .iter()
+                    .find(|c| c.index == client)
+                    .and_then(|c| c.head.clone());
+                let mut legs = Vec::new();
+                if *server_to_server {
+                    let mut at = client;
+                    for ch in chains {
+                        let mut nodes = vec![at];
+                        nodes.extend(ch);
+                        legs.extend(Self::along(&nodes, act));
+                        let w = ch[ch.len() - 1];
+                        legs.extend(self.compute(w, work, 1.0));
+                        at = w;
+                    }
+                    // The last stage returns the last position's hidden state.
+                    let last = &chains[chains.len() - 1];
+                    let mut back: Vec<usize> = vec![client];
+                    back.extend(last);
+                    back.reverse();
+                    legs.extend(Self::along(&back, self.activations(1)));
+                } else {
+                    for ch in chains {
+                        let mut nodes = vec![client];
+                        nodes.extend(ch);
+                        legs.extend(Self::along(&nodes, act));
+                        legs.extend(self.compute(ch[ch.len() - 1], work, 1.0));
+                        nodes.reverse();
+                        legs.extend(Self::along(&nodes, act));
+                    }
+                }
+                if let Some(stage) = head {
+                    legs.push(Leg::Compute {
+                        stage,
+                        work,
+                        scale: 1.0,
+                    });
+                }
+                legs
+            }
+        }
+    }
+
+    fn time(&self, legs: &[Leg]) -> Duration {
+        legs.iter()
+            .map(|leg| match leg {
+                Leg::Send { from, to, bytes } => self
+                    .link(*from, *to)
+                    .map(|h| h.link.serialization(*bytes as f64) + h.link.min_delay())
+                    .unwrap_or_default(),
+                Leg::Compute { stage, work, scale } => stage.pass(*work).mul_f64(*scale),
+                Leg::Parallel(branches) => branches
+                    .iter()
+                    .map(|b| self.time(b))
+                    .max()
+                    .unwrap_or_default(),
+            })
+            .sum()
+    }
+
+    /// The analytic floor of a request through the topology, from the first client.
     pub fn floor(&self, shape: Shape) -> Floor {
-        let bytes = self.bytes(shape);
-        let min_delay = |l: &LinkParams| l.min_delay();
-        let up = self.up.link.serialization(bytes.up as f64) + min_delay(&self.up.link);
-        let down =
-            self.down.link.serialization(wire::TOKEN_FRAME_LEN as f64) + min_delay(&self.down.link);
-        compute_floor(&self.stage, shape, up + down)
+        let client = self.clients[0].index;
+        let mut first = self.request_legs(client, shape);
+        if matches!(self.route, Route::Pipeline { .. }) {
+            first.clear();
+        }
+        first.extend(self.step_legs(client, shape.prompt, shape.prompt, true));
+        first.extend(self.token_legs(client));
+        let ttft = self.time(&first);
+        let steps: Vec<Duration> = (1..shape.output)
+            .map(|k| self.time(&self.step_legs(client, 1, shape.prompt + k, false)))
+            .collect();
+        floor_of(ttft, &steps)
     }
 
     /// The floor of a request on the baseline (compute only), if there is a baseline.
     pub fn baseline_floor(&self, shape: Shape) -> Option<Floor> {
-        self.baseline
-            .as_ref()
-            .map(|b| compute_floor(b, shape, Duration::ZERO))
+        self.baseline.as_ref().map(|b| {
+            let c = b.request(shape.prompt, shape.output);
+            floor_of(c.prefill, &c.decode)
+        })
+    }
+
+    /// A scenario node's name.
+    pub fn node_name(&self, index: usize) -> &str {
+        &self.names[index]
     }
 }
 
-/// Floor of a request on one stage plus a fixed network time before the first token.
-fn compute_floor(stage: &Stage, shape: Shape, network: Duration) -> Floor {
-    let c = stage.request(shape.prompt, shape.output);
-    let ttft = network + c.prefill;
-    let decode_total: Duration = c.decode.iter().sum();
-    let tpot = if c.decode.is_empty() {
+fn floor_of(ttft: Duration, steps: &[Duration]) -> Floor {
+    let decode_total: Duration = steps.iter().sum();
+    let tpot = if steps.is_empty() {
         Duration::ZERO
     } else {
-        decode_total / c.decode.len() as u32
+        decode_total / steps.len() as u32
     };
-    let itl = c.decode.iter().copied().min().unwrap_or(Duration::ZERO);
     Floor {
         ttft,
         tpot,
-        itl,
+        itl: steps.iter().copied().min().unwrap_or(Duration::ZERO),
         e2e: ttft + decode_total,
     }
 }
@@ -233,13 +761,16 @@ bandwidth = "8Mbit/s"
             prompt: 100,
             output: 10,
         };
-        let b = p.bytes(shape);
-        // Request frame: 5 + 8 + 4 + 1 + (1 + 6) + (1 + 3) + 400 = 429 bytes.
-        assert_eq!(b.up, 429);
-        assert_eq!(b.down, 10 * 13 + 5 + 1 + 3 + 16);
+        let (up, down) = (&p.hops[0], &p.hops[1]);
+        assert_eq!((up.from.as_str(), down.from.as_str()), ("client", "gpu"));
+        // Request frame: 5 + 8 + 4 + 1 (mode) + 1 (route) + 400 = 419 bytes; then the
+        // first token's frame back, and one more token frame per decode step.
+        assert_eq!(up.prefill_bytes, 419);
+        assert_eq!((down.prefill_bytes, down.token_bytes), (13, 13));
+        assert_eq!(up.token_bytes, 0);
         let f = p.floor(shape);
-        // 429 B and 13 B at 8 Mbit/s = 429 µs + 13 µs, plus 2 × 25 ms.
-        assert_eq!(f.ttft, Duration::from_micros(50_000 + 429 + 13));
+        // 419 B and 13 B at 8 Mbit/s = 419 µs + 13 µs, plus 2 × 25 ms.
+        assert_eq!(f.ttft, Duration::from_micros(50_000 + 419 + 13));
         assert_eq!(f.e2e, f.ttft);
         assert_eq!(f.tpot, Duration::ZERO);
     }
@@ -254,7 +785,7 @@ bandwidth = "8Mbit/s"
             output: 10,
         };
         let f = p.floor(shape);
-        let c = p.stage.request(100, 10);
+        let c = p.nodes[0].stage.as_ref().unwrap().request(100, 10);
         assert_eq!(f.e2e - f.ttft, c.decode.iter().sum::<Duration>());
         let bf = p.baseline_floor(shape).unwrap();
         assert!(bf.e2e < f.e2e, "the H100 with no network is faster");
@@ -265,9 +796,10 @@ bandwidth = "8Mbit/s"
     fn inline_device_table_is_a_profile() {
         let inline = r#"device = { memory = "24GB", flops = "100TFLOP/s", mem_bandwidth = "1TB/s", efficiency = { compute = 0.5, memory = 0.5 } }"#;
         let p = plan(&scenario(&NET_ONLY.replace("device = \"ideal\"", inline))).unwrap();
-        assert_eq!(p.stage.device.name, "inline");
+        let stage = p.nodes[0].stage.as_ref().unwrap();
+        assert_eq!(stage.device.name, "inline");
         // Decode reads the layers and the LM head (13.15 GB) at 0.5 TB/s effective: 26.3 ms.
-        assert!(p.stage.decode(100) >= Duration::from_micros(26_300));
+        assert!(stage.decode(100) >= Duration::from_micros(26_300));
         let bad = NET_ONLY.replace(
             "device = \"ideal\"",
             &inline.replace("compute = 0.5", "compute = 1.5"),
@@ -282,12 +814,12 @@ bandwidth = "8Mbit/s"
     }
 
     #[test]
-    fn other_kinds_are_planned_later() {
+    fn ring_is_not_planned() {
         let text =
-            NET_ONLY.to_string() + "[topology]\nkind = \"tensor\"\npath = [\"client\", \"gpu\"]\n";
+            NET_ONLY.to_string() + "[topology]\nkind = \"ring\"\npath = [\"client\", \"gpu\"]\n";
         assert!(matches!(
             plan(&scenario(&text)),
-            Err(PlanError::Unsupported(TopologyKind::Tensor))
+            Err(PlanError::Unsupported(TopologyKind::Ring))
         ));
     }
 }

@@ -230,15 +230,63 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             return o;
         }
     };
-    let _ = writeln!(o, "  route     {}", plan.route.join(" -> "));
-    for hop in [&plan.up, &plan.down] {
-        let l = &hop.link;
+    let hops = match (&plan.route, plan.kind) {
+        (
+            crate::plan::Route::Pipeline {
+                server_to_server: true,
+                ..
+            },
+            _,
+        ) => " (server-to-server)",
+        (crate::plan::Route::Pipeline { .. }, _) => " (client-relayed)",
+        _ => "",
+    };
+    let _ = writeln!(
+        o,
+        "  route     {}{hops}: {}",
+        plan.kind,
+        plan.path.join(" -> ")
+    );
+    if plan.clients.len() > 1 {
+        let total: f64 = plan.clients.iter().map(|c| c.share).sum();
+        let list: Vec<String> = plan
+            .clients
+            .iter()
+            .map(|c| format!("{} {:.0} %", c.name, 100.0 * c.share / total))
+            .collect();
         let _ = writeln!(
             o,
-            "  link      {} -> {}: {}",
+            "  clients   {} (each takes the same route)",
+            list.join(", ")
+        );
+    }
+    if let Some(h) = plan.hedge_after {
+        let when = match h {
+            crate::scenario::HedgeAfter::Delay(d) => units::format_duration(d),
+            crate::scenario::HedgeAfter::Percentile(q) => {
+                format!("the p{q} of recent times to first token (after 20 requests)")
+            }
+        };
+        let _ = writeln!(
+            o,
+            "  hedging   next copy to the next replica after {when}; the first to answer wins"
+        );
+    }
+    let shape = plan.typical;
+    let _ = writeln!(
+        o,
+        "  bytes     per link: prefill of {} tokens / each further token (frames; QUIC adds its headers)",
+        shape.prompt
+    );
+    for hop in &plan.hops {
+        let _ = writeln!(
+            o,
+            "  link      {} -> {}: {}; {} / {}",
             hop.from,
             hop.to,
-            l.describe()
+            hop.link.describe(),
+            units::format_si(hop.prefill_bytes as f64, "B"),
+            units::format_si(hop.token_bytes as f64, "B"),
         );
         for c in &hop.changes {
             let _ = writeln!(
@@ -249,35 +297,61 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             );
         }
     }
-    let shape = plan.typical;
-    let bytes = plan.bytes(shape);
-    let _ = writeln!(
-        o,
-        "  bytes     per request ({} prompt, {} output tokens): {} B up, {} B down (frames; QUIC adds its headers)",
-        shape.prompt, shape.output, bytes.up, bytes.down
-    );
-    let c = plan.stage.request(shape.prompt, shape.output);
-    let _ = writeln!(
-        o,
-        "  compute   {} on {} ({} layers): prefill {}, decode {} per token, {} per request",
-        plan.route.last().map(String::as_str).unwrap_or("?"),
-        plan.stage.device.name,
-        plan.stage.layers,
-        ms(c.prefill),
-        c.decode
-            .first()
-            .map(|d| ms(*d))
-            .unwrap_or_else(|| "-".into()),
-        ms(c.total())
-    );
-    if plan.max_batch > 1 {
-        let contexts = vec![shape.prompt.saturating_add(1); plan.max_batch as usize];
+    for n in &plan.nodes {
+        let Some(stage) = &n.stage else { continue };
+        let c = stage.request(shape.prompt, shape.output);
+        let what = match n.part {
+            crate::plan::Part::TensorRoot | crate::plan::Part::TensorMember => {
+                format!(
+                    "a 1/{} slice of all {} layers",
+                    plan.nodes.len(),
+                    stage.layers
+                )
+            }
+            _ => format!("{} layers", stage.layers),
+        };
         let _ = writeln!(
             o,
-            "  batching  up to {} requests decode together: a full batch's step takes {} ({} per token of throughput)",
-            plan.max_batch,
-            ms(plan.stage.decode_batch(&contexts)),
-            ms(plan.stage.decode_batch(&contexts) / plan.max_batch)
+            "  compute   {} on {} ({what}): prefill {}, decode {} per token",
+            n.name,
+            stage.device.name,
+            ms(c.prefill),
+            c.decode
+                .first()
+                .map(|d| ms(*d))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    for c in &plan.clients {
+        if let Some(head) = &c.head {
+            let r = head.request(shape.prompt, shape.output);
+            let _ = writeln!(
+                o,
+                "  compute   {} on {} (embeddings and LM head): prefill {}, decode {} per token",
+                c.name,
+                head.device.name,
+                ms(r.prefill),
+                r.decode
+                    .first()
+                    .map(|d| ms(*d))
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+    }
+    if let Some(n) = plan
+        .nodes
+        .iter()
+        .find(|n| n.max_batch > 1 && n.stage.is_some())
+    {
+        let stage = n.stage.as_ref().expect("checked");
+        let contexts = vec![shape.prompt.saturating_add(1); n.max_batch as usize];
+        let _ = writeln!(
+            o,
+            "  batching  {}: up to {} requests decode together: a full batch's step takes {} ({} per token of throughput)",
+            n.name,
+            n.max_batch,
+            ms(stage.decode_batch(&contexts)),
+            ms(stage.decode_batch(&contexts) / n.max_batch)
         );
     }
     let _ = writeln!(

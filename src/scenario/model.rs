@@ -52,6 +52,18 @@ impl Model {
         self.params * self.weight_bytes
     }
 
+    /// One member's share of a tensor-parallel group of `ways`: a 1/ways slice of every
+    /// layer's weights (and KV heads) and of the LM head; the hidden state stays whole.
+    pub fn sliced(&self, ways: u32) -> Model {
+        let w = ways.max(1);
+        Model {
+            params: self.params / w as f64,
+            kv_dim: self.kv_dim.div_ceil(w),
+            vocab: self.vocab.div_ceil(w),
+            ..self.clone()
+        }
+    }
+
     /// Bytes of the hidden state of one token crossing a pipeline hop.
     pub fn hidden_state_bytes(&self) -> f64 {
         self.hidden as f64 * self.activation_bytes

@@ -325,6 +325,7 @@ struct RawNode {
     device: Option<RawDevice>,
     layers: Option<LayerSpan>,
     max_batch: Option<u32>,
+    share: Option<f64>,
 }
 
 impl<'de> Deserialize<'de> for Role {
@@ -362,7 +363,7 @@ impl<'de> Deserialize<'de> for RawDevice {
     }
 }
 
-/// `"0..40"`: layers 0 to 39.
+/// `"0..40"`: layers 0 to 39. `"0..0"` (no layers) parses; see [`validate`].
 struct LayerSpan(Range<u32>);
 
 impl<'de> Deserialize<'de> for LayerSpan {
@@ -376,11 +377,13 @@ impl<'de> Deserialize<'de> for LayerSpan {
         let (a, b) = s.split_once("..").ok_or_else(bad)?;
         let a: u32 = a.trim().parse().map_err(|_| bad())?;
         let b: u32 = b.trim().parse().map_err(|_| bad())?;
-        if b <= a {
+        if b < a {
             return Err(de::Error::custom(format!(
                 "layer span \"{s}\" is empty: end must be greater than start"
             )));
         }
+        // An empty span ("0..0") is valid only for a star's host, which validation checks
+        // once the topology is known.
         Ok(LayerSpan(a..b))
     }
 }
@@ -509,6 +512,43 @@ struct RawTopology {
     kind: TopologyKind,
     path: Option<Vec<String>>,
     hops: Option<Hops>,
+    clients: Option<Vec<String>>,
+    hedge_after: Option<RawHedgeAfter>,
+}
+
+/// `"30ms"` (a delay) or `"p95"` (a percentile of recent times to first token).
+struct RawHedgeAfter(HedgeAfter);
+
+impl RawHedgeAfter {
+    const HELP: &'static str = "hedge_after is a duration like \"30ms\" or a percentile of recent times to first token like \"p95\" or \"p99.9\"";
+
+    fn parse(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if let Some(q) = t.strip_prefix('p') {
+            return match q.trim().parse::<f64>() {
+                Ok(q) if q > 0.0 && q < 100.0 => Ok(RawHedgeAfter(HedgeAfter::Percentile(q))),
+                Ok(_) => Err(format!(
+                    "invalid hedge_after \"{s}\": a percentile lies strictly between 0 and 100, like \"p95\" or \"p99.9\""
+                )),
+                Err(_) => Err(format!("invalid hedge_after \"{s}\": {}", Self::HELP)),
+            };
+        }
+        Dur::parse(t)
+            .map(|d| RawHedgeAfter(HedgeAfter::Delay(d.get())))
+            .map_err(|e| format!("{e}; {}", Self::HELP))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawHedgeAfter {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Self::parse(&s).map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "invalid hedge_after {other}: {}",
+                Self::HELP
+            ))),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for TopologyKind {
@@ -825,26 +865,18 @@ pub fn validate(
                 format!("max_batch applies to workers, not to a {}", n.role),
             );
         }
-        if let (Some(dev), Some(m), Role::Worker) = (&device, &model, n.role) {
-            // The worker holding the last layer also holds the LM head it runs.
-            let head = if layers.end == m.layers {
-                m.head_params()
-            } else {
-                0.0
-            };
-            let bytes = (m.layer_params() * (layers.end.saturating_sub(layers.start)) as f64
-                + head)
-                * m.weight_bytes;
-            if bytes > dev.memory.get() {
+        let share = n.share.unwrap_or(1.0);
+        if let Some(v) = n.share {
+            if n.role != Role::Client {
                 err(
-                    np.key("layers"),
+                    np.key("share"),
+                    format!("share applies to clients, not to a {}", n.role),
+                );
+            } else if !(v.is_finite() && v > 0.0) {
+                err(
+                    np.key("share"),
                     format!(
-                        "worker \"{}\" holds {} layers = {} of weights, more than the {} of {}; hold fewer layers or use a larger device",
-                        n.name,
-                        layers.len(),
-                        units::format_si(bytes, "B"),
-                        dev.memory,
-                        dev.name
+                        "share must be a finite number greater than zero, got {v}; it weighs this client's requests against the other clients' (default 1)"
                     ),
                 );
             }
@@ -855,7 +887,7 @@ pub fn validate(
             device,
             layers,
             max_batch,
-            share: 1.0,
+            share,
         });
     }
     if raw.nodes.is_empty() {
@@ -1035,7 +1067,15 @@ pub fn validate(
             format!("`hops` applies to pipeline topologies, not {kind}"),
         );
     }
-    let path: Vec<usize> = match path_names {
+    let hedge_after = raw.topology.as_ref().and_then(|t| t.hedge_after.as_ref());
+    if hedge_after.is_some() && kind != TopologyKind::Hedged {
+        err(
+            tp.key("hedge_after"),
+            format!("`hedge_after` applies to hedged topologies, not {kind}"),
+        );
+    }
+    let hedge_after = hedge_after.map_or_else(HedgeAfter::default, |h| h.0);
+    let path: Vec<usize> = match path_names.as_ref() {
         Some(p) => {
             let mut ix = Vec::new();
             for (i, name) in p.iter().enumerate() {
@@ -1048,16 +1088,12 @@ pub fn validate(
                 }
             }
             if p.is_empty() {
-                let shape = if kind == TopologyKind::Direct {
-                    "[client, worker]"
-                } else if kind == TopologyKind::Relay {
-                    "[client, relay, ..., worker]"
-                } else {
-                    "[client, worker, worker, ...]"
-                };
                 err(
                     tp.key("path"),
-                    format!("the path is empty: a {kind} topology's path is {shape}"),
+                    format!(
+                        "the path is empty: a {kind} topology's path is {}",
+                        path_shape(kind)
+                    ),
                 );
             }
             if ix.len() != p.len() { Vec::new() } else { ix }
@@ -1088,9 +1124,67 @@ pub fn validate(
             Vec::new()
         }
     };
+
+    // The clients that send requests: each takes the route from path[0] with itself in
+    // place of path[0]. `others` are those besides path[0], with their place in `clients`.
+    let cp = tp.key("clients");
+    let mut others: Vec<(usize, usize)> = Vec::new();
+    let clients: Vec<usize> = match raw.topology.as_ref().and_then(|t| t.clients.as_ref()) {
+        None => path.first().map(|&c| vec![c]).unwrap_or_default(),
+        Some(given) => {
+            let mut ix: Vec<usize> = Vec::new();
+            for (j, name) in given.iter().enumerate() {
+                let Some(c) = index_of(name) else {
+                    err(
+                        cp.index(j),
+                        format!("unknown node \"{name}\"; nodes are: {}", names()),
+                    );
+                    continue;
+                };
+                if nodes[c].role != Role::Client {
+                    err(
+                        cp.index(j),
+                        format!(
+                            "`clients` lists the client nodes that send requests; \"{name}\" is a {}",
+                            nodes[c].role
+                        ),
+                    );
+                } else if ix.contains(&c) {
+                    err(
+                        cp.index(j),
+                        format!("client \"{name}\" appears twice in `clients`"),
+                    );
+                } else {
+                    ix.push(c);
+                    if path.first() != Some(&c) {
+                        others.push((c, j));
+                    }
+                }
+            }
+            if given.is_empty() {
+                err(
+                    cp.clone(),
+                    "`clients` is empty: list the client nodes that send requests, the path's first node among them (or leave `clients` out for that node alone)".into(),
+                );
+            } else if let Some(&first) = path.first()
+                && nodes[first].role == Role::Client
+                && !given.iter().any(|g| *g == nodes[first].name)
+            {
+                err(
+                    cp.clone(),
+                    format!(
+                        "the path starts at client \"{0}\", which `clients` does not list; every client takes the path's route from \"{0}\", so add \"{0}\" to `clients`",
+                        nodes[first].name
+                    ),
+                );
+            }
+            ix
+        }
+    };
+
     if !path.is_empty() && sound {
         // Point at the path when the file has one, else at the node the implied route reaches.
-        let explicit = raw.topology.as_ref().is_some_and(|t| t.path.is_some());
+        let explicit = path_names.is_some();
         let at = |i: usize| {
             if explicit {
                 tp.key("path").index(i)
@@ -1098,16 +1192,96 @@ pub fn validate(
                 root.key("node").index(path[i])
             }
         };
-        check_path(
-            kind,
-            &path,
-            &nodes,
-            &links,
-            model.as_ref(),
-            &tp,
-            &at,
-            &mut err,
-        );
+        if let Some(needs) = check_path(kind, hops, &path, &nodes, model.as_ref(), &tp, &mut err) {
+            for &(a, b, i) in &needs {
+                if let Some(msg) = missing_link(&nodes, &links, a, b) {
+                    err(at(i), msg);
+                }
+            }
+            // Another client needs the links path[0] needs; the others are shared.
+            for &(c, j) in &others {
+                let swap = |x: usize| if x == path[0] { c } else { x };
+                for &(a, b, _) in needs.iter().filter(|n| n.0 == path[0] || n.1 == path[0]) {
+                    if let Some(msg) = missing_link(&nodes, &links, swap(a), swap(b)) {
+                        err(
+                            cp.index(j),
+                            format!(
+                                "client \"{}\" takes the route of \"{}\": {msg}",
+                                nodes[c].name, nodes[path[0]].name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // Layer spans and weights, now that the topology says who holds what. A star's host
+    // may hold no layers; a tensor-parallel worker holds 1/N of every layer.
+    let star_host = match kind {
+        TopologyKind::Star => path_names
+            .as_ref()
+            .and_then(|p| p.get(1))
+            .and_then(|n| index_of(n)),
+        _ => None,
+    };
+    let tensor_ways = |i: usize| -> usize {
+        if kind == TopologyKind::Tensor && path.len() > 2 && path[1..].contains(&i) {
+            path.len() - 1
+        } else {
+            1
+        }
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        if n.role != Role::Worker {
+            continue;
+        }
+        let np = root.key("node").index(i);
+        if raw.nodes[i].layers.is_some() && n.layers.is_empty() && star_host != Some(i) {
+            err(
+                np.key("layers"),
+                format!(
+                    "layer span {0}..{0} is empty: end must be greater than start (only the host of a star topology may hold no layers, with \"0..0\")",
+                    n.layers.start
+                ),
+            );
+        }
+        let (Some(dev), Some(m)) = (&n.device, &model) else {
+            continue;
+        };
+        // The worker that runs the LM head holds it: a star's host, else the last stage.
+        let head = match star_host {
+            Some(h) => h == i,
+            None => n.layers.end == m.layers,
+        };
+        let ways = tensor_ways(i);
+        let bytes = (m.layer_params() * n.layers.len() as f64
+            + if head { m.head_params() } else { 0.0 })
+            * m.weight_bytes
+            / ways as f64;
+        if bytes > dev.memory.get() {
+            let (held, remedy) = if ways > 1 {
+                (
+                    format!("1/{ways} of {} layers", n.layers.len()),
+                    "add workers to the tensor topology or use a larger device",
+                )
+            } else {
+                (
+                    format!("{} layers", n.layers.len()),
+                    "hold fewer layers or use a larger device",
+                )
+            };
+            err(
+                np.key("layers"),
+                format!(
+                    "worker \"{}\" holds {held} = {} of weights, more than the {} of {}; {remedy}",
+                    n.name,
+                    units::format_si(bytes, "B"),
+                    dev.memory,
+                    dev.name
+                ),
+            );
+        }
     }
 
     // Baseline.
@@ -1301,10 +1475,10 @@ pub fn validate(
         links,
         topology: Topology {
             kind,
-            clients: path.first().map(|&c| vec![c]).unwrap_or_default(),
+            clients,
             path,
             hops: hops.unwrap_or(Hops::ClientRelayed),
-            hedge_after: HedgeAfter::default(),
+            hedge_after,
         },
         baseline,
         slo,

@@ -1,0 +1,482 @@
+//! A client node: sends one request along the plan's route and times its tokens on its
+//! own clock. For a pipeline it is the Petals client: it holds the embeddings and the LM
+//! head, computes them on its own device, and drives every step through the stages.
+
+use super::node::{open_stream, read_activations};
+use super::worker::{Executor, SessionGuard};
+use crate::clock::Clock;
+use crate::compute::{Pass, Stage};
+use crate::net::framed::{FrameIoError, read_frame, write_activations};
+use crate::net::wire::{Done, Frame, Mode, Request};
+use crate::plan::Route;
+use crate::plan::schedule::Shape;
+use crate::scenario::HedgeAfter;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What one request saw, on the client's clock.
+#[derive(Debug, Default)]
+pub struct Timeline {
+    /// Arrival of each output token.
+    pub tokens: Vec<Instant>,
+    /// Each node's account of its queue and compute time for the request, on its own clock.
+    pub nodes: Vec<Done>,
+    /// Queue and compute on the request's critical path (the nodes it waited on in turn).
+    pub queue: Duration,
+    pub compute: Duration,
+    /// Copies of the request sent beyond the first (hedging).
+    pub extra_copies: u32,
+    /// Whether a copy other than the first answered first.
+    pub hedge_won: bool,
+}
+
+/// Recent times to first token, for hedging after a percentile of them.
+#[derive(Debug, Default)]
+pub struct Recent {
+    window: VecDeque<Duration>,
+}
+
+impl Recent {
+    /// How many recent requests a percentile looks at.
+    const WINDOW: usize = 100;
+    /// Fewer than this and no percentile is trusted: no hedging yet.
+    const MIN: usize = 20;
+
+    fn push(&mut self, d: Duration) {
+        if self.window.len() == Self::WINDOW {
+            self.window.pop_front();
+        }
+        self.window.push_back(d);
+    }
+
+    fn percentile(&self, q: f64) -> Option<Duration> {
+        if self.window.len() < Self::MIN {
+            return None;
+        }
+        let mut v: Vec<Duration> = self.window.iter().copied().collect();
+        v.sort();
+        let i = ((q / 100.0) * v.len() as f64).ceil() as usize;
+        Some(v[i.clamp(1, v.len()) - 1])
+    }
+}
+
+/// A client node of a built topology.
+pub struct Client {
+    pub name: String,
+    pub route: Route,
+    pub kind: crate::scenario::TopologyKind,
+    /// Connections this client opened, by scenario node index.
+    pub conns: HashMap<usize, quinn::Connection>,
+    /// Scenario node names by index.
+    pub names: Arc<Vec<String>>,
+    /// The embeddings and LM head of a pipeline client, on its own device.
+    pub head: Option<(Executor, Arc<Stage>)>,
+    pub hedge_after: Option<HedgeAfter>,
+    pub recent: Mutex<Recent>,
+    pub hidden_bytes: usize,
+    pub max_frame: u32,
+}
+
+type Io = (quinn::SendStream, quinn::RecvStream);
+
+impl Client {
+    fn names(&self, nodes: &[usize]) -> Vec<String> {
+        nodes.iter().map(|&i| self.names[i].clone()).collect()
+    }
+
+    async fn open(&self, nodes: &[usize], request: &Request) -> Result<Io, String> {
+        let conn = self.conns.get(&nodes[0]).ok_or_else(|| {
+            format!(
+                "{} has no connection to {}",
+                self.name, self.names[nodes[0]]
+            )
+        })?;
+        open_stream(conn, &self.names(&nodes[..1]), request).await
+    }
+
+    fn request(&self, id: u64, shape: Shape, mode: Mode, route: Vec<String>) -> Request {
+        Request {
+            id,
+            output_tokens: shape.output,
+            mode,
+            route,
+            prompt: if mode == Mode::Serve {
+                (0..shape.prompt)
+                    .map(|i| i.wrapping_mul(7919) % 32_000)
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Sends one request and waits for its last token.
+    pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
+        match &self.route {
+            Route::Serve { via } => {
+                let request = self.request(id, shape, Mode::Serve, self.names(&via[1..]));
+                let (mut send, mut recv) = self.open(via, &request).await?;
+                send.finish()
+                    .map_err(|e| format!("finishing the request stream: {e}"))?;
+                let mut t = Timeline::default();
+                read_tokens(&mut recv, shape, clock, self.max_frame, &mut t).await?;
+                // The producing node waited on the others in turn, except a tensor group's
+                // members, which compute while the root does.
+                let producer = &self.names[via[via.len() - 1]];
+                for d in &t.nodes {
+                    if self.kind != crate::scenario::TopologyKind::Tensor || &d.node == producer {
+                        t.queue += Duration::from_nanos(d.queue_ns);
+                        t.compute += Duration::from_nanos(d.compute_ns);
+                    }
+                }
+                Ok(t)
+            }
+            Route::Hedged { replicas } => self.hedged(replicas, id, shape, clock).await,
+            Route::Pipeline {
+                chains,
+                server_to_server,
+            } => {
+                self.pipeline(chains, *server_to_server, id, shape, clock)
+                    .await
+            }
+        }
+    }
+
+    /// The Petals client: each step's hidden states go through every stage (through the
+    /// client after each one, or from stage to stage), then the client's LM head.
+    async fn pipeline(
+        &self,
+        chains: &[Vec<usize>],
+        server_to_server: bool,
+        id: u64,
+        shape: Shape,
+        clock: &Clock,
+    ) -> Result<Timeline, String> {
+        let mut streams: Vec<Io> = Vec::new();
+        let mut ret: Option<quinn::RecvStream> = None;
+        if server_to_server {
+            let all: Vec<usize> = chains.iter().flatten().copied().collect();
+            let request = self.request(id, shape, Mode::Chain, self.names(&all[1..]));
+            streams.push(self.open(&all, &request).await?);
+            let last = &chains[chains.len() - 1];
+            let request = self.request(id, shape, Mode::Return, self.names(&last[1..]));
+            let (mut send, recv) = self.open(last, &request).await?;
+            send.finish()
+                .map_err(|e| format!("finishing the return stream: {e}"))?;
+            ret = Some(recv);
+        } else {
+            for ch in chains {
+                let request = self.request(id, shape, Mode::Stage, self.names(&ch[1..]));
+                streams.push(self.open(ch, &request).await?);
+            }
+        }
+        let _guard = self.head.as_ref().map(|(executor, _)| SessionGuard {
+            executor,
+            session: id,
+        });
+        let mut t = Timeline::default();
+        let (mut head_queue, mut head_compute) = (Duration::ZERO, Duration::ZERO);
+        let err = |e: FrameIoError| e.to_string();
+        for k in 0..shape.output.max(1) {
+            let (tokens, pass) = if k == 0 {
+                (
+                    shape.prompt,
+                    Pass::Prefill {
+                        tokens: shape.prompt,
+                    },
+                )
+            } else {
+                (
+                    1,
+                    Pass::Decode {
+                        context: shape.prompt + k,
+                    },
+                )
+            };
+            let bytes = tokens as usize * self.hidden_bytes;
+            if server_to_server {
+                write_activations(&mut streams[0].0, id, tokens, bytes)
+                    .await
+                    .map_err(err)?;
+                let recv = ret.as_mut().expect("server-to-server has a return stream");
+                read_activations(recv, self.max_frame).await.map_err(err)?;
+            } else {
+                for (send, recv) in streams.iter_mut() {
+                    write_activations(send, id, tokens, bytes)
+                        .await
+                        .map_err(err)?;
+                    read_activations(recv, self.max_frame).await.map_err(err)?;
+                }
+            }
+            if let Some((executor, stage)) = &self.head {
+                let last = k + 1 == shape.output.max(1);
+                let d = executor
+                    .step(clock, id, stage, pass, 1.0, last)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                head_queue += d.queue;
+                head_compute += d.compute;
+            }
+            t.tokens.push(clock.now());
+        }
+        // The stages' accounts follow their last results.
+        if server_to_server {
+            let _ = streams[0].0.finish();
+            let recv = ret.as_mut().expect("server-to-server has a return stream");
+            collect_dones(recv, self.max_frame, &mut t.nodes).await?;
+        } else {
+            for (send, recv) in streams.iter_mut() {
+                let _ = send.finish();
+                collect_dones(recv, self.max_frame, &mut t.nodes).await?;
+            }
+        }
+        for d in &t.nodes {
+            t.queue += Duration::from_nanos(d.queue_ns);
+            t.compute += Duration::from_nanos(d.compute_ns);
+        }
+        if self.head.is_some() {
+            t.nodes.push(Done {
+                node: self.name.clone(),
+                queue_ns: head_queue.as_nanos() as u64,
+                compute_ns: head_compute.as_nanos() as u64,
+            });
+            t.queue += head_queue;
+            t.compute += head_compute;
+        }
+        Ok(t)
+    }
+
+    /// Hedged replicas: the first copy goes to one replica (in turn by request id); while no
+    /// first token has come, a further copy goes to the next replica after the hedge delay.
+    /// The first replica to answer wins; the others' streams are reset, which cancels their
+    /// work.
+    async fn hedged(
+        &self,
+        replicas: &[usize],
+        id: u64,
+        shape: Shape,
+        clock: &Clock,
+    ) -> Result<Timeline, String> {
+        let k = replicas.len();
+        let order: Vec<usize> = (0..k).map(|i| replicas[(id as usize + i) % k]).collect();
+        let delay = match self.hedge_after {
+            Some(HedgeAfter::Delay(d)) => Some(d),
+            Some(HedgeAfter::Percentile(q)) => self
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .percentile(q),
+            None => None,
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<Frame, String>)>();
+        let mut cancels: Vec<CancellationToken> = Vec::new();
+        let start = clock.now();
+        let launch = |i: usize, cancels: &mut Vec<CancellationToken>| {
+            let cancel = CancellationToken::new();
+            cancels.push(cancel.clone());
+            let request = self.request(id, shape, Mode::Serve, Vec::new());
+            let conn = self.conns.get(&order[i]).cloned();
+            let (tx, max_frame, name) = (tx.clone(), self.max_frame, self.names[order[i]].clone());
+            tokio::spawn(async move {
+                let Some(conn) = conn else {
+                    let _ = tx.send((i, Err(format!("no connection to {name}"))));
+                    return;
+                };
+                let (mut send, mut recv) =
+                    match open_stream(&conn, std::slice::from_ref(&name), &request).await {
+                        Ok(io) => io,
+                        Err(e) => {
+                            let _ = tx.send((i, Err(e)));
+                            return;
+                        }
+                    };
+                let _ = send.finish();
+                loop {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => {
+                            let _ = recv.stop(0u32.into());
+                            return;
+                        }
+                        f = read_frame(&mut recv, max_frame) => match f {
+                            Ok(Some(frame)) => {
+                                if tx.send((i, Ok(frame))).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {
+                                let _ = tx.send((i, Err(String::new())));
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx.send((i, Err(e.to_string())));
+                                return;
+                            }
+                        },
+                    }
+                }
+            })
+        };
+        launch(0, &mut cancels);
+        let mut next_at = delay.map(|d| start + d);
+        let mut winner: Option<usize> = None;
+        let mut failed = vec![false; k];
+        let mut t = Timeline::default();
+        let cancel_all = |cancels: &[CancellationToken]| cancels.iter().for_each(|c| c.cancel());
+        loop {
+            let hedge = winner.is_none() && cancels.len() < k && next_at.is_some();
+            let event = tokio::select! {
+                biased;
+                e = rx.recv() => e,
+                _ = clock.sleep_until(next_at.unwrap_or(start)), if hedge => {
+                    launch(cancels.len(), &mut cancels);
+                    next_at = delay.map(|d| clock.now() + d);
+                    continue;
+                }
+            };
+            let Some((i, frame)) = event else {
+                cancel_all(&cancels);
+                return Err("every replica stopped".into());
+            };
+            if winner.is_some_and(|w| w != i) {
+                continue;
+            }
+            match frame {
+                Ok(Frame::Token { index, .. }) => {
+                    if winner.is_none() {
+                        winner = Some(i);
+                        for (j, c) in cancels.iter().enumerate() {
+                            if j != i {
+                                c.cancel();
+                            }
+                        }
+                        self.recent
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(clock.now().saturating_duration_since(start));
+                    }
+                    if index as usize != t.tokens.len() {
+                        cancel_all(&cancels);
+                        return Err(format!(
+                            "token {index} arrived when {} was expected",
+                            t.tokens.len()
+                        ));
+                    }
+                    t.tokens.push(clock.now());
+                }
+                Ok(Frame::Done(d)) => {
+                    t.queue += Duration::from_nanos(d.queue_ns);
+                    t.compute += Duration::from_nanos(d.compute_ns);
+                    t.nodes.push(d);
+                }
+                Ok(Frame::Error { code, message }) => {
+                    cancel_all(&cancels);
+                    return Err(format!("worker error {code}: {message}"));
+                }
+                Ok(other) => {
+                    cancel_all(&cancels);
+                    return Err(format!("unexpected {:?} frame", other.kind()));
+                }
+                Err(e) if winner == Some(i) => {
+                    cancel_all(&cancels);
+                    if !e.is_empty() {
+                        return Err(e);
+                    }
+                    if t.tokens.len() != shape.output.max(1) as usize {
+                        return Err(format!(
+                            "the replica finished after {} of {} tokens",
+                            t.tokens.len(),
+                            shape.output
+                        ));
+                    }
+                    t.extra_copies = cancels.len() as u32 - 1;
+                    t.hedge_won = i != 0;
+                    return Ok(t);
+                }
+                Err(e) => {
+                    failed[i] = true;
+                    if cancels.len() < k {
+                        launch(cancels.len(), &mut cancels);
+                    } else if failed.iter().take(cancels.len()).all(|&f| f) {
+                        return Err(if e.is_empty() {
+                            "every replica closed its stream without an answer".into()
+                        } else {
+                            e
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads token frames and then the nodes' `Done` frames until the stream ends.
+async fn read_tokens(
+    recv: &mut quinn::RecvStream,
+    shape: Shape,
+    clock: &Clock,
+    max_frame: u32,
+    t: &mut Timeline,
+) -> Result<(), String> {
+    loop {
+        match read_frame(recv, max_frame)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(Frame::Token { index, .. }) => {
+                if index as usize != t.tokens.len() {
+                    return Err(format!(
+                        "token {index} arrived when {} was expected",
+                        t.tokens.len()
+                    ));
+                }
+                t.tokens.push(clock.now());
+            }
+            Some(Frame::Done(d)) => t.nodes.push(d),
+            Some(Frame::Error { code, message }) => {
+                return Err(format!("worker error {code}: {message}"));
+            }
+            Some(other) => {
+                return Err(format!(
+                    "unexpected {:?} frame from the worker",
+                    other.kind()
+                ));
+            }
+            None => break,
+        }
+    }
+    if t.tokens.len() != shape.output.max(1) as usize {
+        return Err(format!(
+            "the worker finished after {} of {} tokens",
+            t.tokens.len(),
+            shape.output
+        ));
+    }
+    if t.nodes.is_empty() {
+        return Err("the worker closed the stream before the request was done".into());
+    }
+    Ok(())
+}
+
+async fn collect_dones(
+    recv: &mut quinn::RecvStream,
+    max_frame: u32,
+    out: &mut Vec<Done>,
+) -> Result<(), String> {
+    loop {
+        match read_frame(recv, max_frame)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Some(Frame::Done(d)) => out.push(d),
+            Some(Frame::Error { code, message }) => {
+                return Err(format!("stage error {code}: {message}"));
+            }
+            Some(_) => {}
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,708 @@
+//! A node of the topology other than a client: one QUIC endpoint that serves every request
+//! stream reaching it, by the request's mode (DESIGN §7) and the node's part in the topology.
+//! Every node measures its own queue and compute time for a request on its own clock and
+//! sends them back in-band (`Done` frames), so the breakdown never compares two hosts' clocks.
+
+use super::worker::{Event, Executor, Job, SessionGuard, StepDone};
+use crate::clock::Clock;
+use crate::compute::Pass as Work;
+use crate::compute::Stage;
+use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
+use crate::net::wire::{Done, Frame, Mode, Request};
+use futures_util::future::try_join_all;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// What a node does in the topology.
+#[derive(Clone, Debug)]
+pub enum Part {
+    /// Forwards streams to the next node of the request's route (a gateway, a broker).
+    Relay,
+    /// Holds the whole model and serves whole requests (direct, the end of a relay chain,
+    /// a hedged replica).
+    Whole,
+    /// Holds a span of layers: a pipeline stage, or a remote stage of a star.
+    Stage,
+    /// A star's host (llama.cpp RPC): computes its own span, relays the hidden states
+    /// through each remote stage in turn, then runs the LM head itself.
+    StarHost { head: Arc<Stage> },
+    /// The root of a tensor-parallel group: computes its slice, gathers every all-reduce's
+    /// partial sums from the members and broadcasts the result.
+    TensorRoot,
+    /// A member of a tensor-parallel group.
+    TensorMember,
+}
+
+/// Sizes of what crosses the links, from the model.
+#[derive(Clone, Copy, Debug)]
+pub struct Payloads {
+    /// Hidden state of one token: hidden × activation_bytes.
+    pub hidden: usize,
+    /// One tensor member's slice of the logits of one position: vocab / ways × 4 bytes (fp32).
+    pub logits_slice: usize,
+    /// Compute segments of one tensor-parallel step: two per layer and the LM head.
+    pub segments: u32,
+}
+
+/// Counters of a node's server.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub streams: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+enum Rendezvous {
+    Waiting(oneshot::Sender<quinn::SendStream>),
+    Ready(quinn::SendStream),
+}
+
+/// A running node.
+pub struct Node {
+    pub name: String,
+    pub part: Part,
+    /// The layers it computes (its span; a tensor member's slice of every layer).
+    pub stage: Option<Arc<Stage>>,
+    pub executor: Option<Executor>,
+    pub clock: Clock,
+    pub max_frame: u32,
+    pub payloads: Payloads,
+    /// Connections this node opened to the nodes after it, by name.
+    pub peers: Mutex<HashMap<String, quinn::Connection>>,
+    returns: Mutex<HashMap<u64, Rendezvous>>,
+    pub stats: Arc<ServerStats>,
+}
+
+type Io = (quinn::SendStream, quinn::RecvStream);
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: String,
+        part: Part,
+        stage: Option<Arc<Stage>>,
+        executor: Option<Executor>,
+        clock: Clock,
+        max_frame: u32,
+        payloads: Payloads,
+    ) -> Arc<Self> {
+        Arc::new(Node {
+            name,
+            part,
+            stage,
+            executor,
+            clock,
+            max_frame,
+            payloads,
+            peers: Mutex::new(HashMap::new()),
+            returns: Mutex::new(HashMap::new()),
+            stats: Arc::new(ServerStats::default()),
+        })
+    }
+
+    fn peer(&self, name: &str) -> Result<quinn::Connection, String> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("{} has no connection to {name}", self.name))
+    }
+
+    /// Opens a stream to the first node of `route` and sends it the request for the rest.
+    async fn open(&self, route: &[String], request: &Request) -> Result<Io, String> {
+        open_stream(&self.peer(&route[0])?, route, request).await
+    }
+
+    fn executor(&self) -> Result<(&Executor, &Arc<Stage>), String> {
+        match (&self.executor, &self.stage) {
+            (Some(e), Some(s)) => Ok((e, s)),
+            _ => Err(format!("{} computes nothing", self.name)),
+        }
+    }
+
+    /// Serves the streams arriving on `endpoint` until cancelled.
+    pub fn serve(self: &Arc<Self>, endpoint: quinn::Endpoint, cancel: CancellationToken) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let incoming = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    i = endpoint.accept() => match i { Some(i) => i, None => break },
+                };
+                let (node, cancel) = (node.clone(), cancel.clone());
+                tokio::spawn(async move {
+                    let Ok(conn) = incoming.await else { return };
+                    loop {
+                        let (send, recv) = tokio::select! {
+                            biased;
+                            _ = cancel.cancelled() => return,
+                            s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
+                        };
+                        node.stats.streams.fetch_add(1, Ordering::Relaxed);
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = node.handle(send, recv).await
+                                && matches!(e, Failure::Frame(FrameIoError::Wire(_)))
+                            {
+                                node.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                            }
+                        });
+                    }
+                });
+            }
+        });
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(), Failure> {
+        let mut buf = Vec::new();
+        let request = match read_frame(&mut recv, self.max_frame).await {
+            Ok(Some(Frame::Request(r))) => r,
+            Ok(other) => {
+                let message = match other {
+                    None => "the stream ended before a request".to_string(),
+                    Some(f) => format!("expected a Request frame, got {:?}", f.kind()),
+                };
+                let _ = write_frame(&mut send, &Frame::Error { code: 1, message }, &mut buf).await;
+                let _ = send.finish();
+                return Err(Failure::Frame(FrameIoError::Truncated));
+            }
+            Err(e) => {
+                let code = match &e {
+                    FrameIoError::Wire(w) => w.code(),
+                    _ => 0x12,
+                };
+                let _ = send.reset(code.into());
+                let _ = recv.stop(code.into());
+                return Err(Failure::Frame(e));
+            }
+        };
+        match (&self.part, request.mode) {
+            (Part::Relay, _) => return self.relay(send, recv, request).await,
+            (_, Mode::Return) => {
+                self.put_return(request.id, send);
+                // The client finished its side after the request.
+                while let Ok(Some(_)) = read_frame(&mut recv, self.max_frame).await {}
+                return Ok(());
+            }
+            _ => {}
+        }
+        let result = match (&self.part, request.mode) {
+            (Part::Whole, Mode::Serve) => self.whole(&mut send, &request).await,
+            (Part::StarHost { head }, Mode::Serve) => {
+                let head = head.clone();
+                self.star(&mut send, &request, &head).await
+            }
+            (Part::TensorRoot, Mode::Serve) => self.tensor_root(&mut send, &request).await,
+            (Part::Stage, Mode::Stage | Mode::Chain) => {
+                self.stage(&mut send, &mut recv, &request).await
+            }
+            (Part::TensorMember, Mode::Tensor) => {
+                self.tensor_member(&mut send, &mut recv, &request).await
+            }
+            (part, mode) => Err(Failure::Refused(format!(
+                "{} ({part:?}) cannot take a {mode:?} request",
+                self.name
+            ))),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Failure::Refused(message) | Failure::Peer(message) = &e {
+                    let frame = Frame::Error {
+                        code: 2,
+                        message: message.clone(),
+                    };
+                    let _ = write_frame(&mut send, &frame, &mut buf).await;
+                    let _ = send.finish();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn put_return(&self, id: u64, send: quinn::SendStream) {
+        let mut map = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+        match map.remove(&id) {
+            Some(Rendezvous::Waiting(tx)) => {
+                let _ = tx.send(send);
+            }
+            _ => {
+                map.insert(id, Rendezvous::Ready(send));
+            }
+        }
+    }
+
+    async fn take_return(&self, id: u64) -> Result<quinn::SendStream, String> {
+        let rx = {
+            let mut map = self.returns.lock().unwrap_or_else(|e| e.into_inner());
+            match map.remove(&id) {
+                Some(Rendezvous::Ready(s)) => return Ok(s),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    map.insert(id, Rendezvous::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        rx.await
+            .map_err(|_| "the client's return stream never came".to_string())
+    }
+
+    /// Forwards the stream to the next node of the route, byte for byte, both ways.
+    async fn relay(
+        &self,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        request: Request,
+    ) -> Result<(), Failure> {
+        if request.route.is_empty() {
+            return Err(Failure::Refused(format!(
+                "relay {} got a request with nowhere to go",
+                self.name
+            )));
+        }
+        let forward = Request {
+            route: request.route[1..].to_vec(),
+            ..request.clone()
+        };
+        let (mut s2, mut r2) = self
+            .open(&request.route, &forward)
+            .await
+            .map_err(Failure::Peer)?;
+        let up = async {
+            let r = tokio::io::copy(&mut recv, &mut s2).await;
+            let _ = s2.finish();
+            r
+        };
+        let down = async {
+            let r = tokio::io::copy(&mut r2, &mut send).await;
+            let _ = send.finish();
+            r
+        };
+        let (a, b) = tokio::join!(up, down);
+        a.and(b)
+            .map(|_| ())
+            .map_err(|e| Failure::Peer(e.to_string()))
+    }
+
+    /// Serves a whole request: prefill and decode on this node, tokens streamed back.
+    async fn whole(&self, send: &mut quinn::SendStream, request: &Request) -> Result<(), Failure> {
+        let (executor, _) = self.executor().map_err(Failure::Refused)?;
+        let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        executor
+            .submit(Job {
+                prompt: request.prompt.len() as u32,
+                output: request.output_tokens.max(1),
+                arrived: self.clock.now(),
+                events,
+            })
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        let mut buf = Vec::new();
+        while let Some(event) = rx.recv().await {
+            let frame = match event {
+                Event::Token { index } => token_frame(index),
+                Event::Done { queue, compute } => Frame::Done(done(&self.name, queue, compute)),
+            };
+            write_frame(send, &frame, &mut buf).await?;
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// A pipeline stage: for each step, read the hidden states, compute this span, pass them
+    /// on (client-relayed: back on this stream; server-to-server: down the route, the last
+    /// stage to the client's return stream).
+    async fn stage(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        request: &Request,
+    ) -> Result<(), Failure> {
+        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let chain = request.mode == Mode::Chain;
+        let mut next: Option<Io> = None;
+        let mut ret: Option<quinn::SendStream> = None;
+        if chain && !request.route.is_empty() {
+            let forward = Request {
+                route: request.route[1..].to_vec(),
+                ..request.clone()
+            };
+            next = Some(
+                self.open(&request.route, &forward)
+                    .await
+                    .map_err(Failure::Peer)?,
+            );
+        } else if chain {
+            ret = Some(self.take_return(request.id).await.map_err(Failure::Peer)?);
+        }
+        let _guard = SessionGuard {
+            executor,
+            session: request.id,
+        };
+        let mut acc = StepDone::default();
+        let mut context = 0u32;
+        let output = request.output_tokens.max(1);
+        let mut buf = Vec::new();
+        for k in 0..output {
+            let tokens = read_activations(recv, self.max_frame).await?;
+            let work = if k == 0 {
+                Work::Prefill { tokens }
+            } else {
+                Work::Decode {
+                    context: context + tokens,
+                }
+            };
+            context += tokens;
+            let d = executor
+                .step(&self.clock, request.id, stage, work, 1.0, k + 1 == output)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            acc.queue += d.queue;
+            acc.compute += d.compute;
+            // The client needs only the last position's hidden state for the LM head; a
+            // client-relayed stage returns them all, as Petals 1.x does.
+            let (out, n) = match (&mut next, &mut ret) {
+                (Some((s, _)), _) => (s, tokens),
+                (None, Some(s)) => (s, 1),
+                (None, None) => (&mut *send, tokens),
+            };
+            write_activations(out, request.id, n, n as usize * self.payloads.hidden).await?;
+        }
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        match (next, ret) {
+            (None, None) => {
+                write_frame(send, &own, &mut buf).await?;
+            }
+            (next, ret) => {
+                // Pass the earlier stages' accounts on with this one's.
+                let mut out = match (next, ret) {
+                    (Some((s, _)), _) => s,
+                    (None, Some(s)) => s,
+                    (None, None) => unreachable!("matched above"),
+                };
+                while let Some(frame) = read_frame(recv, self.max_frame).await? {
+                    if let Frame::Done(_) = frame {
+                        write_frame(&mut out, &frame, &mut buf).await?;
+                    }
+                }
+                write_frame(&mut out, &own, &mut buf).await?;
+                let _ = out.finish();
+            }
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// A star's host: its own layers, each remote stage's in turn (the activations go out
+    /// and back through this host), then the LM head; tokens to the client.
+    async fn star(
+        &self,
+        send: &mut quinn::SendStream,
+        request: &Request,
+        head: &Arc<Stage>,
+    ) -> Result<(), Failure> {
+        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let stage_request = Request {
+            mode: Mode::Stage,
+            route: Vec::new(),
+            prompt: Vec::new(),
+            ..request.clone()
+        };
+        let mut remotes: Vec<Io> = Vec::new();
+        for name in &request.route {
+            remotes.push(
+                self.open(std::slice::from_ref(name), &stage_request)
+                    .await
+                    .map_err(Failure::Peer)?,
+            );
+        }
+        let _guard = SessionGuard {
+            executor,
+            session: request.id,
+        };
+        let mut acc = StepDone::default();
+        let output = request.output_tokens.max(1);
+        let prompt = request.prompt.len() as u32;
+        let mut buf = Vec::new();
+        for k in 0..output {
+            let (tokens, context) = if k == 0 {
+                (prompt, prompt)
+            } else {
+                (1, prompt + k)
+            };
+            let work = if k == 0 {
+                Work::Prefill { tokens }
+            } else {
+                Work::Decode { context }
+            };
+            let last = k + 1 == output;
+            if stage.layers > 0 {
+                let d = executor
+                    .step(&self.clock, request.id, stage, work, 1.0, false)
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
+                acc.queue += d.queue;
+                acc.compute += d.compute;
+            }
+            for (s, r) in remotes.iter_mut() {
+                let bytes = tokens as usize * self.payloads.hidden;
+                write_activations(s, request.id, tokens, bytes).await?;
+                read_activations(r, self.max_frame).await?;
+            }
+            let d = executor
+                .step(&self.clock, request.id, head, work, 1.0, last)
+                .await
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            acc.queue += d.queue;
+            acc.compute += d.compute;
+            write_frame(send, &token_frame(k), &mut buf).await?;
+        }
+        for (s, r) in remotes.iter_mut() {
+            let _ = s.finish();
+            forward_dones(r, send, self.max_frame, &mut buf).await?;
+        }
+        write_frame(
+            send,
+            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
+            &mut buf,
+        )
+        .await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// A tensor group's root: per step, broadcast the input, then per segment compute its
+    /// slice while the members compute theirs, gather their partial sums and (but after the
+    /// LM head) broadcast the reduced result: 2·L + 2 synchronisations per token.
+    async fn tensor_root(
+        &self,
+        send: &mut quinn::SendStream,
+        request: &Request,
+    ) -> Result<(), Failure> {
+        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let member_request = Request {
+            mode: Mode::Tensor,
+            route: Vec::new(),
+            prompt: Vec::new(),
+            ..request.clone()
+        };
+        let mut members: Vec<Io> = Vec::new();
+        for name in &request.route {
+            members.push(
+                self.open(std::slice::from_ref(name), &member_request)
+                    .await
+                    .map_err(Failure::Peer)?,
+            );
+        }
+        let _guard = SessionGuard {
+            executor,
+            session: request.id,
+        };
+        let segments = self.payloads.segments.max(1);
+        let scale = 1.0 / segments as f64;
+        let mut acc = StepDone::default();
+        let output = request.output_tokens.max(1);
+        let prompt = request.prompt.len() as u32;
+        let mut buf = Vec::new();
+        let max_frame = self.max_frame;
+        for k in 0..output {
+            let (tokens, context) = if k == 0 {
+                (prompt, prompt)
+            } else {
+                (1, prompt + k)
+            };
+            let work = if k == 0 {
+                Work::Prefill { tokens }
+            } else {
+                Work::Decode { context }
+            };
+            let bytes = tokens as usize * self.payloads.hidden;
+            // The input broadcast.
+            try_join_all(
+                members
+                    .iter_mut()
+                    .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
+            )
+            .await?;
+            for seg in 0..segments {
+                let last = k + 1 == output && seg + 1 == segments;
+                let local = executor.step(&self.clock, request.id, stage, work, scale, last);
+                let gather = try_join_all(
+                    members
+                        .iter_mut()
+                        .map(|(_, r)| read_activations(r, max_frame)),
+                );
+                let (d, gathered) = tokio::join!(local, gather);
+                let d = d.map_err(|e| Failure::Refused(e.to_string()))?;
+                gathered?;
+                acc.queue += d.queue;
+                acc.compute += d.compute;
+                if seg + 1 < segments {
+                    try_join_all(
+                        members
+                            .iter_mut()
+                            .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
+                    )
+                    .await?;
+                }
+            }
+            write_frame(send, &token_frame(k), &mut buf).await?;
+        }
+        for (s, r) in members.iter_mut() {
+            let _ = s.finish();
+            forward_dones(r, send, max_frame, &mut buf).await?;
+        }
+        write_frame(
+            send,
+            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
+            &mut buf,
+        )
+        .await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// A tensor group's member: each message from the root starts a segment of its slice;
+    /// it answers with its partial sum (after the LM head: its slice of the logits).
+    async fn tensor_member(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        request: &Request,
+    ) -> Result<(), Failure> {
+        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let _guard = SessionGuard {
+            executor,
+            session: request.id,
+        };
+        let segments = self.payloads.segments.max(1);
+        let scale = 1.0 / segments as f64;
+        let mut acc = StepDone::default();
+        let output = request.output_tokens.max(1);
+        let mut context = 0u32;
+        let mut buf = Vec::new();
+        for k in 0..output {
+            let mut work = Work::Prefill { tokens: 0 };
+            for seg in 0..segments {
+                let tokens = read_activations(recv, self.max_frame).await?;
+                if seg == 0 {
+                    work = if k == 0 {
+                        Work::Prefill { tokens }
+                    } else {
+                        Work::Decode {
+                            context: context + tokens,
+                        }
+                    };
+                    context += tokens;
+                }
+                let last = k + 1 == output && seg + 1 == segments;
+                let d = executor
+                    .step(&self.clock, request.id, stage, work, scale, last)
+                    .await
+                    .map_err(|e| Failure::Refused(e.to_string()))?;
+                acc.queue += d.queue;
+                acc.compute += d.compute;
+                let (n, bytes) = if seg + 1 < segments {
+                    (tokens, tokens as usize * self.payloads.hidden)
+                } else {
+                    (1, self.payloads.logits_slice)
+                };
+                write_activations(send, request.id, n, bytes).await?;
+            }
+        }
+        write_frame(
+            send,
+            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
+            &mut buf,
+        )
+        .await?;
+        let _ = send.finish();
+        Ok(())
+    }
+}
+
+/// Why a node could not serve a stream.
+#[derive(Debug)]
+pub enum Failure {
+    Frame(FrameIoError),
+    /// This node cannot do what was asked.
+    Refused(String),
+    /// A node after this one failed.
+    Peer(String),
+}
+
+impl From<FrameIoError> for Failure {
+    fn from(e: FrameIoError) -> Self {
+        Failure::Frame(e)
+    }
+}
+
+fn done(node: &str, queue: Duration, compute: Duration) -> Done {
+    Done {
+        node: node.to_string(),
+        queue_ns: queue.as_nanos() as u64,
+        compute_ns: compute.as_nanos() as u64,
+    }
+}
+
+/// Token `index`'s frame (the token id is a deterministic stand-in).
+pub fn token_frame(index: u32) -> Frame {
+    Frame::Token {
+        index,
+        token: index.wrapping_mul(2_654_435_761) % 32_000,
+    }
+}
+
+/// Opens a stream on `conn` (to `route[0]`) and sends `request`.
+pub async fn open_stream(
+    conn: &quinn::Connection,
+    route: &[String],
+    request: &Request,
+) -> Result<Io, String> {
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| format!("opening a stream to {}: {e}", route[0]))?;
+    let mut buf = Vec::new();
+    write_frame(&mut send, &Frame::Request(request.clone()), &mut buf)
+        .await
+        .map_err(|e| format!("sending the request to {}: {e}", route[0]))?;
+    Ok((send, recv))
+}
+
+/// Reads the next frame, which must be hidden states; returns their number of tokens.
+pub async fn read_activations(recv: &mut quinn::RecvStream, max: u32) -> Result<u32, FrameIoError> {
+    match read_frame(recv, max).await? {
+        Some(Frame::Activations { tokens, .. }) => Ok(tokens),
+        Some(Frame::Error { message, .. }) => Err(FrameIoError::Peer(message)),
+        Some(other) => Err(FrameIoError::Peer(format!(
+            "expected hidden states, got a {:?} frame",
+            other.kind()
+        ))),
+        None => Err(FrameIoError::Truncated),
+    }
+}
+
+/// Copies the `Done` frames of a finished stream to `send`.
+async fn forward_dones(
+    recv: &mut quinn::RecvStream,
+    send: &mut quinn::SendStream,
+    max: u32,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameIoError> {
+    while let Some(frame) = read_frame(recv, max).await? {
+        if let Frame::Done(_) = frame {
+            write_frame(send, &frame, buf).await?;
+        }
+    }
+    Ok(())
+}
