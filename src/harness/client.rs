@@ -116,8 +116,10 @@ impl Client {
     /// Sends one request and waits for its last token.
     pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match &self.route {
-            Route::Serve { via } => {
-                let request = self.request(id, shape, Mode::Serve, self.names(&via[1..]));
+            Route::Serve { via, members } => {
+                let mut route = self.names(&via[1..]);
+                route.extend(self.names(members));
+                let request = self.request(id, shape, Mode::Serve, route);
                 let (mut send, mut recv) = self.open(via, &request).await?;
                 send.finish()
                     .map_err(|e| format!("finishing the request stream: {e}"))?;

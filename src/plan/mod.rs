@@ -69,8 +69,12 @@ pub struct NodePlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// To the first node of `via`, which forwards it along `via` (relays) to the node that
-    /// produces the tokens (a whole-model worker, a star host, a tensor root).
-    Serve { via: Vec<usize> },
+    /// produces the tokens (a whole-model worker, a star host, a tensor root); that node
+    /// works with `members` (a star's remote stages, a tensor group's other members).
+    Serve {
+        via: Vec<usize>,
+        members: Vec<usize>,
+    },
     /// A copy to each replica in turn until one answers.
     Hedged { replicas: Vec<usize> },
     /// A pipeline: each stage is reached through its chain (relays, then the worker).
@@ -194,7 +198,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
                     nodes.push(node(i, Part::Whole, Some(span_stage(i, true)?)));
                 }
             }
-            Route::Serve { via: rest.to_vec() }
+            Route::Serve {
+                via: rest.to_vec(),
+                members: Vec::new(),
+            }
         }
         TopologyKind::Hedged => {
             for &i in rest {
@@ -215,7 +222,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             for &i in &rest[1..] {
                 nodes.push(node(i, Part::Stage, Some(span_stage(i, false)?)));
             }
-            Route::Serve { via: vec![host] }
+            Route::Serve {
+                via: vec![host],
+                members: rest[1..].to_vec(),
+            }
         }
         TopologyKind::Tensor => {
             for (k, &i) in rest.iter().enumerate() {
@@ -232,7 +242,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
                 };
                 nodes.push(node(i, part, Some(stage)));
             }
-            Route::Serve { via: vec![rest[0]] }
+            Route::Serve {
+                via: vec![rest[0]],
+                members: rest[1..].to_vec(),
+            }
         }
         TopologyKind::Pipeline | TopologyKind::Ring => {
             let mut chains: Vec<Vec<usize>> = Vec::new();
@@ -285,7 +298,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     };
     for c in &clients {
         match &route {
-            Route::Serve { via } => connect(c.index, via[0]),
+            Route::Serve { via, .. } => connect(c.index, via[0]),
             Route::Hedged { replicas } => replicas.iter().for_each(|&r| connect(c.index, r)),
             Route::Pipeline {
                 chains,
@@ -298,13 +311,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         }
     }
     match &route {
-        Route::Serve { via } if s.topology.kind == TopologyKind::Star => {
-            rest[1..].iter().for_each(|&r| connect(via[0], r));
+        Route::Serve { via, members } => {
+            via.windows(2).for_each(|w| connect(w[0], w[1]));
+            members.iter().for_each(|&m| connect(via[via.len() - 1], m));
         }
-        Route::Serve { via } if s.topology.kind == TopologyKind::Tensor => {
-            rest[1..].iter().for_each(|&r| connect(via[0], r));
-        }
-        Route::Serve { via } => via.windows(2).for_each(|w| connect(w[0], w[1])),
         Route::Hedged { .. } => {}
         Route::Pipeline {
             chains,
@@ -460,7 +470,7 @@ impl Plan {
                 as u64
         };
         match &self.route {
-            Route::Serve { via } => {
+            Route::Serve { via, .. } => {
                 let mut nodes = vec![client];
                 nodes.extend(via);
                 let mut legs = Vec::new();
@@ -519,7 +529,7 @@ impl Plan {
     fn token_legs(&self, client: usize) -> Vec<Leg> {
         let bytes = wire::TOKEN_FRAME_LEN as u64;
         match &self.route {
-            Route::Serve { via } => {
+            Route::Serve { via, .. } => {
                 let mut nodes: Vec<usize> = vec![client];
                 nodes.extend(via);
                 nodes.reverse();
@@ -543,7 +553,7 @@ impl Plan {
         };
         let act = self.activations(tokens);
         match (&self.route, self.kind) {
-            (Route::Serve { via }, TopologyKind::Star) => {
+            (Route::Serve { via, .. }, TopologyKind::Star) => {
                 let host = via[0];
                 let mut legs = self.compute(host, work, 1.0);
                 for n in self.nodes.iter().filter(|n| n.part == Part::Stage) {
@@ -568,7 +578,7 @@ impl Plan {
                 }
                 legs
             }
-            (Route::Serve { via }, TopologyKind::Tensor) => {
+            (Route::Serve { via, .. }, TopologyKind::Tensor) => {
                 let root = via[0];
                 let members: Vec<usize> = self
                     .nodes
@@ -607,7 +617,7 @@ impl Plan {
                 }
                 legs
             }
-            (Route::Serve { via }, _) => self.compute(via[via.len() - 1], work, 1.0),
+            (Route::Serve { via, .. }, _) => self.compute(via[via.len() - 1], work, 1.0),
             (Route::Hedged { replicas }, _) => self.compute(replicas[0], work, 1.0),
             (
                 Route::Pipeline {

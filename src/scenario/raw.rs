@@ -1237,7 +1237,7 @@ pub fn validate(
             continue;
         }
         let np = root.key("node").index(i);
-        if raw.nodes[i].layers.is_some() && n.layers.is_empty() && star_host != Some(i) {
+        if raw.nodes[i].layers.as_ref().is_some_and(|s| s.0.is_empty()) && star_host != Some(i) {
             err(
                 np.key("layers"),
                 format!(
@@ -1731,18 +1731,54 @@ fn resolve_device(
     }
 }
 
-/// Checks a topology's path: roles in the right places and a link for every hop.
-#[allow(clippy::too_many_arguments)]
+/// A kind's path, as errors write it.
+fn path_shape(kind: TopologyKind) -> &'static str {
+    match kind {
+        TopologyKind::Direct => "[client, worker]",
+        TopologyKind::Relay => "[client, relay, ..., worker]",
+        TopologyKind::Pipeline => {
+            "[client, worker, worker, ...]: the stages in order, each worker optionally preceded by the relays that lead to it"
+        }
+        TopologyKind::Star => "[client, worker, worker, ...]: the host, then the remotes",
+        TopologyKind::Tensor => {
+            "[client, worker, worker, ...]: the root, then at least one more worker"
+        }
+        TopologyKind::Hedged => "[client, worker, worker, ...]: at least two replicas",
+        TopologyKind::Ring => "[client, worker, worker, ...]",
+    }
+}
+
+/// What is wrong when a route needs a link between `a` and `b` in both directions
+/// (requests from `a` to `b`, answers back), or `None` when both exist.
+fn missing_link(nodes: &[Node], links: &[LinkDef], a: usize, b: usize) -> Option<String> {
+    let has = |x: usize, y: usize| links.iter().any(|l| l.from == x && l.to == y);
+    let (na, nb) = (&nodes[a].name, &nodes[b].name);
+    match (has(a, b), has(b, a)) {
+        (true, true) => None,
+        (false, false) => Some(format!(
+            "the route needs a link {na} -> {nb}, and the scenario has none; add [[link]] between = [\"{na}\", \"{nb}\"]"
+        )),
+        (true, false) => Some(format!(
+            "the route needs a link {nb} -> {na} for the answers; the scenario has only {na} -> {nb}"
+        )),
+        (false, true) => Some(format!(
+            "the route needs a link {na} -> {nb} for the requests; the scenario has only {nb} -> {na}"
+        )),
+    }
+}
+
+/// Checks a topology's path: roles in the right places and the layers each worker holds.
+/// Returns the links the route needs, as (from, to, the path position to point at when it
+/// is missing), each needed in both directions; `None` when the path itself is wrong.
 fn check_path(
     kind: TopologyKind,
+    hops: Option<Hops>,
     path: &[usize],
     nodes: &[Node],
-    links: &[LinkDef],
     model: Option<&Model>,
     tp: &FieldPath,
-    at: &dyn Fn(usize) -> FieldPath,
     err: &mut dyn FnMut(FieldPath, String),
-) {
+) -> Option<Vec<(usize, usize, usize)>> {
     let pp = tp.key("path");
     let role = |i: usize| nodes[path[i]].role;
     let name = |i: usize| nodes[path[i]].name.as_str();
@@ -1755,7 +1791,7 @@ fn check_path(
                 role(0)
             ),
         );
-        return;
+        return None;
     }
     let mut seen = HashSet::new();
     for (i, &n) in path.iter().enumerate() {
@@ -1766,107 +1802,409 @@ fn check_path(
             );
         }
     }
-    let has = |a: usize, b: usize| links.iter().any(|l| l.from == a && l.to == b);
-    let need_link = |a: usize, b: usize, i: usize, err: &mut dyn FnMut(FieldPath, String)| {
-        let (na, nb) = (&nodes[a].name, &nodes[b].name);
-        match (has(a, b), has(b, a)) {
-            (true, true) => {}
-            (false, false) => err(
-                at(i),
+    let shape_error = |err: &mut dyn FnMut(FieldPath, String)| {
+        err(
+            pp.clone(),
+            format!("a {kind} topology's path is {}", path_shape(kind)),
+        );
+    };
+    let all_workers = (1..path.len()).all(|i| role(i) == Role::Worker);
+    // The workers at these path positions must hold consecutive spans covering the model.
+    let consecutive = |stages: &[usize], err: &mut dyn FnMut(FieldPath, String)| {
+        let Some(m) = model else { return };
+        let mut next = 0;
+        for &i in stages {
+            let span = &nodes[path[i]].layers;
+            if span.start != next {
+                err(
+                    pp.index(i),
+                    format!(
+                        "stage \"{}\" holds layers {}..{} but the previous stage ends at layer {next}; stages must hold consecutive spans",
+                        name(i),
+                        span.start,
+                        span.end
+                    ),
+                );
+                return;
+            }
+            next = span.end;
+        }
+        if next != m.layers {
+            err(
+                pp.clone(),
                 format!(
-                    "the route needs a link {na} -> {nb}, and the scenario has none; add [[link]] between = [\"{na}\", \"{nb}\"]"
+                    "the stages cover layers 0..{next}, but the model has {} layers",
+                    m.layers
                 ),
-            ),
-            (true, false) => err(
-                at(i),
-                format!(
-                    "the route needs a link {nb} -> {na} for the answers; the scenario has only {na} -> {nb}"
-                ),
-            ),
-            (false, true) => err(
-                at(i),
-                format!(
-                    "the route needs a link {na} -> {nb} for the requests; the scenario has only {nb} -> {na}"
-                ),
-            ),
+            );
         }
     };
-    let rest = &path[1..];
+    // The workers at these path positions must each hold the whole model.
+    let whole = |what: &str, err: &mut dyn FnMut(FieldPath, String)| {
+        let Some(m) = model else { return };
+        for i in 1..path.len() {
+            let span = &nodes[path[i]].layers;
+            if *span != (0..m.layers) {
+                err(
+                    FieldPath::root().key("node").index(path[i]).key("layers"),
+                    format!(
+                        "worker \"{}\" holds layers {}..{}, but {what} holds all {} layers; remove `layers`",
+                        name(i),
+                        span.start,
+                        span.end,
+                        m.layers
+                    ),
+                );
+            }
+        }
+    };
+    let mut needs: Vec<(usize, usize, usize)> = Vec::new();
+    let mut need = |a: usize, b: usize| {
+        let (x, y) = (path[a], path[b]);
+        if !needs
+            .iter()
+            .any(|&(p, q, _)| (p, q) == (x, y) || (p, q) == (y, x))
+        {
+            needs.push((x, y, b));
+        }
+    };
+    let n = path.len();
     match kind {
         TopologyKind::Direct => {
-            if path.len() != 2 || role(1) != Role::Worker {
-                err(
-                    pp.clone(),
-                    "a direct topology's path is [client, worker]".into(),
-                );
-                return;
+            if n != 2 || role(1) != Role::Worker {
+                shape_error(err);
+                return None;
             }
-            need_link(path[0], path[1], 1, err);
+            need(0, 1);
         }
         TopologyKind::Relay => {
-            if path.len() < 3
-                || role(path.len() - 1) != Role::Worker
-                || (1..path.len() - 1).any(|i| role(i) != Role::Relay)
-            {
-                err(
-                    pp.clone(),
-                    "a relay topology's path is [client, relay, ..., worker]".into(),
-                );
-                return;
+            if n < 3 || role(n - 1) != Role::Worker || (1..n - 1).any(|i| role(i) != Role::Relay) {
+                shape_error(err);
+                return None;
             }
-            for i in 1..path.len() {
-                need_link(path[i - 1], path[i], i, err);
+            for i in 1..n {
+                need(i - 1, i);
             }
         }
-        TopologyKind::Pipeline | TopologyKind::Star | TopologyKind::Ring => {
-            if rest.is_empty() || rest.iter().any(|&n| nodes[n].role != Role::Worker) {
-                err(
-                    pp.clone(),
-                    format!("a {kind} topology's path is [client, worker, worker, ...]"),
-                );
-                return;
+        TopologyKind::Pipeline => {
+            if n < 2 || (1..n).any(|i| role(i) == Role::Client) {
+                shape_error(err);
+                return None;
             }
-            if let Some(m) = model {
-                let mut next = 0;
-                for (i, &n) in rest.iter().enumerate() {
-                    let span = &nodes[n].layers;
-                    if span.start != next {
-                        err(
-                            pp.index(i + 1),
-                            format!(
-                                "stage \"{}\" holds layers {}..{} but the previous stage ends at layer {next}; stages must hold consecutive spans",
-                                nodes[n].name, span.start, span.end
-                            ),
-                        );
-                        return;
-                    }
-                    next = span.end;
-                }
-                if next != m.layers {
-                    err(
-                        pp.clone(),
-                        format!(
-                            "the stages cover layers 0..{next}, but the model has {} layers",
-                            m.layers
-                        ),
-                    );
+            if role(n - 1) != Role::Worker {
+                err(
+                    pp.index(n - 1),
+                    format!(
+                        "a pipeline's path ends at a worker; relay \"{}\" leads to no stage (a relay stands just before the worker it leads to)",
+                        name(n - 1)
+                    ),
+                );
+                return None;
+            }
+            // Each stage's access chain: its relays, then its worker (path positions).
+            let mut chains: Vec<Vec<usize>> = Vec::new();
+            let mut chain = Vec::new();
+            for i in 1..n {
+                chain.push(i);
+                if role(i) == Role::Worker {
+                    chains.push(std::mem::take(&mut chain));
                 }
             }
-            for i in 1..path.len() {
-                need_link(path[0], path[i], i, err);
+            let stages: Vec<usize> = chains.iter().map(|c| c[c.len() - 1]).collect();
+            consecutive(&stages, err);
+            let server_to_server = hops == Some(Hops::ServerToServer);
+            for (k, ch) in chains.iter().enumerate() {
+                if !server_to_server || k == 0 {
+                    need(0, ch[0]);
+                } else {
+                    let prev = &chains[k - 1];
+                    need(prev[prev.len() - 1], ch[0]);
+                }
+                for w in ch.windows(2) {
+                    need(w[0], w[1]);
+                }
+            }
+            if server_to_server {
+                // The client opens a stream to the last stage for the tokens.
+                need(0, chains[chains.len() - 1][0]);
             }
         }
-        TopologyKind::Tensor | TopologyKind::Hedged => {
-            if rest.is_empty() || rest.iter().any(|&n| nodes[n].role != Role::Worker) {
+        TopologyKind::Star => {
+            if n < 2 || !all_workers {
+                shape_error(err);
+                return None;
+            }
+            consecutive(&(1..n).collect::<Vec<_>>(), err);
+            need(0, 1);
+            for i in 2..n {
+                need(1, i);
+            }
+        }
+        TopologyKind::Tensor => {
+            if !all_workers {
+                shape_error(err);
+                return None;
+            }
+            if n < 3 {
                 err(
                     pp.clone(),
-                    format!("a {kind} topology's path is [client, worker, worker, ...]"),
+                    format!(
+                        "a tensor topology splits every layer among at least 2 workers; the path names {}: {}",
+                        n - 1,
+                        path_shape(kind)
+                    ),
                 );
-                return;
+                return None;
             }
-            for i in 1..path.len() {
-                need_link(path[0], path[i], i, err);
+            whole("in a tensor topology each worker", err);
+            need(0, 1);
+            for i in 2..n {
+                need(1, i);
             }
         }
+        TopologyKind::Hedged => {
+            if !all_workers {
+                shape_error(err);
+                return None;
+            }
+            if n < 3 {
+                err(
+                    pp.clone(),
+                    format!(
+                        "a hedged topology sends copies of a request to at least 2 replicas; the path names {}: {}",
+                        n - 1,
+                        path_shape(kind)
+                    ),
+                );
+                return None;
+            }
+            whole("in a hedged topology each replica", err);
+            for i in 1..n {
+                need(0, i);
+            }
+        }
+        TopologyKind::Ring => {
+            if n < 2 || !all_workers {
+                shape_error(err);
+                return None;
+            }
+            consecutive(&(1..n).collect::<Vec<_>>(), err);
+            for i in 1..n {
+                need(0, i);
+            }
+        }
+    }
+    Some(needs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    const HEAD: &str = r#"
+name = "t"
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 16
+output_tokens = 4
+arrival = { kind = "poisson", rate = 1.0 }
+requests = 10
+"#;
+
+    fn node(name: &str, role: &str, extra: &str) -> String {
+        let device = if role == "worker" {
+            "device = \"a100-80g\"\n"
+        } else {
+            ""
+        };
+        format!("[[node]]\nname = \"{name}\"\nrole = \"{role}\"\n{device}{extra}\n")
+    }
+
+    fn link(a: &str, b: &str) -> String {
+        format!("[[link]]\nbetween = [\"{a}\", \"{b}\"]\nrtt = \"10ms\"\n")
+    }
+
+    fn load(body: &str) -> Result<Scenario, String> {
+        super::super::parse(
+            Path::new("t.toml"),
+            &format!("{HEAD}{body}"),
+            &ProfileLibrary::built_in(),
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn clients_and_shares_are_parsed() {
+        let body = [
+            node("eu", "client", "share = 2.5"),
+            node("us", "client", ""),
+            node("idle", "client", ""),
+            node("gpu", "worker", ""),
+            link("eu", "gpu"),
+            link("us", "gpu"),
+            "[topology]\nkind = \"direct\"\npath = [\"eu\", \"gpu\"]\nclients = [\"us\", \"eu\"]\n"
+                .into(),
+        ]
+        .concat();
+        let s = load(&body).unwrap();
+        let ix = |n: &str| s.node_index(n).unwrap();
+        assert_eq!(s.topology.clients, vec![ix("us"), ix("eu")]);
+        assert_eq!(s.nodes[ix("eu")].share, 2.5);
+        assert_eq!(s.nodes[ix("us")].share, 1.0);
+        assert_eq!(s.topology.hedge_after, HedgeAfter::Percentile(95.0));
+    }
+
+    #[test]
+    fn clients_default_to_the_path_start() {
+        let body = [
+            node("c", "client", ""),
+            node("gpu", "worker", ""),
+            link("c", "gpu"),
+        ]
+        .concat();
+        let s = load(&body).unwrap();
+        assert_eq!(s.topology.clients, vec![s.node_index("c").unwrap()]);
+    }
+
+    #[test]
+    fn another_client_needs_the_same_links() {
+        let body = [
+            node("eu", "client", ""),
+            node("us", "client", ""),
+            node("gpu", "worker", ""),
+            link("eu", "gpu"),
+            "[topology]\nkind = \"direct\"\npath = [\"eu\", \"gpu\"]\nclients = [\"eu\", \"us\"]\n"
+                .into(),
+        ]
+        .concat();
+        let e = load(&body).unwrap_err();
+        assert!(
+            e.contains("field `topology.clients[1]`: client \"us\" takes the route of \"eu\": the route needs a link us -> gpu"),
+            "{e}"
+        );
+    }
+
+    fn hedged(hedge_after: &str) -> Result<Scenario, String> {
+        let body = [
+            node("c", "client", ""),
+            node("a", "worker", ""),
+            node("b", "worker", ""),
+            link("c", "a"),
+            link("c", "b"),
+            format!(
+                "[topology]\nkind = \"hedged\"\npath = [\"c\", \"a\", \"b\"]\nhedge_after = \"{hedge_after}\"\n"
+            ),
+        ]
+        .concat();
+        load(&body)
+    }
+
+    #[test]
+    fn hedge_after_is_a_delay_or_a_percentile() {
+        assert_eq!(
+            hedged("30ms").unwrap().topology.hedge_after,
+            HedgeAfter::Delay(Duration::from_millis(30))
+        );
+        assert_eq!(
+            hedged("p99.9").unwrap().topology.hedge_after,
+            HedgeAfter::Percentile(99.9)
+        );
+        assert_eq!(
+            hedged("p95").unwrap().topology.hedge_after,
+            HedgeAfter::Percentile(95.0)
+        );
+        for bad in ["p0", "p100", "pxx", "30", "30 parsecs"] {
+            let e = hedged(bad).unwrap_err();
+            assert!(e.contains("hedge_after"), "{bad}: {e}");
+        }
+    }
+
+    fn pipeline(hops: &str, links: &[(&str, &str)]) -> Result<Scenario, String> {
+        let mut body = [
+            node("c", "client", ""),
+            node("r", "relay", ""),
+            node("a", "worker", "layers = \"0..16\""),
+            node("b", "worker", "layers = \"16..32\""),
+        ]
+        .concat();
+        for (x, y) in links {
+            body.push_str(&link(x, y));
+        }
+        body.push_str(&format!(
+            "[topology]\nkind = \"pipeline\"\npath = [\"c\", \"a\", \"r\", \"b\"]\nhops = \"{hops}\"\n"
+        ));
+        load(&body)
+    }
+
+    #[test]
+    fn a_relay_may_stand_before_a_pipeline_stage() {
+        let s = pipeline("client-relayed", &[("c", "a"), ("c", "r"), ("r", "b")]).unwrap();
+        assert_eq!(s.topology.path.len(), 4);
+        // Server to server: a -> r -> b, and the client's return stream c -> r -> b.
+        pipeline(
+            "server-to-server",
+            &[("c", "a"), ("a", "r"), ("r", "b"), ("c", "r")],
+        )
+        .unwrap();
+        let e = pipeline("server-to-server", &[("c", "a"), ("a", "r"), ("r", "b")]).unwrap_err();
+        assert!(e.contains("the route needs a link c -> r"), "{e}");
+        let e = pipeline("client-relayed", &[("c", "a"), ("c", "r")]).unwrap_err();
+        assert!(e.contains("the route needs a link r -> b"), "{e}");
+    }
+
+    #[test]
+    fn a_star_host_may_hold_no_layers() {
+        let body = [
+            node("c", "client", ""),
+            node("host", "worker", "layers = \"0..0\""),
+            node("a", "worker", "layers = \"0..16\""),
+            node("b", "worker", "layers = \"16..32\""),
+            link("c", "host"),
+            link("host", "a"),
+            link("host", "b"),
+            "[topology]\nkind = \"star\"\npath = [\"c\", \"host\", \"a\", \"b\"]\n".into(),
+        ]
+        .concat();
+        let s = load(&body).unwrap();
+        assert!(s.nodes[s.node_index("host").unwrap()].layers.is_empty());
+        // Anywhere else an empty span is an error.
+        let e = load(&body.replace("path = [\"c\", \"host\"", "path = [\"c\", \"a\", \"host\""))
+            .unwrap_err();
+        assert!(e.contains("layer span 0..0 is empty"), "{e}");
+    }
+
+    #[test]
+    fn tensor_workers_hold_a_slice_of_the_weights() {
+        // Llama 2 70B in bf16 is about 138 GB: too much for one 80 GB device, a quarter of
+        // it fits.
+        let body = |workers: &[&str]| {
+            let mut b = node("c", "client", "");
+            for w in workers {
+                b.push_str(&node(w, "worker", ""));
+            }
+            b.push_str(&link("c", workers[0]));
+            for w in &workers[1..] {
+                b.push_str(&link(workers[0], w));
+            }
+            let names: Vec<String> = workers.iter().map(|w| format!("\"{w}\"")).collect();
+            b.push_str(&format!(
+                "[topology]\nkind = \"tensor\"\npath = [\"c\", {}]\n",
+                names.join(", ")
+            ));
+            b.replace("llama-2-7b", "llama-2-70b")
+        };
+        let load70 = |b: String| {
+            super::super::parse(
+                Path::new("t.toml"),
+                &format!("{}{b}", HEAD.replace("llama-2-7b", "llama-2-70b")),
+                &ProfileLibrary::built_in(),
+            )
+            .map_err(|e| e.to_string())
+        };
+        load70(body(&["a", "b", "d", "e"])).unwrap();
+        let e = load70(body(&["a", "b"])).map(|_| ()).unwrap_err();
+        assert!(e.contains("holds 1/2 of 80 layers"), "{e}");
     }
 }
