@@ -85,12 +85,40 @@ pub struct RunSummary {
     pub requests: Requests,
     pub metrics: BTreeMap<&'static str, Ladder>,
     pub throughput: Throughput,
-    /// Per request: time queued and computed on the node (its own clock), and the network
-    /// residual on the client's clock.
-    pub breakdown: BTreeMap<&'static str, Ladder>,
+    pub breakdown: Breakdown,
+    /// Hedged topologies: the extra load of the copies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<Hedging>,
     /// Measure phase start to the last completion, in seconds.
     pub measured_s: f64,
     pub errors: BTreeMap<String, u64>,
+}
+
+/// Per request: time queued and computed on the nodes it waited on in turn (each on its
+/// own clock, carried back in-band), and the network residual on the client's clock; then
+/// each node's own queue and compute time.
+#[derive(Serialize)]
+pub struct Breakdown {
+    pub queue: Ladder,
+    pub compute: Ladder,
+    pub network: Ladder,
+    pub nodes: BTreeMap<String, NodeBreakdown>,
+}
+
+#[derive(Serialize)]
+pub struct NodeBreakdown {
+    pub queue: Ladder,
+    pub compute: Ladder,
+}
+
+#[derive(Serialize)]
+pub struct Hedging {
+    /// Copies sent beyond each request's first.
+    pub extra_copies: u64,
+    /// Extra copies per completed request.
+    pub extra_load: f64,
+    /// Requests a later copy answered first.
+    pub won_by_a_later_copy: u64,
 }
 
 #[derive(Serialize)]
@@ -150,7 +178,7 @@ pub struct Network {
     pub inbox_overflow_datagrams: u64,
 }
 
-fn run_summary(out: &RunOutput, has_slo: bool) -> RunSummary {
+fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
     let r = &out.record;
     RunSummary {
         complete: out.complete,
@@ -167,10 +195,32 @@ fn run_summary(out: &RunOutput, has_slo: bool) -> RunSummary {
             output_tokens_per_s: r.output_tokens_per_s(),
             goodput_requests_per_s: has_slo.then(|| r.goodput_per_s()),
         },
-        breakdown: Part::ALL
-            .iter()
-            .map(|&p| (p.name(), ladder(r.part(p))))
-            .collect(),
+        breakdown: Breakdown {
+            queue: ladder(r.part(Part::Queue)),
+            compute: ladder(r.part(Part::Compute)),
+            network: ladder(r.part(Part::Network)),
+            nodes: r
+                .nodes()
+                .map(|(n, q, c)| {
+                    (
+                        n.to_string(),
+                        NodeBreakdown {
+                            queue: ladder(q),
+                            compute: ladder(c),
+                        },
+                    )
+                })
+                .collect(),
+        },
+        hedging: hedged.then(|| Hedging {
+            extra_copies: r.extra_copies,
+            extra_load: if r.completed == 0 {
+                0.0
+            } else {
+                r.extra_copies as f64 / r.completed as f64
+            },
+            won_by_a_later_copy: r.hedge_wins,
+        }),
         measured_s: r.elapsed.as_secs_f64(),
         errors: r.errors.clone(),
     }
@@ -243,8 +293,11 @@ pub fn summary(results: &Results) -> Summary {
         },
         environment: results.environment.clone(),
         runs: Runs {
-            topology: m.topology.as_ref().map(|r| run_summary(r, has_slo)),
-            baseline: m.baseline.as_ref().map(|r| run_summary(r, has_slo)),
+            topology: m
+                .topology
+                .as_ref()
+                .map(|r| run_summary(r, has_slo, results.plan.hedge_after.is_some())),
+            baseline: m.baseline.as_ref().map(|r| run_summary(r, has_slo, false)),
         },
         tax,
         floor: Floors {

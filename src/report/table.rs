@@ -94,19 +94,45 @@ pub fn render(r: &Results) -> String {
             })
             .collect();
         let total50: f64 = parts.iter().map(|p| p.1).sum();
+        let total99: f64 = parts.iter().map(|p| p.2).sum();
         if total50 > 0.0 {
             let _ = write!(o, "\n  where the time goes (topology, p50 of each part):");
             for (p, v50, v99) in &parts {
                 let _ = write!(
                     o,
-                    "  {} {} ({:.0}%, p99 {})",
+                    "  {} {} ({:.0}%, p99 {} {:.0}%)",
                     p.name(),
                     fmt_ms(*v50),
                     100.0 * v50 / total50,
-                    fmt_ms(*v99)
+                    fmt_ms(*v99),
+                    100.0 * v99 / total99.max(f64::MIN_POSITIVE)
                 );
             }
             let _ = writeln!(o);
+            let nodes: Vec<_> = rec.nodes().collect();
+            if nodes.len() > 1 {
+                for (name, q, c) in nodes {
+                    let (q, c) = (ladder(q), ladder(c));
+                    let _ = writeln!(
+                        o,
+                        "    {name:<14} queue p50 {} p99 {}, compute p50 {} p99 {} (its own clock)",
+                        fmt_ms(q.p50),
+                        fmt_ms(q.p99),
+                        fmt_ms(c.p50),
+                        fmt_ms(c.p99)
+                    );
+                }
+            }
+        }
+        if rec.extra_copies > 0 || r.plan.hedge_after.is_some() {
+            let _ = writeln!(
+                o,
+                "  hedging: {} extra copies for {} requests ({:.1}% extra load); a later copy answered first {} times",
+                rec.extra_copies,
+                rec.completed,
+                100.0 * rec.extra_copies as f64 / rec.completed.max(1) as f64,
+                rec.hedge_wins
+            );
         }
         if let Some(c) = rec
             .histogram(Metric::Connect)
