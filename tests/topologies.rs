@@ -1,0 +1,491 @@
+//! Physics of each topology kind on the virtual clock (deterministic): what crosses which
+//! link, which route is faster, how tensor parallelism scales with the round trip, what
+//! hedging buys and costs, and how several clients share the load.
+
+use inferlat::clock::ClockKind;
+use inferlat::harness::{self, Measured, Options};
+use inferlat::plan::{self, Plan};
+use inferlat::record::Metric;
+use inferlat::scenario::{self, ProfileLibrary, Scenario};
+use std::path::Path;
+
+fn scenario(text: &str) -> Scenario {
+    scenario::parse(Path::new("test.toml"), text, &ProfileLibrary::built_in())
+        .unwrap_or_else(|e| panic!("valid scenario: {e}\n{text}"))
+}
+
+fn run(s: &Scenario) -> (Plan, Measured) {
+    let plan = plan::plan(s).expect("plannable");
+    let m = harness::run_to_end(s, &plan, &Options::default(), ClockKind::Virtual).expect("run");
+    (plan, m)
+}
+
+fn ms(m: &Measured, metric: Metric, q: f64) -> f64 {
+    let r = &m.topology.as_ref().expect("topology ran").record;
+    assert_eq!(r.failed, 0, "failures: {:?}", r.errors);
+    r.histogram(metric).value_at_quantile(q) as f64 / 1e6
+}
+
+const HEAD: &str = r#"
+seed = 5
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 32
+output_tokens = 6
+arrival = { kind = "poisson", rate = 1.0 }
+requests = 12
+warmup_requests = 0
+[[node]]
+name = "client"
+role = "client"
+"#;
+
+fn pipeline(hops: &str, link: &str) -> String {
+    format!(
+        r#"name = "pipe"
+{HEAD}
+[[node]]
+name = "s1"
+role = "worker"
+device = "a100-80g"
+layers = "0..11"
+max_batch = 4
+[[node]]
+name = "s2"
+role = "worker"
+device = "a100-80g"
+layers = "11..22"
+max_batch = 4
+[[node]]
+name = "s3"
+role = "worker"
+device = "a100-80g"
+layers = "22..32"
+max_batch = 4
+[[link]]
+between = ["client", "s1"]
+{link}
+[[link]]
+between = ["client", "s2"]
+{link}
+[[link]]
+between = ["client", "s3"]
+{link}
+[[link]]
+between = ["s1", "s2"]
+{link}
+[[link]]
+between = ["s2", "s3"]
+{link}
+[topology]
+kind = "pipeline"
+path = ["client", "s1", "s2", "s3"]
+hops = "{hops}"
+"#
+    )
+}
+
+#[test]
+fn server_to_server_never_takes_longer_than_client_relayed() {
+    for link in [
+        "rtt = \"2ms\"\nbandwidth = \"1Gbit/s\"",
+        "rtt = \"100ms\"\nbandwidth = \"100Mbit/s\"",
+        "rtt = \"40ms\"\njitter = \"5ms\"\nloss = \"0.5%\"",
+    ] {
+        let (rp, relayed) = run(&scenario(&pipeline("client-relayed", link)));
+        let (sp, s2s) = run(&scenario(&pipeline("server-to-server", link)));
+        for metric in [Metric::Ttft, Metric::Tpot, Metric::E2e] {
+            for q in [0.5, 0.99] {
+                let (a, b) = (ms(&s2s, metric, q), ms(&relayed, metric, q));
+                assert!(
+                    a <= b * 1.001,
+                    "{link}: {metric} p{q}: server-to-server {a} ms > client-relayed {b} ms"
+                );
+            }
+        }
+        // Neither beats its floor, and each floor follows the route's link count.
+        let shape = rp.typical;
+        assert!(
+            ms(&relayed, Metric::Tpot, 0.0) >= rp.floor(shape).tpot.as_secs_f64() * 1e3 * 0.999
+        );
+        assert!(ms(&s2s, Metric::Tpot, 0.0) >= sp.floor(shape).tpot.as_secs_f64() * 1e3 * 0.999);
+        assert!(sp.floor(shape).tpot < rp.floor(shape).tpot);
+        // Every stage and no one else reports its time in-band.
+        let nodes: Vec<&str> = s2s
+            .topology
+            .as_ref()
+            .unwrap()
+            .record
+            .nodes()
+            .map(|n| n.0)
+            .collect();
+        assert_eq!(nodes, ["s1", "s2", "s3"]);
+    }
+}
+
+fn tensor(rtt_ms: f64, members: usize) -> String {
+    let mut t = String::from(
+        r#"name = "tp"
+seed = 5
+[model]
+layers = 4
+hidden = 1024
+params = 300000000
+kv_dim = 1024
+vocab = 32000
+weight_bytes = 2
+activation_bytes = 2
+[workload]
+prompt_tokens = 16
+output_tokens = 5
+arrival = { kind = "constant", rate = 1.0 }
+requests = 3
+warmup_requests = 0
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "root"
+role = "worker"
+device = "ideal"
+[[link]]
+between = ["client", "root"]
+rtt = "1ms"
+"#,
+    );
+    let mut path = vec!["\"client\"".to_string(), "\"root\"".to_string()];
+    for i in 0..members {
+        t += &format!(
+            "[[node]]\nname = \"w{i}\"\nrole = \"worker\"\ndevice = \"ideal\"\n[[link]]\nbetween = [\"root\", \"w{i}\"]\nrtt = \"{rtt_ms}ms\"\n"
+        );
+        path.push(format!("\"w{i}\""));
+    }
+    t + &format!(
+        "[topology]\nkind = \"tensor\"\npath = [{}]\n",
+        path.join(", ")
+    )
+}
+
+#[test]
+fn tensor_parallel_latency_grows_by_a_round_trip_per_synchronisation() {
+    // 4 layers: per token an input broadcast, 2·L all-reduces (gather to the root and
+    // broadcast back: a round trip each) and a logits gather: 2·L + 2 synchronisations,
+    // (2·L + 1) round trips on the critical path.
+    let l = 4.0;
+    for members in [1, 3] {
+        let (_, near) = run(&scenario(&tensor(1.0, members)));
+        let (_, far) = run(&scenario(&tensor(11.0, members)));
+        let per_token = ms(&far, Metric::Tpot, 0.5) - ms(&near, Metric::Tpot, 0.5);
+        let round_trips = per_token / 10.0;
+        assert!(
+            (2.0 * l + 0.9..=2.0 * l + 2.0).contains(&round_trips),
+            "{members} members: tpot grew by {per_token} ms for 10 ms of RTT: {round_trips} round trips"
+        );
+    }
+}
+
+#[test]
+fn tensor_bytes_per_token_match_distributed_llama() {
+    // REFERENCE.md: the root sends and receives 4·L·(N−1)·hidden·β bytes per token for the
+    // all-reduces (Llama 3 8B, β = 1.0625: 544 KiB with 2 nodes, 1,632 KiB with 4).
+    for (n, kib) in [(2usize, 544u64), (4, 1632)] {
+        let mut text = String::from(
+            r#"name = "dllama"
+[model]
+preset = "llama-3-8b"
+activation_bytes = 1.0625
+weight_bytes = 0.5625
+[workload]
+prompt_tokens = 16
+output_tokens = 4
+arrival = { kind = "constant", rate = 1.0 }
+requests = 2
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "root"
+role = "worker"
+device = "ideal"
+[[link]]
+between = ["client", "root"]
+rtt = "1ms"
+"#,
+        );
+        let mut path = vec!["\"client\"".to_string(), "\"root\"".to_string()];
+        for i in 1..n {
+            text += &format!(
+                "[[node]]\nname = \"w{i}\"\nrole = \"worker\"\ndevice = \"ideal\"\n[[link]]\nbetween = [\"root\", \"w{i}\"]\nrtt = \"1ms\"\n"
+            );
+            path.push(format!("\"w{i}\""));
+        }
+        text += &format!(
+            "[topology]\nkind = \"tensor\"\npath = [{}]\n",
+            path.join(", ")
+        );
+        let s = scenario(&text);
+        let p = plan::plan(&s).unwrap();
+        let (l, hb) = (s.model.layers as u64, p.hidden_bytes);
+        assert_eq!(hb, 4352, "4096 × 1.0625");
+        let root_traffic: u64 = p
+            .hops
+            .iter()
+            .filter(|h| {
+                (h.from == "root" || h.to == "root") && h.from != "client" && h.to != "client"
+            })
+            .map(|h| h.token_bytes)
+            .sum();
+        // Besides the all-reduces: the input broadcast and the logits gather, and a 17-byte
+        // frame header on each of the 4·L + 2 messages per member.
+        let members = (n - 1) as u64;
+        let logits = p.logits_slice_bytes;
+        let extra = members * (hb + logits + 17 * (4 * l + 2));
+        assert_eq!(root_traffic - extra, 4 * l * members * hb);
+        assert_eq!((root_traffic - extra) / 1024, kib);
+    }
+}
+
+#[test]
+fn petals_client_traffic_per_decode_step_is_two_hidden_states_per_server() {
+    // REFERENCE.md: per decode step with k servers, client-side traffic 2·k·hidden·β bytes
+    // (BLOOM-176B in fp16: hidden state 28,672 B).
+    let text = r#"name = "petals"
+[model]
+preset = "bloom-176b"
+weight_bytes = 1
+[workload]
+prompt_tokens = 16
+output_tokens = 4
+arrival = { kind = "constant", rate = 1.0 }
+requests = 2
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "s1"
+role = "worker"
+device = "a100-80g"
+layers = "0..24"
+[[node]]
+name = "s2"
+role = "worker"
+device = "a100-80g"
+layers = "24..47"
+[[node]]
+name = "s3"
+role = "worker"
+device = "a100-80g"
+layers = "47..70"
+[[link]]
+between = ["client", "s1"]
+rtt = "100ms"
+[[link]]
+between = ["client", "s2"]
+rtt = "100ms"
+[[link]]
+between = ["client", "s3"]
+rtt = "100ms"
+[topology]
+kind = "pipeline"
+path = ["client", "s1", "s2", "s3"]
+"#;
+    let p = plan::plan(&scenario(text)).unwrap();
+    assert_eq!(p.hidden_bytes, 28_672);
+    let client: u64 = p
+        .hops
+        .iter()
+        .filter(|h| h.from == "client" || h.to == "client")
+        .map(|h| h.token_bytes)
+        .sum();
+    assert_eq!(client, 2 * 3 * (28_672 + 17));
+    // The prompt's hidden states cross each hop at prefill: 16 tokens.
+    let up = p
+        .hops
+        .iter()
+        .find(|h| h.from == "client" && h.to == "s2")
+        .unwrap();
+    assert!(up.prefill_bytes >= 16 * 28_672);
+}
+
+fn hedged(after: &str) -> String {
+    format!(
+        r#"name = "hedge"
+seed = 9
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 32
+output_tokens = 4
+arrival = {{ kind = "poisson", rate = 2.0 }}
+requests = 60
+warmup_requests = 0
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "fast"
+role = "worker"
+device = "a100-80g"
+max_batch = 8
+[[node]]
+name = "slow"
+role = "worker"
+device = "a100-80g"
+max_batch = 8
+[[link]]
+between = ["client", "fast"]
+rtt = "10ms"
+[[link]]
+between = ["client", "slow"]
+rtt = "10ms"
+jitter = "150ms"
+jitter_distribution = "pareto"
+[topology]
+kind = "hedged"
+path = ["client", "fast", "slow"]
+hedge_after = "{after}"
+"#
+    )
+}
+
+#[test]
+fn hedging_lowers_p99_when_one_replica_is_slow_and_reports_its_copies() {
+    let (_, never) = run(&scenario(&hedged("1h")));
+    let (_, hedge) = run(&scenario(&hedged("40ms")));
+    let (a, b) = (
+        ms(&hedge, Metric::Ttft, 0.99),
+        ms(&never, Metric::Ttft, 0.99),
+    );
+    assert!(a < b * 0.7, "hedged ttft p99 {a} ms vs unhedged {b} ms");
+    let none = &never.topology.as_ref().unwrap().record;
+    assert_eq!(none.extra_copies, 0);
+    let r = &hedge.topology.as_ref().unwrap().record;
+    assert!(
+        r.extra_copies > 0 && r.hedge_wins > 0,
+        "{} copies, {} wins",
+        r.extra_copies,
+        r.hedge_wins
+    );
+    assert!(r.extra_copies >= r.hedge_wins);
+    // Half the requests start on the slow replica; the copies stay well under one each.
+    assert!((r.extra_copies as f64) < 0.8 * r.completed as f64);
+}
+
+#[test]
+fn relay_and_star_keep_to_their_floors() {
+    let relay = format!(
+        r#"name = "relay"
+{HEAD}
+[[node]]
+name = "gateway"
+role = "relay"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "a100-80g"
+[[link]]
+between = ["client", "gateway"]
+rtt = "20ms"
+[[link]]
+between = ["gateway", "gpu"]
+rtt = "80ms"
+[topology]
+kind = "relay"
+path = ["client", "gateway", "gpu"]
+"#
+    );
+    let star = format!(
+        r#"name = "star"
+{HEAD}
+[[node]]
+name = "host"
+role = "worker"
+device = "a100-80g"
+layers = "0..0"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "a100-80g"
+layers = "0..32"
+[[link]]
+between = ["client", "host"]
+rtt = "1ms"
+[[link]]
+between = ["host", "gpu"]
+rtt = "10ms"
+[topology]
+kind = "star"
+path = ["client", "host", "gpu"]
+"#
+    );
+    for text in [relay, star] {
+        let (p, m) = run(&scenario(&text));
+        let f = p.floor(p.typical);
+        let ttft = ms(&m, Metric::Ttft, 0.0);
+        let tpot = ms(&m, Metric::Tpot, 0.5);
+        assert!(
+            ttft >= f.ttft.as_secs_f64() * 1e3 * 0.999,
+            "{}: ttft {ttft} below floor {:?}",
+            p.kind,
+            f.ttft
+        );
+        // At one request a second nothing queues: the decode step is the floor's.
+        let floor = f.tpot.as_secs_f64() * 1e3;
+        assert!(
+            (tpot - floor).abs() < 0.05 * floor + 0.1,
+            "{}: tpot {tpot} vs floor {floor}",
+            p.kind
+        );
+    }
+}
+
+#[test]
+fn clients_share_the_load_by_their_weights() {
+    let text = r#"name = "two-clients"
+seed = 2
+[model]
+preset = "llama-2-7b"
+[workload]
+prompt_tokens = 2000
+output_tokens = 2
+arrival = { kind = "poisson", rate = 20.0 }
+requests = 400
+warmup_requests = 0
+[[node]]
+name = "eu"
+role = "client"
+share = 3
+[[node]]
+name = "us"
+role = "client"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "ideal"
+[[link]]
+between = ["eu", "gpu"]
+rtt = "10ms"
+[[link]]
+between = ["us", "gpu"]
+rtt = "80ms"
+[topology]
+kind = "direct"
+path = ["eu", "gpu"]
+clients = ["eu", "us"]
+"#;
+    let (_, m) = run(&scenario(text));
+    let bytes = |from: &str| {
+        m.links
+            .iter()
+            .find(|l| l.from == from && l.to == "gpu")
+            .map(|l| l.stats.bytes as f64)
+            .unwrap()
+    };
+    // The prompts' 8 kB dominate what each client sends.
+    let ratio = bytes("eu") / bytes("us");
+    assert!((2.4..3.7).contains(&ratio), "eu/us bytes {ratio}");
+    // The far client's requests are the slow ones: a two-level distribution.
+    assert!(ms(&m, Metric::Ttft, 0.5) < 20.0);
+    assert!(ms(&m, Metric::Ttft, 0.9) >= 80.0);
+}
