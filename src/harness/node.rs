@@ -146,8 +146,8 @@ impl Node {
                         node.stats.streams.fetch_add(1, Ordering::Relaxed);
                         let node = node.clone();
                         tokio::spawn(async move {
-                            if let Err(e) = node.handle(send, recv).await
-                                && matches!(e, Failure::Frame(FrameIoError::Wire(_)))
+                            if let Err(Failure::Malformed | Failure::Frame(FrameIoError::Wire(_))) =
+                                node.handle(send, recv).await
                             {
                                 node.stats.malformed.fetch_add(1, Ordering::Relaxed);
                             }
@@ -173,7 +173,7 @@ impl Node {
                 };
                 let _ = write_frame(&mut send, &Frame::Error { code: 1, message }, &mut buf).await;
                 let _ = send.finish();
-                return Err(Failure::Frame(FrameIoError::Truncated));
+                return Err(Failure::Malformed);
             }
             Err(e) => {
                 let code = match &e {
@@ -182,7 +182,10 @@ impl Node {
                 };
                 let _ = send.reset(code.into());
                 let _ = recv.stop(code.into());
-                return Err(Failure::Frame(e));
+                return Err(match e {
+                    FrameIoError::Wire(_) | FrameIoError::Truncated => Failure::Malformed,
+                    e => Failure::Frame(e),
+                });
             }
         };
         match (&self.part, request.mode) {
@@ -633,6 +636,8 @@ impl Node {
 /// Why a node could not serve a stream.
 #[derive(Debug)]
 pub enum Failure {
+    /// The stream did not start with a well-formed request.
+    Malformed,
     Frame(FrameIoError),
     /// This node cannot do what was asked.
     Refused(String),
