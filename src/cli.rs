@@ -270,6 +270,12 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
     if files.is_empty() {
         out.push_str("  (none found; pass --scenarios DIR)\n");
     }
+    let width = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(28);
     for f in &files {
         let name = f
             .file_name()
@@ -286,12 +292,12 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
                     .join(" ");
                 let desc: String = desc.chars().take(90).collect();
                 out.push_str(&format!(
-                    "  {name:<28} {:<8} {desc}\n",
+                    "  {name:<width$} {:<8} {desc}\n",
                     s.topology.kind.to_string()
                 ));
             }
             Err(_) => out.push_str(&format!(
-                "  {name:<28} (invalid: run `inferlat validate {}`)\n",
+                "  {name:<width$} (invalid: run `inferlat validate {}`)\n",
                 f.display()
             )),
         }

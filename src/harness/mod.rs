@@ -513,8 +513,17 @@ pub async fn run(
         transport.max_concurrent_bidi_streams =
             transport.max_concurrent_bidi_streams.max(concurrency);
     }
+    // A request far longer than the default drain (a 176B model on a slow swarm) still gets
+    // time to finish: four times the floor of a request at the high end of
+    // the workload's sizes.
+    let longest = crate::plan::schedule::Shape {
+        prompt: scenario.workload.prompt_tokens.high(),
+        output: scenario.workload.output_tokens.high(),
+    };
+    let drain = options.drain.max(plan.floor(longest).e2e.saturating_mul(4));
     let options = &Options {
         transport,
+        drain,
         ..options.clone()
     };
     let mut measured = Measured {

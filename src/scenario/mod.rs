@@ -79,6 +79,19 @@ impl TokenCount {
         }
     }
 
+    /// A value few draws exceed: the maximum, or a lognormal's median × e^(3σ) (its
+    /// 99.87th percentile).
+    pub fn high(&self) -> u32 {
+        match *self {
+            TokenCount::Fixed { value } => value,
+            TokenCount::Uniform { max, .. } => max,
+            TokenCount::Lognormal { median, sigma } => (median * (3.0 * sigma).exp())
+                .round()
+                .clamp(1.0, u32::MAX as f64)
+                as u32,
+        }
+    }
+
     /// The smallest possible value.
     pub fn min(&self) -> u32 {
         match *self {
