@@ -186,6 +186,24 @@ fn tensor_parallel_latency_grows_by_a_round_trip_per_synchronisation() {
 }
 
 #[test]
+fn tensor_groups_under_load_never_deadlock() {
+    // Four users at once on a group whose nodes each take one request at a time: the root
+    // admits, the members follow it.
+    let text = tensor(1.0, 2).replace(
+        "arrival = { kind = \"constant\", rate = 1.0 }\nrequests = 3",
+        "arrival = { kind = \"closed\", concurrency = 4 }\nrequests = 12",
+    );
+    assert!(text.contains("closed"));
+    let (_, m) = run(&scenario(&text));
+    let r = &m.topology.as_ref().unwrap().record;
+    assert_eq!((r.completed, r.failed), (12, 0), "{:?}", r.errors);
+    assert!(
+        ms(&m, Metric::Ttft, 0.99) > ms(&m, Metric::Ttft, 0.0),
+        "requests queued"
+    );
+}
+
+#[test]
 fn tensor_bytes_per_token_match_distributed_llama() {
     // REFERENCE.md: the root sends and receives 4·L·(N−1)·hidden·β bytes per token for the
     // all-reduces (Llama 3 8B, β = 1.0625: 544 KiB with 2 nodes, 1,632 KiB with 4).

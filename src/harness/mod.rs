@@ -368,9 +368,14 @@ impl Topology {
             )?;
             ep.set_default_client_config(tls.client.clone());
             let stage = n.stage.clone().map(Arc::new);
-            let executor = stage.as_ref().map(|s| {
-                Executor::spawn(clock.clone(), (**s).clone(), n.max_batch, cancel.clone())
-            });
+            // A tensor group's members batch whatever their root has admitted.
+            let max_batch = match n.part {
+                PlanPart::TensorMember => 1 << 16,
+                _ => n.max_batch,
+            };
+            let executor = stage
+                .as_ref()
+                .map(|s| Executor::spawn(clock.clone(), (**s).clone(), max_batch, cancel.clone()));
             let part = match n.part {
                 PlanPart::Relay => Part::Relay,
                 PlanPart::Whole => Part::Whole,

@@ -513,6 +513,21 @@ impl Node {
         let segments = self.payloads.segments.max(1);
         let scale = 1.0 / segments as f64;
         let mut acc = StepDone::default();
+        // Take this request's place in the root's batch before the members start on it: the
+        // root decides which requests the group serves (members follow it, unlimited), so
+        // no two nodes can each hold a request the other waits for.
+        let admitted = executor
+            .step(
+                &self.clock,
+                request.id,
+                stage,
+                Work::Prefill { tokens: 0 },
+                0.0,
+                false,
+            )
+            .await
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        acc.queue += admitted.queue;
         let output = request.output_tokens.max(1);
         let prompt = request.prompt.len() as u32;
         let mut buf = Vec::new();
