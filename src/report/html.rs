@@ -1309,7 +1309,31 @@ fn topology_plot(o: &mut String, id: &str, s: &Value) {
         .as_array()
         .map(|a| a.iter().collect())
         .unwrap_or_default();
+    // Nodes in the order requests reach them: from each client (a node no connection
+    // reaches), depth first along the connections; then any others in link order.
+    let conn_pairs: Vec<(&str, &str)> = s["network"]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| Some((c["from"].as_str()?, c["to"].as_str()?)))
+        .collect();
     let mut nodes: Vec<String> = Vec::new();
+    fn visit(n: &str, pairs: &[(&str, &str)], out: &mut Vec<String>) {
+        if out.iter().any(|x| x == n) {
+            return;
+        }
+        out.push(n.to_string());
+        for &(a, b) in pairs {
+            if a == n {
+                visit(b, pairs, out);
+            }
+        }
+    }
+    for &(a, _) in &conn_pairs {
+        if !conn_pairs.iter().any(|&(_, b)| b == a) {
+            visit(a, &conn_pairs, &mut nodes);
+        }
+    }
     let mut dirs: Vec<Direction> = Vec::new();
     let index = |n: &str, nodes: &mut Vec<String>| {
         nodes.iter().position(|x| x == n).unwrap_or_else(|| {
@@ -1324,14 +1348,34 @@ fn topology_plot(o: &mut String, id: &str, s: &Value) {
             dirs.push(Direction { from, to, link: l });
         }
     }
-    // Roles, where the connections tell them.
+    // Roles, where the connections and the breakdown tell them: a node no one connects to
+    // is a client; one that reports compute time is a worker; the others relay.
     let mut roles: BTreeMap<String, &str> = BTreeMap::new();
-    for c in s["network"]["connections"].as_array().into_iter().flatten() {
-        if let Some(a) = c["from"].as_str() {
-            roles.entry(a.to_string()).or_insert("client");
-        }
-        if let Some(b) = c["to"].as_str() {
-            roles.entry(b.to_string()).or_insert("worker");
+    let computes = |n: &str| {
+        s["runs"]["topology"]["breakdown"]["nodes"]
+            .as_object()
+            .is_some_and(|m| m.contains_key(n))
+    };
+    let conns: Vec<&Value> = s["network"]["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .collect();
+    for c in &conns {
+        for end in ["from", "to"] {
+            if let Some(n) = c[end].as_str() {
+                let reached = conns.iter().any(|c| c["to"].as_str() == Some(n));
+                let role = match (reached, computes(n)) {
+                    (false, _) => "client",
+                    (true, true) => "worker",
+                    // Older summaries have no per-node breakdown: every reached node worked.
+                    (true, false) if s["runs"]["topology"]["breakdown"]["nodes"].is_null() => {
+                        "worker"
+                    }
+                    (true, false) => "relay",
+                };
+                roles.insert(n.to_string(), role);
+            }
         }
     }
     let any_changes = links
@@ -1350,9 +1394,11 @@ fn topology_plot(o: &mut String, id: &str, s: &Value) {
             ),
         ),
     ];
-    let w = 640.0;
-    let top = header_height(&keys, w);
     let n = nodes.len();
+    // Many nodes need a wider circle.
+    let r = (19.0 * n as f64).max(170.0);
+    let w = (2.6 * r + 150.0).max(640.0);
+    let top = header_height(&keys, w);
     let bh = 60.0;
     let bw: Vec<f64> = nodes
         .iter()
@@ -1368,7 +1414,6 @@ fn topology_plot(o: &mut String, id: &str, s: &Value) {
         };
         (c, cy + bh / 2.0 + 84.0)
     } else {
-        let r = 170.0;
         let cy = top + 40.0 + r;
         let c = (0..n)
             .map(|i| {
