@@ -237,7 +237,7 @@ fn continuous_batching_raises_throughput_at_the_batch_step_time() {
     let closed = |batch: u32| {
         let t = text("a100-80g", "2ms", 64, 32, 40, 1.0, "").replace(
             "arrival = { kind = \"constant\", rate = 1 }",
-            "arrival = { kind = \"closed\", concurrency = 8 }",
+            "arrival = { kind = \"closed\", concurrency = 6 }",
         );
         let t = t.replace(
             "device = \"a100-80g\"",
@@ -295,5 +295,35 @@ fn continuous_batching_raises_throughput_at_the_batch_step_time() {
     assert!(
         q8 < q1 / 10,
         "queue p50 {q8} ns at batch 8, {q1} ns at batch 1"
+    );
+}
+
+#[test]
+fn a_request_with_no_answer_within_the_drain_timeout_fails_instead_of_stalling_the_loop() {
+    // One worker serving one request at a time, each about 10 s (a slow inline device);
+    // six closed-loop users and twelve requests: the last of the first six wait 50 s, past
+    // the request timeout (the drain timeout: at least 30 s and four times the floor), so
+    // they fail with a reason, their users go on, and the run ends.
+    let slow = r#"device = { memory = "80GB", flops = "10TFLOP/s", mem_bandwidth = "13.4GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#;
+    let t = text("a100-80g", "10ms", 8, 10, 12, 1.0, "")
+        .replace("device = \"a100-80g\"", slow)
+        .replace(
+            "arrival = { kind = \"constant\", rate = 1 }",
+            "arrival = { kind = \"closed\", concurrency = 6 }",
+        );
+    assert!(t.contains("closed"), "{t}");
+    let m = run(&scenario(&t));
+    let r = &m.topology.as_ref().unwrap().record;
+    assert_eq!(r.completed + r.failed, 12, "{:?}", r.errors);
+    assert!(
+        r.completed >= 3,
+        "{} completed, {:?}",
+        r.completed,
+        r.errors
+    );
+    assert!(
+        r.errors.keys().any(|e| e.contains("no answer within")),
+        "{:?}",
+        r.errors
     );
 }

@@ -77,6 +77,26 @@ impl Target {
     }
 }
 
+/// A request that has no answer within `timeout` (the drain timeout, which is at least four
+/// times the floor of a long request) fails, so a stuck request can never stall a closed
+/// loop.
+async fn call(
+    target: &Target,
+    id: u64,
+    shape: Shape,
+    clock: &Clock,
+    timeout: Duration,
+) -> Result<Timeline, String> {
+    tokio::select! {
+        biased;
+        r = target.call(id, shape, clock) => r,
+        _ = clock.sleep(timeout) => Err(format!(
+            "no answer within {} (the drain timeout)",
+            crate::scenario::units::format_duration(timeout)
+        )),
+    }
+}
+
 /// The result of one phase.
 pub struct PhaseResult {
     pub samples: Vec<Sample>,
@@ -248,9 +268,10 @@ impl Driver {
             issued.fetch_add(1, Ordering::Relaxed);
             progress.started();
             let shape = p.shape;
+            let timeout = self.drain;
             tasks.spawn(async move {
                 let sent = clock.now();
-                let r = target.call(id, shape, &clock).await;
+                let r = call(&target, id, shape, &clock, timeout).await;
                 progress.finished(r.is_ok());
                 let _ = tx.send((scheduled, sent, r));
             });
@@ -290,6 +311,7 @@ impl Driver {
                 None
             }
         };
+        let timeout = self.drain;
         for _ in 0..concurrency {
             let (target, clock, progress, cancel) = (
                 self.target.clone(),
@@ -323,7 +345,7 @@ impl Driver {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     progress.started();
                     let sent = clock.now();
-                    let r = target.call(id, shape, &clock).await;
+                    let r = call(&target, id, shape, &clock, timeout).await;
                     progress.finished(r.is_ok());
                     if tx.send((sent, sent, r)).is_err() {
                         break;
