@@ -249,10 +249,20 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, Failure> {
 
 fn validate_command(files: &[PathBuf]) -> Result<i32, Failure> {
     let scenarios = load_all(files)?;
+    let mut errors = Vec::new();
     for s in &scenarios {
-        print!("{}", report::table::plan_text(s, &plan::plan(s)));
+        let plan = plan::plan(s);
+        print!("{}", report::table::plan_text(s, &plan));
+        if let Err(e) = plan {
+            errors.push(format!("{}: {e}", s.file.display()));
+        }
     }
-    Ok(EXIT_OK)
+    if errors.is_empty() {
+        Ok(EXIT_OK)
+    } else {
+        // A scenario that parses but cannot run is bad input too.
+        Err(Failure::BadInput(anyhow!(errors.join("\nerror: "))))
+    }
 }
 
 fn list_command(dir: &Path) -> Result<i32, Failure> {

@@ -489,6 +489,55 @@ fn validate_quickstart_prints_route_bytes_and_floor() {
 }
 
 #[test]
+fn every_shipped_scenario_validates() {
+    let mut files: Vec<String> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(files.len() >= 12, "{files:?}");
+    let mut args = vec!["validate".to_string()];
+    args.extend(files.iter().cloned());
+    let out = run(args);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.matches(": ok  (").count(), files.len());
+    // Every kind the library covers prints its bytes per link.
+    for kind in [
+        "pipeline (client-relayed)",
+        "pipeline (server-to-server)",
+        "tensor",
+        "star",
+        "relay",
+        "hedged",
+        "direct",
+    ] {
+        assert!(
+            out.stdout.contains(&format!("route     {kind}")),
+            "no {kind} scenario"
+        );
+    }
+}
+
+#[test]
+fn a_scenario_that_parses_but_cannot_run_fails_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(QUICKSTART).unwrap();
+    // The ring kind is not run (a server-to-server pipeline is exo's ring).
+    let ring = text.replace(
+        "[[link]]",
+        "[topology]\nkind = \"ring\"\npath = [\"client\", \"gpu-a\"]\n\n[[link]]",
+    );
+    let ring_file = dir.path().join("ring.toml");
+    std::fs::write(&ring_file, ring).unwrap();
+    let out = validate(&ring_file);
+    assert_eq!(out.code, Some(2), "{}", out.stdout);
+    assert!(out.stderr.contains("server-to-server"), "{}", out.stderr);
+}
+
+#[test]
 fn list_shows_scenarios_presets_and_profiles() {
     let out = run(["list"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);

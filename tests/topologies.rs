@@ -507,3 +507,41 @@ clients = ["eu", "us"]
     assert!(ms(&m, Metric::Ttft, 0.5) < 20.0);
     assert!(ms(&m, Metric::Ttft, 0.9) >= 80.0);
 }
+
+#[test]
+fn floors_hold_for_mixed_tensor_groups_and_any_hedged_replica() {
+    // A root slower than its member: the root computes while the member's round trip runs.
+    let mixed = tensor(1.0, 1).replacen("device = \"ideal\"", "device = \"a100-80g\"", 1);
+    // A hedged pair whose first listed replica is the far one.
+    let far_first = hedged("1h").replace(
+        "path = [\"client\", \"fast\", \"slow\"]",
+        "path = [\"client\", \"slow\", \"fast\"]",
+    );
+    for text in [mixed, far_first] {
+        let (p, m) = run(&scenario(&text));
+        let f = p.floor(p.typical);
+        // (A jittered path can bunch tokens behind a late first one, so tpot can dip under
+        // the decode step; ttft and e2e cannot beat their floors.)
+        for (metric, floor) in [(Metric::Ttft, f.ttft), (Metric::E2e, f.e2e)] {
+            let low = ms(&m, metric, 0.0);
+            let floor = floor.as_secs_f64() * 1e3;
+            assert!(
+                low >= floor * 0.999,
+                "{}: {metric} min {low} ms below floor {floor} ms",
+                p.kind
+            );
+        }
+    }
+}
+
+#[test]
+fn hidden_states_past_the_frame_limit_are_refused_when_planned() {
+    // 9,000 tokens of Llama 2 7B hidden states: 73.7 MB, past the 64 MiB frame limit.
+    let text = pipeline("client-relayed", "rtt = \"2ms\"")
+        .replace("prompt_tokens = 32", "prompt_tokens = 9000");
+    let e = plan::plan(&scenario(&text)).unwrap_err().to_string();
+    assert!(
+        e.contains("9000 tokens") && e.contains("frame limit"),
+        "{e}"
+    );
+}

@@ -2,7 +2,7 @@
 //! own clock. For a pipeline it is the Petals client: it holds the embeddings and the LM
 //! head, computes them on its own device, and drives every step through the stages.
 
-use super::node::{open_stream, read_activations};
+use super::node::{broken, open_stream, read_activations};
 use super::worker::{Executor, SessionGuard};
 use crate::clock::Clock;
 use crate::compute::{Pass, Stage};
@@ -204,7 +204,15 @@ impl Client {
                     .await
                     .map_err(err)?;
                 let recv = ret.as_mut().expect("server-to-server has a return stream");
-                read_activations(recv, self.max_frame).await.map_err(err)?;
+                // The first stage answers on the chain stream only when something broke.
+                let first = &mut streams[0].1;
+                tokio::select! {
+                    biased;
+                    r = read_activations(recv, self.max_frame) => r.map_err(err)?,
+                    f = read_frame(first, self.max_frame) => {
+                        return Err(broken("the first stage", f));
+                    }
+                };
             } else {
                 for (send, recv) in streams.iter_mut() {
                     write_activations(send, id, tokens, bytes)
@@ -346,6 +354,13 @@ impl Client {
             if winner.is_some_and(|w| w != i) {
                 continue;
             }
+            // A copy that answers with an error fails over like one whose stream broke.
+            let frame = match frame {
+                Ok(Frame::Error { code, message }) => {
+                    Err(format!("worker error {code}: {message}"))
+                }
+                f => f,
+            };
             match frame {
                 Ok(Frame::Token { index, .. }) => {
                     if winner.is_none() {
@@ -373,10 +388,6 @@ impl Client {
                     t.queue += Duration::from_nanos(d.queue_ns);
                     t.compute += Duration::from_nanos(d.compute_ns);
                     t.nodes.push(d);
-                }
-                Ok(Frame::Error { code, message }) => {
-                    cancel_all(&cancels);
-                    return Err(format!("worker error {code}: {message}"));
                 }
                 Ok(other) => {
                     cancel_all(&cancels);

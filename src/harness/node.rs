@@ -189,7 +189,7 @@ impl Node {
             }
         };
         match (&self.part, request.mode) {
-            (Part::Relay, _) => return self.relay(send, recv, request).await,
+            (Part::Relay, _) => {}
             (_, Mode::Return) => {
                 self.put_return(request.id, send);
                 // The client finished its side after the request.
@@ -199,6 +199,7 @@ impl Node {
             _ => {}
         }
         let result = match (&self.part, request.mode) {
+            (Part::Relay, _) => self.relay(&mut send, &mut recv, request.clone()).await,
             (Part::Whole, Mode::Serve) => self.whole(&mut send, &request).await,
             (Part::StarHost { head }, Mode::Serve) => {
                 let head = head.clone();
@@ -216,6 +217,10 @@ impl Node {
                 self.name
             ))),
         };
+        let result = result.map_err(|e| match e {
+            Failure::Frame(FrameIoError::Peer(m)) => Failure::Peer(m),
+            e => e,
+        });
         match result {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -263,8 +268,8 @@ impl Node {
     /// Forwards the stream to the next node of the route, byte for byte, both ways.
     async fn relay(
         &self,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
         request: Request,
     ) -> Result<(), Failure> {
         if request.route.is_empty() {
@@ -281,20 +286,31 @@ impl Node {
             .open(&request.route, &forward)
             .await
             .map_err(Failure::Peer)?;
+        // A copy that fails resets the other side, so a broken hop never looks like a
+        // clean end of the stream.
         let up = async {
-            let r = tokio::io::copy(&mut recv, &mut s2).await;
-            let _ = s2.finish();
+            let r = tokio::io::copy(recv, &mut s2).await;
+            match &r {
+                Ok(_) => {
+                    let _ = s2.finish();
+                }
+                Err(_) => {
+                    let _ = s2.reset(0x13u32.into());
+                }
+            }
             r
         };
         let down = async {
-            let r = tokio::io::copy(&mut r2, &mut send).await;
-            let _ = send.finish();
+            let r = tokio::io::copy(&mut r2, send).await;
+            if r.is_ok() {
+                let _ = send.finish();
+            }
             r
         };
         let (a, b) = tokio::join!(up, down);
         a.and(b)
             .map(|_| ())
-            .map_err(|e| Failure::Peer(e.to_string()))
+            .map_err(|e| Failure::Peer(format!("relay {}: {e}", self.name)))
     }
 
     /// Serves a whole request: prefill and decode on this node, tokens streamed back.
@@ -310,7 +326,16 @@ impl Node {
             })
             .map_err(|e| Failure::Refused(e.to_string()))?;
         let mut buf = Vec::new();
-        while let Some(event) = rx.recv().await {
+        // A client that stops reading (a hedge that lost) cancels the request at once: the
+        // executor drops a job whose events nobody receives, queued or running.
+        let stopped = send.stopped();
+        tokio::pin!(stopped);
+        loop {
+            let event = tokio::select! {
+                biased;
+                e = rx.recv() => match e { Some(e) => e, None => break },
+                _ = &mut stopped => return Ok(()),
+            };
             let frame = match event {
                 Event::Token { index } => token_frame(index),
                 Event::Done { queue, compute } => Frame::Done(done(&self.name, queue, compute)),
@@ -356,15 +381,26 @@ impl Node {
         let output = request.output_tokens.max(1);
         let mut buf = Vec::new();
         for k in 0..output {
-            let tokens = read_activations(recv, self.max_frame).await?;
+            // Downstream sends nothing back until the end: an error frame or a closed stream
+            // from there fails the session now, and travels upstream to the client.
+            let tokens = match &mut next {
+                Some((_, down)) => tokio::select! {
+                    biased;
+                    t = read_activations(recv, self.max_frame) => t?,
+                    f = read_frame(down, self.max_frame) => {
+                        return Err(Failure::Peer(broken("the next stage", f)));
+                    }
+                },
+                None => read_activations(recv, self.max_frame).await?,
+            };
             let work = if k == 0 {
                 Work::Prefill { tokens }
             } else {
                 Work::Decode {
-                    context: context + tokens,
+                    context: context.saturating_add(tokens),
                 }
             };
-            context += tokens;
+            context = context.saturating_add(tokens);
             let d = executor
                 .step(&self.clock, request.id, stage, work, 1.0, k + 1 == output)
                 .await
@@ -440,7 +476,7 @@ impl Node {
             let (tokens, context) = if k == 0 {
                 (prompt, prompt)
             } else {
-                (1, prompt + k)
+                (1, prompt.saturating_add(k))
             };
             let work = if k == 0 {
                 Work::Prefill { tokens }
@@ -536,7 +572,7 @@ impl Node {
             let (tokens, context) = if k == 0 {
                 (prompt, prompt)
             } else {
-                (1, prompt + k)
+                (1, prompt.saturating_add(k))
             };
             let work = if k == 0 {
                 Work::Prefill { tokens }
@@ -617,10 +653,10 @@ impl Node {
                         Work::Prefill { tokens }
                     } else {
                         Work::Decode {
-                            context: context + tokens,
+                            context: context.saturating_add(tokens),
                         }
                     };
-                    context += tokens;
+                    context = context.saturating_add(tokens);
                 }
                 let last = k + 1 == output && seg + 1 == segments;
                 let d = executor
@@ -671,6 +707,16 @@ fn done(node: &str, queue: Duration, compute: Duration) -> Done {
         node: node.to_string(),
         queue_ns: queue.as_nanos() as u64,
         compute_ns: compute.as_nanos() as u64,
+    }
+}
+
+/// Why a stream that should have stayed silent until the end spoke or ended early.
+pub fn broken(whom: &str, frame: Result<Option<Frame>, FrameIoError>) -> String {
+    match frame {
+        Ok(Some(Frame::Error { message, .. })) => message,
+        Ok(Some(other)) => format!("{whom} sent an unexpected {:?} frame", other.kind()),
+        Ok(None) => format!("{whom} closed the session before its end"),
+        Err(e) => format!("{whom}: {e}"),
     }
 }
 

@@ -19,6 +19,10 @@ pub enum PlanError {
     Unsupported(TopologyKind),
     #[error("node \"{0}\" is a worker without a device")]
     NoDevice(String),
+    #[error(
+        "a prompt of {tokens} tokens makes frames of {bytes} bytes (its hidden states or token ids), more than the frame limit of {max} bytes; use shorter prompts"
+    )]
+    FrameTooLarge { tokens: u32, bytes: u64, max: u32 },
 }
 
 /// A link direction the topology uses, and what crosses it.
@@ -148,13 +152,11 @@ enum Leg {
         work: Work,
         scale: f64,
     },
+    /// Bytes that travel ahead of the critical path (a session's request) and take no
+    /// time of their own in the floor.
+    Bytes { from: usize, to: usize, bytes: u64 },
     /// Branches that run at once; the slowest decides.
     Parallel(Vec<Vec<Leg>>),
-}
-
-/// Request frame overhead of a stream opened for a session (no prompt).
-fn session_request_len(route_len: usize) -> u64 {
-    (wire::HEADER_LEN + wire::request_payload_len(0, &vec!["node-name"; route_len])) as u64
 }
 
 pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
@@ -374,6 +376,21 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         .map(|n| n.max_batch)
         .unwrap_or(1);
     let hidden_bytes = s.model.hidden_state_bytes().round() as u64;
+    // The largest frame a request makes: its prompt's token ids, or its prompt's hidden
+    // states where they cross a link.
+    let longest = s.workload.prompt_tokens.high();
+    let largest = match route {
+        Route::Serve { ref members, .. } if members.is_empty() => 4 * longest as u64,
+        Route::Hedged { .. } => 4 * longest as u64,
+        _ => longest as u64 * hidden_bytes + 12,
+    };
+    if largest > wire::DEFAULT_MAX_FRAME as u64 {
+        return Err(PlanError::FrameTooLarge {
+            tokens: longest,
+            bytes: largest,
+            max: wire::DEFAULT_MAX_FRAME,
+        });
+    }
     let mut plan = Plan {
         kind: s.topology.kind,
         route,
@@ -396,18 +413,35 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         names,
         links,
     };
-    // Bytes per link for the typical request.
+    // Bytes per link of one typical request that crosses it: from each client, and for
+    // hedged replicas with each one as the first copy's.
     let shape = plan.typical;
-    let client = plan.clients[0].index;
-    let prefill = plan.request_legs(client, shape);
-    let mut prefill_legs = prefill;
-    prefill_legs.extend(plan.step_legs(client, shape.prompt, shape.prompt, true));
-    prefill_legs.extend(plan.token_legs(client));
-    let mut token_legs = plan.step_legs(client, 1, shape.prompt + 1, false);
-    token_legs.extend(plan.token_legs(client));
-    let (mut pre, mut tok) = (HashMap::new(), HashMap::new());
-    sum_bytes(&prefill_legs, &mut pre);
-    sum_bytes(&token_legs, &mut tok);
+    let primaries = match &plan.route {
+        Route::Hedged { replicas } => replicas.len(),
+        _ => 1,
+    };
+    let (mut pre, mut tok): (HashMap<_, u64>, HashMap<_, u64>) = (HashMap::new(), HashMap::new());
+    for client in plan.clients.iter().map(|c| c.index) {
+        for primary in 0..primaries {
+            let mut prefill_legs = plan.request_legs(client, shape, primary);
+            prefill_legs.extend(plan.step_legs(client, primary, shape.prompt, shape.prompt, true));
+            prefill_legs.extend(plan.token_legs(client, primary));
+            let mut token_legs =
+                plan.step_legs(client, primary, 1, shape.prompt.saturating_add(1), false);
+            token_legs.extend(plan.token_legs(client, primary));
+            let (mut p1, mut t1) = (HashMap::new(), HashMap::new());
+            sum_bytes(&prefill_legs, &mut p1);
+            sum_bytes(&token_legs, &mut t1);
+            for (k, v) in p1 {
+                let e = pre.entry(k).or_default();
+                *e = (*e).max(v);
+            }
+            for (k, v) in t1 {
+                let e = tok.entry(k).or_default();
+                *e = (*e).max(v);
+            }
+        }
+    }
     for (k, h) in plan.links.iter_mut() {
         h.prefill_bytes = pre.get(k).copied().unwrap_or(0);
         h.token_bytes = tok.get(k).copied().unwrap_or(0);
@@ -419,7 +453,9 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
 fn sum_bytes(legs: &[Leg], out: &mut HashMap<(usize, usize), u64>) {
     for leg in legs {
         match leg {
-            Leg::Send { from, to, bytes } => *out.entry((*from, *to)).or_default() += bytes,
+            Leg::Send { from, to, bytes } | Leg::Bytes { from, to, bytes } => {
+                *out.entry((*from, *to)).or_default() += bytes
+            }
             Leg::Parallel(branches) => branches.iter().for_each(|b| sum_bytes(b, out)),
             Leg::Compute { .. } => {}
         }
@@ -462,62 +498,75 @@ impl Plan {
         wire::activations_frame_len((tokens as u64 * self.hidden_bytes) as usize) as u64
     }
 
-    /// The client's request reaching the node that produces the tokens.
-    fn request_legs(&self, client: usize, shape: Shape) -> Vec<Leg> {
-        let bytes = |route_len: usize| {
-            (wire::HEADER_LEN
-                + wire::request_payload_len(shape.prompt, &vec!["node-name"; route_len]))
-                as u64
-        };
+    /// A request frame's bytes for a prompt and the nodes named in its route.
+    fn request_len(&self, prompt: u32, route: &[usize]) -> u64 {
+        let names: Vec<&str> = route.iter().map(|&i| self.names[i].as_str()).collect();
+        (wire::HEADER_LEN + wire::request_payload_len(prompt, &names)) as u64
+    }
+
+    /// Legs that move bytes along consecutive nodes without taking time of their own in the
+    /// floor (session requests that travel ahead of the hidden states).
+    fn ahead(&self, nodes: &[usize], len: impl Fn(usize) -> u64) -> Vec<Leg> {
+        nodes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Leg::Bytes {
+                from: w[0],
+                to: w[1],
+                bytes: len(i),
+            })
+            .collect()
+    }
+
+    /// The client's request reaching the node that produces the tokens (and, for a star or
+    /// a tensor group, the sessions that node opens).
+    fn request_legs(&self, client: usize, shape: Shape, primary: usize) -> Vec<Leg> {
         match &self.route {
-            Route::Serve { via, .. } => {
+            Route::Serve { via, members } => {
                 let mut nodes = vec![client];
                 nodes.extend(via);
                 let mut legs = Vec::new();
                 for (i, w) in nodes.windows(2).enumerate() {
+                    let mut route: Vec<usize> = via[i + 1..].to_vec();
+                    route.extend(members);
                     legs.push(Leg::Send {
                         from: w[0],
                         to: w[1],
-                        bytes: bytes(self.path.len().saturating_sub(2 + i)),
+                        bytes: self.request_len(shape.prompt, &route),
+                    });
+                }
+                let producer = via[via.len() - 1];
+                for &m in members {
+                    legs.push(Leg::Bytes {
+                        from: producer,
+                        to: m,
+                        bytes: self.request_len(0, &[]),
                     });
                 }
                 legs
             }
             Route::Hedged { replicas } => vec![Leg::Send {
                 from: client,
-                to: replicas[0],
-                bytes: bytes(0),
+                to: replicas[primary % replicas.len()],
+                bytes: self.request_len(shape.prompt, &[]),
             }],
             Route::Pipeline {
                 chains,
                 server_to_server,
             } => {
-                // Session requests carry no prompt; they travel ahead of the first step's
-                // hidden states and take no time of their own in the floor.
                 let mut legs = Vec::new();
-                let mut add = |nodes: &[usize], left: usize| {
-                    for (i, w) in nodes.windows(2).enumerate() {
-                        legs.push(Leg::Send {
-                            from: w[0],
-                            to: w[1],
-                            bytes: session_request_len(left.saturating_sub(i)),
-                        });
-                    }
-                };
                 if *server_to_server {
                     let mut all = vec![client];
                     chains.iter().for_each(|ch| all.extend(ch));
-                    let n = all.len();
-                    add(&all, n - 2);
-                    let last = &chains[chains.len() - 1];
+                    legs.extend(self.ahead(&all, |i| self.request_len(0, &all[i + 2..])));
                     let mut ret = vec![client];
-                    ret.extend(last);
-                    add(&ret, last.len() - 1);
+                    ret.extend(&chains[chains.len() - 1]);
+                    legs.extend(self.ahead(&ret, |i| self.request_len(0, &ret[i + 2..])));
                 } else {
                     for ch in chains {
                         let mut nodes = vec![client];
                         nodes.extend(ch);
-                        add(&nodes, ch.len() - 1);
+                        legs.extend(self.ahead(&nodes, |i| self.request_len(0, &nodes[i + 2..])));
                     }
                 }
                 legs
@@ -526,7 +575,7 @@ impl Plan {
     }
 
     /// The producing node's first token reaching the client (Serve and hedged routes).
-    fn token_legs(&self, client: usize) -> Vec<Leg> {
+    fn token_legs(&self, client: usize, primary: usize) -> Vec<Leg> {
         let bytes = wire::TOKEN_FRAME_LEN as u64;
         match &self.route {
             Route::Serve { via, .. } => {
@@ -536,7 +585,7 @@ impl Plan {
                 Self::along(&nodes, bytes)
             }
             Route::Hedged { replicas } => vec![Leg::Send {
-                from: replicas[0],
+                from: replicas[primary % replicas.len()],
                 to: client,
                 bytes,
             }],
@@ -545,7 +594,14 @@ impl Plan {
     }
 
     /// One step (`tokens` new positions at context `context`) from its inputs to its token.
-    fn step_legs(&self, client: usize, tokens: u32, context: u32, prefill: bool) -> Vec<Leg> {
+    fn step_legs(
+        &self,
+        client: usize,
+        primary: usize,
+        tokens: u32,
+        context: u32,
+        prefill: bool,
+    ) -> Vec<Leg> {
         let work = if prefill {
             Work::Prefill { tokens }
         } else {
@@ -587,38 +643,36 @@ impl Plan {
                     .map(|n| n.index)
                     .collect();
                 let scale = 1.0 / self.segments as f64;
-                let send_all = |from_root: bool, bytes: u64| {
-                    Leg::Parallel(
-                        members
-                            .iter()
-                            .map(|&m| {
-                                let (from, to) = if from_root { (root, m) } else { (m, root) };
-                                vec![Leg::Send { from, to, bytes }]
-                            })
-                            .collect(),
-                    )
-                };
-                let mut legs = vec![send_all(true, act)];
+                // Per segment the root computes its slice while each member receives its
+                // input (the broadcast, then the reduced sum), computes, and sends back its
+                // partial sum (after the LM head: its logits).
+                let logits = wire::activations_frame_len(self.logits_slice_bytes as usize) as u64;
+                let mut legs = Vec::new();
                 for seg in 0..self.segments {
-                    let compute: Vec<Vec<Leg>> = std::iter::once(root)
-                        .chain(members.iter().copied())
-                        .map(|i| self.compute(i, work, scale))
-                        .collect();
-                    legs.push(Leg::Parallel(compute));
-                    if seg + 1 < self.segments {
-                        legs.push(send_all(false, act));
-                        legs.push(send_all(true, act));
-                    } else {
-                        legs.push(send_all(
-                            false,
-                            wire::activations_frame_len(self.logits_slice_bytes as usize) as u64,
-                        ));
+                    let back = if seg + 1 < self.segments { act } else { logits };
+                    let mut branches = vec![self.compute(root, work, scale)];
+                    for &m in &members {
+                        let mut b = vec![Leg::Send {
+                            from: root,
+                            to: m,
+                            bytes: act,
+                        }];
+                        b.extend(self.compute(m, work, scale));
+                        b.push(Leg::Send {
+                            from: m,
+                            to: root,
+                            bytes: back,
+                        });
+                        branches.push(b);
                     }
+                    legs.push(Leg::Parallel(branches));
                 }
                 legs
             }
             (Route::Serve { via, .. }, _) => self.compute(via[via.len() - 1], work, 1.0),
-            (Route::Hedged { replicas }, _) => self.compute(replicas[0], work, 1.0),
+            (Route::Hedged { replicas }, _) => {
+                self.compute(replicas[primary % replicas.len()], work, 1.0)
+            }
             (
                 Route::Pipeline {
                     chains,
@@ -678,6 +732,7 @@ impl Plan {
                     .map(|h| h.link.serialization(*bytes as f64) + h.link.min_delay())
                     .unwrap_or_default(),
                 Leg::Compute { stage, work, scale } => stage.pass(*work).mul_f64(*scale),
+                Leg::Bytes { .. } => Duration::ZERO,
                 Leg::Parallel(branches) => branches
                     .iter()
                     .map(|b| self.time(b))
@@ -690,17 +745,27 @@ impl Plan {
     /// The analytic floor of a request through the topology, from the first client.
     pub fn floor(&self, shape: Shape) -> Floor {
         let client = self.clients[0].index;
-        let mut first = self.request_legs(client, shape);
-        if matches!(self.route, Route::Pipeline { .. }) {
-            first.clear();
-        }
-        first.extend(self.step_legs(client, shape.prompt, shape.prompt, true));
-        first.extend(self.token_legs(client));
-        let ttft = self.time(&first);
-        let steps: Vec<Duration> = (1..shape.output)
-            .map(|k| self.time(&self.step_legs(client, 1, shape.prompt + k, false)))
-            .collect();
-        floor_of(ttft, &steps)
+        // A hedged request may start at any replica: the floor is the fastest's.
+        let primaries = match &self.route {
+            Route::Hedged { replicas } => replicas.len(),
+            _ => 1,
+        };
+        (0..primaries)
+            .map(|primary| {
+                let mut first = self.request_legs(client, shape, primary);
+                first.extend(self.step_legs(client, primary, shape.prompt, shape.prompt, true));
+                first.extend(self.token_legs(client, primary));
+                let ttft = self.time(&first);
+                let steps: Vec<Duration> = (1..shape.output)
+                    .map(|k| {
+                        let context = shape.prompt.saturating_add(k);
+                        self.time(&self.step_legs(client, primary, 1, context, false))
+                    })
+                    .collect();
+                floor_of(ttft, &steps)
+            })
+            .min_by_key(|f| f.e2e)
+            .unwrap_or_default()
     }
 
     /// The floor of a request on the baseline (compute only), if there is a baseline.
