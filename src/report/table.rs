@@ -36,6 +36,7 @@ pub fn render(r: &Results) -> String {
         "\n  {:<8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "metric", "run", "p50", "p90", "p99", "p99.9", "max"
     );
+    let floors = r.floors();
     for m in [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2e] {
         let mut first = true;
         for (run, out) in r.runs() {
@@ -64,6 +65,22 @@ pub fn render(r: &Results) -> String {
                 "", "tax", p50, "", p99
             );
         }
+        // What physics allows the median request on the topology: no queueing, no loss,
+        // no congestion control.
+        let f = floors.0;
+        let floor = match m {
+            Metric::Ttft => f.ttft,
+            Metric::Tpot => f.tpot,
+            Metric::Itl => f.itl,
+            _ => f.e2e,
+        };
+        let _ = writeln!(
+            o,
+            "  {:<8} {:<9} {:>10}",
+            "",
+            "floor",
+            fmt_ms(floor.as_secs_f64() * 1e3)
+        );
     }
     let _ = writeln!(o);
     for (run, out) in r.runs() {
