@@ -79,6 +79,7 @@ fn histograms(c: &mut Criterion) {
         )],
         extra_copies: 0,
         hedge_won: false,
+        client: None,
     };
     let mut r = RunRecord::new();
     c.bench_function("record/request_64_tokens", |b| {

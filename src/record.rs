@@ -98,6 +98,8 @@ pub struct Sample {
     /// Copies sent beyond the first (hedging), and whether a later copy answered first.
     pub extra_copies: u32,
     pub hedge_won: bool,
+    /// The client node that sent it, where the topology has several.
+    pub client: Option<String>,
 }
 
 impl Sample {
@@ -220,6 +222,8 @@ pub struct RunRecord {
     breakdown: BTreeMap<Part, Histogram<u64>>,
     /// Per node: its queue and compute time per request, on its own clock.
     nodes: BTreeMap<String, [Histogram<u64>; 2]>,
+    /// Per client node: its requests' ttft and e2e.
+    clients: BTreeMap<String, [Histogram<u64>; 2]>,
     /// Hedging: copies sent beyond the first, and requests a later copy answered first.
     pub extra_copies: u64,
     pub hedge_wins: u64,
@@ -246,6 +250,7 @@ impl Default for RunRecord {
             metrics: Metric::ALL.iter().map(|&m| (m, histogram())).collect(),
             breakdown: Part::ALL.iter().map(|&p| (p, histogram())).collect(),
             nodes: BTreeMap::new(),
+            clients: BTreeMap::new(),
             extra_copies: 0,
             hedge_wins: 0,
             completed: 0,
@@ -335,6 +340,14 @@ impl RunRecord {
             add(&mut h[0], *queue);
             add(&mut h[1], *compute);
         }
+        if let Some(c) = &s.client {
+            let h = self
+                .clients
+                .entry(c.clone())
+                .or_insert_with(|| [histogram(), histogram()]);
+            add(&mut h[0], s.ttft());
+            add(&mut h[1], s.e2e());
+        }
         self.extra_copies += s.extra_copies as u64;
         self.hedge_wins += s.hedge_won as u64;
     }
@@ -342,6 +355,11 @@ impl RunRecord {
     /// Each node's queue and compute histograms, by name.
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &Histogram<u64>, &Histogram<u64>)> {
         self.nodes.iter().map(|(n, [q, c])| (n.as_str(), q, c))
+    }
+
+    /// Each client node's ttft and e2e histograms, by name.
+    pub fn clients(&self) -> impl Iterator<Item = (&str, &Histogram<u64>, &Histogram<u64>)> {
+        self.clients.iter().map(|(n, [t, e])| (n.as_str(), t, e))
     }
 
     /// Records a connection's handshake time.
@@ -422,6 +440,14 @@ impl RunRecord {
             mine[0].add(q).expect("auto-resizing histograms merge");
             mine[1].add(c).expect("auto-resizing histograms merge");
         }
+        for (name, [t, e]) in &other.clients {
+            let mine = self
+                .clients
+                .entry(name.clone())
+                .or_insert_with(|| [histogram(), histogram()]);
+            mine[0].add(t).expect("auto-resizing histograms merge");
+            mine[1].add(e).expect("auto-resizing histograms merge");
+        }
         self.extra_copies += other.extra_copies;
         self.hedge_wins += other.hedge_wins;
         self.completed += other.completed;
@@ -467,6 +493,7 @@ mod tests {
             nodes: vec![("gpu".into(), ms(5), ms(60))],
             extra_copies: 0,
             hedge_won: false,
+            client: None,
         }
     }
 

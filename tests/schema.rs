@@ -166,7 +166,15 @@ fn every_object_in_the_schema_is_closed() {
 fn shipped_scenarios_write_summaries_that_match_the_schema() {
     let v = validator();
     let out = tempfile::tempdir().unwrap();
-    for name in ["quickstart", "congested-minute", "phone-cellular-edge"] {
+    for name in [
+        "quickstart",
+        "congested-minute",
+        "phone-cellular-edge",
+        "gpu-marketplace",
+        "hedged-replicas",
+        "petals-bloom-lan-s2s",
+        "dllama-tp2",
+    ] {
         let dir = run(&scenario(name), name, out.path());
         let summary = read_json(&dir.join("summary.json"));
         let errs = errors(&v, &summary);

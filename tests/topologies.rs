@@ -503,7 +503,20 @@ clients = ["eu", "us"]
     // The prompts' 8 kB dominate what each client sends.
     let ratio = bytes("eu") / bytes("us");
     assert!((2.4..3.7).contains(&ratio), "eu/us bytes {ratio}");
-    // The far client's requests are the slow ones: a two-level distribution.
+    // Each client's own latencies: the far one's requests are the slow ones.
+    let r = &m.topology.as_ref().unwrap().record;
+    let clients: Vec<(&str, u64, f64)> = r
+        .clients()
+        .map(|(n, t, _)| (n, t.len(), t.value_at_quantile(0.5) as f64 / 1e6))
+        .collect();
+    assert_eq!(clients.len(), 2);
+    let (eu, us) = (clients[0], clients[1]);
+    assert_eq!((eu.0, us.0), ("eu", "us"));
+    assert_eq!(eu.1 + us.1, r.completed);
+    let split = eu.1 as f64 / us.1 as f64;
+    assert!((2.4..3.7).contains(&split), "eu/us requests {split}");
+    assert!(eu.2 < 20.0 && us.2 >= 80.0, "{clients:?}");
+    // Pooled, the far client's requests make a two-level distribution.
     assert!(ms(&m, Metric::Ttft, 0.5) < 20.0);
     assert!(ms(&m, Metric::Ttft, 0.9) >= 80.0);
 }

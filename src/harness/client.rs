@@ -31,6 +31,8 @@ pub struct Timeline {
     pub extra_copies: u32,
     /// Whether a copy other than the first answered first.
     pub hedge_won: bool,
+    /// The client node that sent it (none for the baseline).
+    pub client: Option<String>,
 }
 
 /// Recent times to first token, for hedging after a percentile of them.
@@ -115,6 +117,12 @@ impl Client {
 
     /// Sends one request and waits for its last token.
     pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
+        let mut t = self.route_call(id, shape, clock).await?;
+        t.client = Some(self.name.clone());
+        Ok(t)
+    }
+
+    async fn route_call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match &self.route {
             Route::Serve { via, members } => {
                 let mut route = self.names(&via[1..]);

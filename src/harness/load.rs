@@ -149,6 +149,7 @@ fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline
             .collect(),
         extra_copies: t.extra_copies,
         hedge_won: t.hedge_won,
+        client: t.client,
     }
 }
 

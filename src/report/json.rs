@@ -89,6 +89,9 @@ pub struct RunSummary {
     /// Hedged topologies: the extra load of the copies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hedging: Option<Hedging>,
+    /// Topologies with several clients: each client's requests, ttft and e2e.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<BTreeMap<String, ClientSummary>>,
     /// Measure phase start to the last completion, in seconds.
     pub measured_s: f64,
     pub errors: BTreeMap<String, u64>,
@@ -109,6 +112,13 @@ pub struct Breakdown {
 pub struct NodeBreakdown {
     pub queue: Ladder,
     pub compute: Ladder,
+}
+
+#[derive(Serialize)]
+pub struct ClientSummary {
+    pub completed: u64,
+    pub ttft: Ladder,
+    pub e2e: Ladder,
 }
 
 #[derive(Serialize)]
@@ -220,6 +230,20 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
                 r.extra_copies as f64 / r.completed as f64
             },
             won_by_a_later_copy: r.hedge_wins,
+        }),
+        clients: (r.clients().count() > 1).then(|| {
+            r.clients()
+                .map(|(n, t, e)| {
+                    (
+                        n.to_string(),
+                        ClientSummary {
+                            completed: t.len(),
+                            ttft: ladder(t),
+                            e2e: ladder(e),
+                        },
+                    )
+                })
+                .collect()
         }),
         measured_s: r.elapsed.as_secs_f64(),
         errors: r.errors.clone(),

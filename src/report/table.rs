@@ -141,6 +141,21 @@ pub fn render(r: &Results) -> String {
                 }
             }
         }
+        let clients: Vec<_> = rec.clients().collect();
+        if clients.len() > 1 {
+            for (name, t, e) in clients {
+                let (t, e) = (ladder(t), ladder(e));
+                let _ = writeln!(
+                    o,
+                    "  client {name:<14} {} requests: ttft p50 {} p99 {}, e2e p50 {} p99 {}",
+                    t.count,
+                    fmt_ms(t.p50),
+                    fmt_ms(t.p99),
+                    fmt_ms(e.p50),
+                    fmt_ms(e.p99)
+                );
+            }
+        }
         if rec.extra_copies > 0 || r.plan.hedge_after.is_some() {
             let _ = writeln!(
                 o,
