@@ -24,6 +24,34 @@ pub enum Pass {
     Decode { context: u32 },
 }
 
+impl Pass {
+    /// Step `k` of a request with a `prompt`-token prompt: the tokens it adds and its pass
+    /// (step 0 the prefill, each later one a decode at the context so far).
+    pub fn of_step(k: u32, prompt: u32) -> (u32, Pass) {
+        if k == 0 {
+            (prompt, Pass::Prefill { tokens: prompt })
+        } else {
+            (
+                1,
+                Pass::Decode {
+                    context: prompt.saturating_add(k),
+                },
+            )
+        }
+    }
+
+    /// The pass of a step that brings `tokens` new positions to a session that has seen
+    /// `context` so far (the first step is the prefill); advances `context`.
+    pub fn received(first: bool, tokens: u32, context: &mut u32) -> Pass {
+        *context = context.saturating_add(tokens);
+        if first {
+            Pass::Prefill { tokens }
+        } else {
+            Pass::Decode { context: *context }
+        }
+    }
+}
+
 /// FLOPs and bytes of one step, before the device turns them into time.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Work {

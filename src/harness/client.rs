@@ -191,21 +191,7 @@ impl Client {
         let (mut head_queue, mut head_compute) = (Duration::ZERO, Duration::ZERO);
         let err = |e: FrameIoError| e.to_string();
         for k in 0..shape.output.max(1) {
-            let (tokens, pass) = if k == 0 {
-                (
-                    shape.prompt,
-                    Pass::Prefill {
-                        tokens: shape.prompt,
-                    },
-                )
-            } else {
-                (
-                    1,
-                    Pass::Decode {
-                        context: shape.prompt + k,
-                    },
-                )
-            };
+            let (tokens, pass) = Pass::of_step(k, shape.prompt);
             let bytes = tokens as usize * self.hidden_bytes;
             if server_to_server {
                 write_activations(&mut streams[0].0, id, tokens, bytes)

@@ -117,6 +117,45 @@ impl Node {
         open_stream(&self.peer(&route[0])?, route, request).await
     }
 
+    /// Opens a session stream (no prompt, no route) to each node of the request's route: a
+    /// star's remote stages, a tensor group's members.
+    async fn open_sessions(&self, request: &Request, mode: Mode) -> Result<Vec<Io>, Failure> {
+        let session = Request {
+            mode,
+            route: Vec::new(),
+            prompt: Vec::new(),
+            ..request.clone()
+        };
+        let mut streams = Vec::with_capacity(request.route.len());
+        for name in &request.route {
+            streams.push(
+                self.open(std::slice::from_ref(name), &session)
+                    .await
+                    .map_err(Failure::Peer)?,
+            );
+        }
+        Ok(streams)
+    }
+
+    /// Ends the sessions this node opened: passes their `Done` frames to the client, then
+    /// its own, and finishes the client's stream.
+    async fn close_sessions(
+        &self,
+        sessions: &mut [Io],
+        send: &mut quinn::SendStream,
+        acc: StepDone,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        for (s, r) in sessions.iter_mut() {
+            let _ = s.finish();
+            forward_dones(r, send, self.max_frame, buf).await?;
+        }
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        write_frame(send, &own, buf).await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
     fn executor(&self) -> Result<(&Executor, &Arc<Stage>), String> {
         match (&self.executor, &self.stage) {
             (Some(e), Some(s)) => Ok((e, s)),
@@ -393,14 +432,7 @@ impl Node {
                 },
                 None => read_activations(recv, self.max_frame).await?,
             };
-            let work = if k == 0 {
-                Work::Prefill { tokens }
-            } else {
-                Work::Decode {
-                    context: context.saturating_add(tokens),
-                }
-            };
-            context = context.saturating_add(tokens);
+            let work = Work::received(k == 0, tokens, &mut context);
             let d = executor
                 .step(&self.clock, request.id, stage, work, 1.0, k + 1 == output)
                 .await
@@ -450,20 +482,7 @@ impl Node {
         head: &Arc<Stage>,
     ) -> Result<(), Failure> {
         let (executor, stage) = self.executor().map_err(Failure::Refused)?;
-        let stage_request = Request {
-            mode: Mode::Stage,
-            route: Vec::new(),
-            prompt: Vec::new(),
-            ..request.clone()
-        };
-        let mut remotes: Vec<Io> = Vec::new();
-        for name in &request.route {
-            remotes.push(
-                self.open(std::slice::from_ref(name), &stage_request)
-                    .await
-                    .map_err(Failure::Peer)?,
-            );
-        }
+        let mut remotes = self.open_sessions(request, Mode::Stage).await?;
         let _guard = SessionGuard {
             executor,
             session: request.id,
@@ -473,16 +492,7 @@ impl Node {
         let prompt = request.prompt.len() as u32;
         let mut buf = Vec::new();
         for k in 0..output {
-            let (tokens, context) = if k == 0 {
-                (prompt, prompt)
-            } else {
-                (1, prompt.saturating_add(k))
-            };
-            let work = if k == 0 {
-                Work::Prefill { tokens }
-            } else {
-                Work::Decode { context }
-            };
+            let (tokens, work) = Work::of_step(k, prompt);
             let last = k + 1 == output;
             if stage.layers > 0 {
                 let d = executor
@@ -505,18 +515,7 @@ impl Node {
             acc.compute += d.compute;
             write_frame(send, &token_frame(k), &mut buf).await?;
         }
-        for (s, r) in remotes.iter_mut() {
-            let _ = s.finish();
-            forward_dones(r, send, self.max_frame, &mut buf).await?;
-        }
-        write_frame(
-            send,
-            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
-            &mut buf,
-        )
-        .await?;
-        let _ = send.finish();
-        Ok(())
+        self.close_sessions(&mut remotes, send, acc, &mut buf).await
     }
 
     /// A tensor group's root: per step, broadcast the input, then per segment compute its
@@ -528,20 +527,7 @@ impl Node {
         request: &Request,
     ) -> Result<(), Failure> {
         let (executor, stage) = self.executor().map_err(Failure::Refused)?;
-        let member_request = Request {
-            mode: Mode::Tensor,
-            route: Vec::new(),
-            prompt: Vec::new(),
-            ..request.clone()
-        };
-        let mut members: Vec<Io> = Vec::new();
-        for name in &request.route {
-            members.push(
-                self.open(std::slice::from_ref(name), &member_request)
-                    .await
-                    .map_err(Failure::Peer)?,
-            );
-        }
+        let mut members = self.open_sessions(request, Mode::Tensor).await?;
         let _guard = SessionGuard {
             executor,
             session: request.id,
@@ -569,16 +555,7 @@ impl Node {
         let mut buf = Vec::new();
         let max_frame = self.max_frame;
         for k in 0..output {
-            let (tokens, context) = if k == 0 {
-                (prompt, prompt)
-            } else {
-                (1, prompt.saturating_add(k))
-            };
-            let work = if k == 0 {
-                Work::Prefill { tokens }
-            } else {
-                Work::Decode { context }
-            };
+            let (tokens, work) = Work::of_step(k, prompt);
             let bytes = tokens as usize * self.payloads.hidden;
             // The input broadcast.
             try_join_all(
@@ -611,18 +588,7 @@ impl Node {
             }
             write_frame(send, &token_frame(k), &mut buf).await?;
         }
-        for (s, r) in members.iter_mut() {
-            let _ = s.finish();
-            forward_dones(r, send, max_frame, &mut buf).await?;
-        }
-        write_frame(
-            send,
-            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
-            &mut buf,
-        )
-        .await?;
-        let _ = send.finish();
-        Ok(())
+        self.close_sessions(&mut members, send, acc, &mut buf).await
     }
 
     /// A tensor group's member: each message from the root starts a segment of its slice;
@@ -649,14 +615,7 @@ impl Node {
             for seg in 0..segments {
                 let tokens = read_activations(recv, self.max_frame).await?;
                 if seg == 0 {
-                    work = if k == 0 {
-                        Work::Prefill { tokens }
-                    } else {
-                        Work::Decode {
-                            context: context.saturating_add(tokens),
-                        }
-                    };
-                    context = context.saturating_add(tokens);
+                    work = Work::received(k == 0, tokens, &mut context);
                 }
                 let last = k + 1 == output && seg + 1 == segments;
                 let d = executor

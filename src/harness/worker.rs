@@ -1,13 +1,11 @@
-//! A worker: a FIFO executor that runs each request's prefill and decode steps as the
-//! compute model says, and a QUIC server that feeds it and streams tokens back.
+//! The executor of a node that computes: it runs whole requests' prefill and decode steps,
+//! and the steps of sessions that arrive over the network, batching decode steps
+//! continuously as the compute model says. The QUIC side is `harness::node`.
 
 use crate::clock::Clock;
 use crate::compute::{Pass as Work, Stage};
-use crate::net::framed::{FrameIoError, read_frame, write_frame};
-use crate::net::wire::{Done, Frame};
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -328,131 +326,4 @@ fn finish(clock: &Clock, r: Running) {
         queue: r.queue,
         compute,
     });
-}
-
-/// Counters of a worker's server.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    pub streams: AtomicU64,
-    pub malformed: AtomicU64,
-}
-
-/// Serves requests arriving on a QUIC endpoint until cancelled.
-pub fn spawn_server(
-    endpoint: quinn::Endpoint,
-    name: String,
-    executor: Executor,
-    clock: Clock,
-    max_frame: u32,
-    cancel: CancellationToken,
-) -> Arc<ServerStats> {
-    let stats = Arc::new(ServerStats::default());
-    let out = stats.clone();
-    tokio::spawn(async move {
-        loop {
-            let incoming = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break,
-                i = endpoint.accept() => match i { Some(i) => i, None => break },
-            };
-            let (name, executor, clock, stats, cancel) = (
-                name.clone(),
-                executor.clone(),
-                clock.clone(),
-                stats.clone(),
-                cancel.clone(),
-            );
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                loop {
-                    let (send, recv) = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => return,
-                        s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
-                    };
-                    stats.streams.fetch_add(1, Ordering::Relaxed);
-                    let (name, executor, clock, stats) =
-                        (name.clone(), executor.clone(), clock.clone(), stats.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) =
-                            handle_stream(send, recv, &name, &executor, &clock, max_frame).await
-                            && matches!(e, FrameIoError::Wire(_) | FrameIoError::Truncated)
-                        {
-                            stats.malformed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    });
-                }
-            });
-        }
-    });
-    out
-}
-
-async fn handle_stream(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    name: &str,
-    executor: &Executor,
-    clock: &Clock,
-    max_frame: u32,
-) -> Result<(), FrameIoError> {
-    let mut buf = Vec::new();
-    let request = match read_frame(&mut recv, max_frame).await {
-        Ok(Some(Frame::Request(r))) => r,
-        Ok(other) => {
-            let message = match other {
-                None => "the stream ended before a request".to_string(),
-                Some(f) => format!("expected a Request frame, got {:?}", f.kind()),
-            };
-            let _ = write_frame(&mut send, &Frame::Error { code: 1, message }, &mut buf).await;
-            let _ = send.finish();
-            return Err(FrameIoError::Truncated);
-        }
-        Err(e) => {
-            let code = match &e {
-                FrameIoError::Wire(w) => w.code(),
-                _ => 0x12,
-            };
-            let _ = send.reset(code.into());
-            let _ = recv.stop(code.into());
-            return Err(e);
-        }
-    };
-    let arrived = clock.now();
-    let (events, mut rx) = mpsc::unbounded_channel();
-    let job = Job {
-        prompt: request.prompt.len() as u32,
-        output: request.output_tokens.max(1),
-        arrived,
-        events,
-    };
-    if let Err(e) = executor.submit(job) {
-        write_frame(
-            &mut send,
-            &Frame::Error {
-                code: 2,
-                message: e.to_string(),
-            },
-            &mut buf,
-        )
-        .await?;
-        let _ = send.finish();
-        return Ok(());
-    }
-    while let Some(event) = rx.recv().await {
-        let frame = match event {
-            Event::Token { index } => Frame::Token {
-                index,
-                token: index.wrapping_mul(2_654_435_761) % 32_000,
-            },
-            Event::Done { queue, compute } => Frame::Done(Done {
-                node: name.to_string(),
-                queue_ns: queue.as_nanos() as u64,
-                compute_ns: compute.as_nanos() as u64,
-            }),
-        };
-        write_frame(&mut send, &frame, &mut buf).await?;
-    }
-    let _ = send.finish();
-    Ok(())
 }
