@@ -15,3 +15,4 @@ pub mod plan;
 pub mod record;
 pub mod report;
 pub mod scenario;
+pub mod topology;

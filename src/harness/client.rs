@@ -69,7 +69,6 @@ impl Recent {
 pub struct Client {
     pub name: String,
     pub route: Route,
-    pub kind: crate::scenario::TopologyKind,
     /// Connections this client opened, by scenario node index.
     pub conns: HashMap<usize, quinn::Connection>,
     /// Scenario node names by index.
@@ -124,7 +123,11 @@ impl Client {
 
     async fn route_call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match &self.route {
-            Route::Serve { via, members } => {
+            Route::Serve {
+                via,
+                members,
+                parallel,
+            } => {
                 let mut route = self.names(&via[1..]);
                 route.extend(self.names(members));
                 let request = self.request(id, shape, Mode::Serve, route);
@@ -137,7 +140,7 @@ impl Client {
                 // members, which compute while the root does.
                 let producer = &self.names[via[via.len() - 1]];
                 for d in &t.nodes {
-                    if self.kind != crate::scenario::TopologyKind::Tensor || &d.node == producer {
+                    if !*parallel || &d.node == producer {
                         t.queue += Duration::from_nanos(d.queue_ns);
                         t.compute += Duration::from_nanos(d.compute_ns);
                     }

@@ -8,22 +8,21 @@ pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
-use crate::compute::Stage;
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
 use crate::net::wire::DEFAULT_MAX_FRAME;
-use crate::plan::Part as PlanPart;
 use crate::plan::Plan;
 use crate::plan::schedule::Phase as LoadPhase;
 use crate::record::RunRecord;
 use crate::scenario::{Extent, Scenario};
 use crate::scenario::{LinkChange, LinkParams};
+use crate::topology::Part;
 use anyhow::Context;
 use client::Client;
 use hdrhistogram::Histogram;
 use load::{Driver, PhaseResult, Target};
-use node::{Node, Part, Payloads};
+use node::{Node, Payloads};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -370,29 +369,17 @@ impl Topology {
             let stage = n.stage.clone().map(Arc::new);
             // A tensor group's members batch whatever their root has admitted.
             let max_batch = match n.part {
-                PlanPart::TensorMember => 1 << 16,
+                Part::TensorMember => 1 << 16,
                 _ => n.max_batch,
             };
             let executor = stage
                 .as_ref()
                 .map(|s| Executor::spawn(clock.clone(), (**s).clone(), max_batch, cancel.clone()));
-            let part = match n.part {
-                PlanPart::Relay => Part::Relay,
-                PlanPart::Whole => Part::Whole,
-                PlanPart::Stage => Part::Stage,
-                PlanPart::StarHost => Part::StarHost {
-                    head: Arc::new(n.head.clone().unwrap_or_else(|| Stage {
-                        layers: 0,
-                        ..n.stage.clone().expect("a star host computes")
-                    })),
-                },
-                PlanPart::TensorRoot => Part::TensorRoot,
-                PlanPart::TensorMember => Part::TensorMember,
-            };
             let node = Node::new(
                 n.name.clone(),
-                part,
+                n.part,
                 stage,
+                n.head.clone().map(Arc::new),
                 executor,
                 clock.clone(),
                 options.max_frame,
@@ -444,7 +431,6 @@ impl Topology {
                 Arc::new(Client {
                     name: c.name.clone(),
                     route: plan.route.clone(),
-                    kind: plan.kind,
                     conns: client_conns.remove(&c.index).unwrap_or_default(),
                     names: names.clone(),
                     head,

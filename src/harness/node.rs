@@ -9,6 +9,7 @@ use crate::compute::Pass as Work;
 use crate::compute::Stage;
 use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
 use crate::net::wire::{Done, Frame, Mode, Request};
+use crate::topology::Part;
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,26 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-
-/// What a node does in the topology.
-#[derive(Clone, Debug)]
-pub enum Part {
-    /// Forwards streams to the next node of the request's route (a gateway, a broker).
-    Relay,
-    /// Holds the whole model and serves whole requests (direct, the end of a relay chain,
-    /// a hedged replica).
-    Whole,
-    /// Holds a span of layers: a pipeline stage, or a remote stage of a star.
-    Stage,
-    /// A star's host (llama.cpp RPC): computes its own span, relays the hidden states
-    /// through each remote stage in turn, then runs the LM head itself.
-    StarHost { head: Arc<Stage> },
-    /// The root of a tensor-parallel group: computes its slice, gathers every all-reduce's
-    /// partial sums from the members and broadcasts the result.
-    TensorRoot,
-    /// A member of a tensor-parallel group.
-    TensorMember,
-}
 
 /// Sizes of what crosses the links, from the model.
 #[derive(Clone, Copy, Debug)]
@@ -66,6 +47,8 @@ pub struct Node {
     pub part: Part,
     /// The layers it computes (its span; a tensor member's slice of every layer).
     pub stage: Option<Arc<Stage>>,
+    /// A star host's embeddings and LM head.
+    pub head: Option<Arc<Stage>>,
     pub executor: Option<Executor>,
     pub clock: Clock,
     pub max_frame: u32,
@@ -84,6 +67,7 @@ impl Node {
         name: String,
         part: Part,
         stage: Option<Arc<Stage>>,
+        head: Option<Arc<Stage>>,
         executor: Option<Executor>,
         clock: Clock,
         max_frame: u32,
@@ -93,6 +77,7 @@ impl Node {
             name,
             part,
             stage,
+            head,
             executor,
             clock,
             max_frame,
@@ -240,10 +225,10 @@ impl Node {
         let result = match (&self.part, request.mode) {
             (Part::Relay, _) => self.relay(&mut send, &mut recv, request.clone()).await,
             (Part::Whole, Mode::Serve) => self.whole(&mut send, &request).await,
-            (Part::StarHost { head }, Mode::Serve) => {
-                let head = head.clone();
-                self.star(&mut send, &request, &head).await
-            }
+            (Part::StarHost, Mode::Serve) => match self.head.clone() {
+                Some(head) => self.star(&mut send, &request, &head).await,
+                None => Err(Failure::Refused(format!("{} has no LM head", self.name))),
+            },
             (Part::TensorRoot, Mode::Serve) => self.tensor_root(&mut send, &request).await,
             (Part::Stage, Mode::Stage | Mode::Chain) => {
                 self.stage(&mut send, &mut recv, &request).await

@@ -288,17 +288,7 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             return o;
         }
     };
-    let hops = match (&plan.route, plan.kind) {
-        (
-            crate::plan::Route::Pipeline {
-                server_to_server: true,
-                ..
-            },
-            _,
-        ) => " (server-to-server)",
-        (crate::plan::Route::Pipeline { .. }, _) => " (client-relayed)",
-        _ => "",
-    };
+    let hops = plan.topology().route_note(&plan.route);
     let _ = writeln!(
         o,
         "  route     {}{hops}: {}",
@@ -358,15 +348,15 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
     for n in &plan.nodes {
         let Some(stage) = &n.stage else { continue };
         let c = stage.request(shape.prompt, shape.output);
-        let what = match n.part {
-            crate::plan::Part::TensorRoot | crate::plan::Part::TensorMember => {
+        let what = match n.part.is_slice() {
+            true => {
                 format!(
                     "a 1/{} slice of all {} layers",
                     plan.nodes.len(),
                     stage.layers
                 )
             }
-            _ => format!("{} layers", stage.layers),
+            false => format!("{} layers", stage.layers),
         };
         let _ = writeln!(
             o,

@@ -1,0 +1,404 @@
+//! Topology kinds: one module per kind behind the [`Kind`] trait.
+//!
+//! A kind decides three things about a scenario's path: what each node does in it (its
+//! [`Part`]), how a client's request travels ([`Route`]), and what one request's critical
+//! path is made of ([`Leg`]s: sends over links, computes, parallel branches), from which
+//! `plan` derives the bytes on every link and the analytic floor. The harness runs the route
+//! and the parts; it never asks which kind it is running.
+//!
+//! Adding a kind is one module here plus one line in [`KINDS`]; docs/architecture.md walks
+//! through it.
+
+mod direct;
+mod hedged;
+mod pipeline;
+mod relay;
+mod ring;
+mod star;
+mod tensor;
+
+use crate::compute::{Pass, Stage};
+use crate::net::wire;
+use crate::scenario::{Hops, Role, TopologyKind};
+
+/// Every kind inferlat knows, by name.
+pub static KINDS: &[&dyn Kind] = &[
+    &direct::Direct,
+    &relay::Relay,
+    &pipeline::Pipeline,
+    &tensor::Tensor,
+    &star::Star,
+    &ring::Ring,
+    &hedged::Hedged,
+];
+
+/// The kind of a given name.
+pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+    KINDS.iter().copied().find(|k| k.name() == name)
+}
+
+/// The kind a scenario names.
+pub fn of(kind: TopologyKind) -> &'static dyn Kind {
+    let name = kind.to_string();
+    by_name(&name).unwrap_or(&direct::Direct)
+}
+
+/// Why a kind cannot lay out a path.
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error(
+        "topology kind `{0}` is parsed and validated, but running it is not available yet in this version of inferlat; {1}"
+    )]
+    Unsupported(&'static str, &'static str),
+}
+
+/// What a node does in the topology.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// Forwards streams to the next node of the request's route (a gateway, a broker).
+    Relay,
+    /// Holds the whole model and serves whole requests (direct, the end of a relay chain,
+    /// a hedged replica).
+    Whole,
+    /// Holds a span of layers: a pipeline stage, or a remote stage of a star.
+    Stage,
+    /// A star's host (llama.cpp RPC): computes its own span, relays the hidden states
+    /// through each remote stage in turn, then runs the LM head itself.
+    StarHost,
+    /// The root of a tensor-parallel group: computes its slice, gathers every all-reduce's
+    /// partial sums from the members and broadcasts the result.
+    TensorRoot,
+    /// A member of a tensor-parallel group: computes a 1/N slice of every layer.
+    TensorMember,
+}
+
+impl Part {
+    /// The name summary.json and the reports use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Relay => "relay",
+            Part::Whole => "whole",
+            Part::Stage => "stage",
+            Part::StarHost => "star-host",
+            Part::TensorRoot => "tensor-root",
+            Part::TensorMember => "tensor-member",
+        }
+    }
+
+    /// Whether the node computes a 1/N slice of every layer rather than a span of them.
+    pub fn is_slice(self) -> bool {
+        matches!(self, Part::TensorRoot | Part::TensorMember)
+    }
+}
+
+/// How a client's request travels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// To the first node of `via`, which forwards it along `via` (relays) to the node that
+    /// produces the tokens (a whole-model worker, a star host, a tensor root); that node
+    /// works with `members` (a star's remote stages, a tensor group's other members).
+    /// `parallel` members compute while the producer does (a tensor group), so only the
+    /// producer's own queue and compute lie on the request's path.
+    Serve {
+        via: Vec<usize>,
+        members: Vec<usize>,
+        parallel: bool,
+    },
+    /// A copy to each replica in turn until one answers.
+    Hedged { replicas: Vec<usize> },
+    /// A pipeline: each stage is reached through its chain (relays, then the worker).
+    Pipeline {
+        chains: Vec<Vec<usize>>,
+        server_to_server: bool,
+    },
+}
+
+impl Route {
+    /// Who opens a QUIC connection to whom (scenario node indices), clients' first.
+    pub fn connections(&self, clients: &[usize]) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        let mut connect = |a: usize, b: usize| {
+            if !out.contains(&(a, b)) {
+                out.push((a, b));
+            }
+        };
+        for &c in clients {
+            match self {
+                Route::Serve { via, .. } => connect(c, via[0]),
+                Route::Hedged { replicas } => replicas.iter().for_each(|&r| connect(c, r)),
+                Route::Pipeline {
+                    chains,
+                    server_to_server: false,
+                } => chains.iter().for_each(|ch| connect(c, ch[0])),
+                Route::Pipeline { chains, .. } => {
+                    connect(c, chains[0][0]);
+                    connect(c, chains[chains.len() - 1][0]);
+                }
+            }
+        }
+        match self {
+            Route::Serve { via, members, .. } => {
+                via.windows(2).for_each(|w| connect(w[0], w[1]));
+                members.iter().for_each(|&m| connect(via[via.len() - 1], m));
+            }
+            Route::Hedged { .. } => {}
+            Route::Pipeline {
+                chains,
+                server_to_server,
+            } => {
+                for ch in chains {
+                    ch.windows(2).for_each(|w| connect(w[0], w[1]));
+                }
+                if *server_to_server {
+                    for w in chains.windows(2) {
+                        connect(w[0][w[0].len() - 1], w[1][0]);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// How many first copies a request can have: each hedged replica can be a request's
+    /// first, every other route has one.
+    pub fn primaries(&self) -> usize {
+        match self {
+            Route::Hedged { replicas } => replicas.len(),
+            _ => 1,
+        }
+    }
+
+    /// Whether a request's prompt crosses links as hidden states (between a client's or a
+    /// host's embeddings and remote layers) rather than as token ids.
+    pub fn carries_hidden_states(&self) -> bool {
+        match self {
+            Route::Serve { members, .. } => !members.is_empty(),
+            Route::Hedged { .. } => false,
+            Route::Pipeline { .. } => true,
+        }
+    }
+}
+
+/// A node of the topology other than a client.
+#[derive(Clone, Debug)]
+pub struct NodePlan {
+    pub index: usize,
+    pub name: String,
+    pub part: Part,
+    /// What it computes: its span of layers, or for a tensor group a 1/N slice of every layer.
+    pub stage: Option<Stage>,
+    /// A star host's LM head (and embeddings).
+    pub head: Option<Stage>,
+    pub max_batch: u32,
+}
+
+/// A client and its share of the workload.
+#[derive(Clone, Debug)]
+pub struct ClientPlan {
+    pub index: usize,
+    pub name: String,
+    pub share: f64,
+    /// A pipeline client's embeddings and LM head on its own device (none without a device).
+    pub head: Option<Stage>,
+}
+
+/// Where a compute leg runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    /// The layers node `i` holds.
+    Layers(usize),
+    /// The embeddings and LM head of node or client `i` (a star host, a pipeline client).
+    Head(usize),
+}
+
+/// One piece of a request's critical path.
+#[derive(Clone, Debug)]
+pub enum Leg {
+    /// `bytes` from one node to another over their link.
+    Send { from: usize, to: usize, bytes: u64 },
+    /// A node computes `scale` of a pass.
+    Compute { at: At, work: Pass, scale: f64 },
+    /// Bytes that travel ahead of the critical path (a session's request) and take no
+    /// time of their own in the floor.
+    Bytes { from: usize, to: usize, bytes: u64 },
+    /// Branches that run at once; the slowest decides.
+    Parallel(Vec<Vec<Leg>>),
+}
+
+/// What a kind builds its legs from: the laid-out topology and the sizes of what crosses
+/// its links.
+#[derive(Clone, Copy, Debug)]
+pub struct Ctx<'a> {
+    pub route: &'a Route,
+    pub nodes: &'a [NodePlan],
+    /// Every scenario node's name, by index.
+    pub names: &'a [String],
+    pub hidden_bytes: u64,
+    pub logits_slice_bytes: u64,
+    /// Compute segments of a tensor-parallel step (2·L + 1: two per layer and the LM head).
+    pub segments: u32,
+}
+
+impl Ctx<'_> {
+    /// Sends along consecutive nodes.
+    pub fn along(nodes: &[usize], bytes: u64) -> Vec<Leg> {
+        nodes
+            .windows(2)
+            .map(|w| Leg::Send {
+                from: w[0],
+                to: w[1],
+                bytes,
+            })
+            .collect()
+    }
+
+    /// Node `index` computes `scale` of `work` on its layers.
+    pub fn compute(index: usize, work: Pass, scale: f64) -> Leg {
+        Leg::Compute {
+            at: At::Layers(index),
+            work,
+            scale,
+        }
+    }
+
+    /// The frame of `tokens` positions' hidden states.
+    pub fn activations(&self, tokens: u32) -> u64 {
+        wire::activations_frame_len((tokens as u64 * self.hidden_bytes) as usize) as u64
+    }
+
+    /// A request frame's bytes for a prompt and the nodes named in its route.
+    pub fn request_len(&self, prompt: u32, route: &[usize]) -> u64 {
+        let names: Vec<&str> = route.iter().map(|&i| self.names[i].as_str()).collect();
+        (wire::HEADER_LEN + wire::request_payload_len(prompt, &names)) as u64
+    }
+
+    /// Legs that move bytes along consecutive nodes without taking time of their own in the
+    /// floor (session requests that travel ahead of the hidden states).
+    pub fn ahead(&self, nodes: &[usize], len: impl Fn(usize) -> u64) -> Vec<Leg> {
+        nodes
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| Leg::Bytes {
+                from: w[0],
+                to: w[1],
+                bytes: len(i),
+            })
+            .collect()
+    }
+
+    /// The nodes of a part, in path order.
+    pub fn with_part(&self, part: Part) -> impl Iterator<Item = usize> + '_ {
+        self.nodes
+            .iter()
+            .filter(move |n| n.part == part)
+            .map(|n| n.index)
+    }
+
+    /// The step's pass: a prefill of `tokens` positions, or one decode step at `context`.
+    pub fn work(tokens: u32, context: u32, prefill: bool) -> Pass {
+        if prefill {
+            Pass::Prefill { tokens }
+        } else {
+            Pass::Decode { context }
+        }
+    }
+}
+
+/// A topology kind.
+pub trait Kind: Sync {
+    /// The name a scenario gives it (`[topology] kind`).
+    fn name(&self) -> &'static str;
+
+    /// What each node of the path after its first client does, and how requests travel.
+    /// `roles` holds every scenario node's role, by index.
+    fn layout(
+        &self,
+        path: &[usize],
+        roles: &[Role],
+        hops: Hops,
+    ) -> Result<(Route, Vec<(usize, Part)>), LayoutError>;
+
+    /// Whether the clients compute the embeddings and the LM head themselves (on their own
+    /// `device`), as a Petals client does.
+    fn client_heads(&self) -> bool {
+        false
+    }
+
+    /// The route as `validate` prints it, after the kind's name (a pipeline's hop mode).
+    fn route_note(&self, _route: &Route) -> &'static str {
+        ""
+    }
+
+    /// A client's request reaching the node that produces the tokens (and the sessions
+    /// that node opens), for the request whose first copy goes to replica `primary`.
+    fn request_legs(&self, c: &Ctx, client: usize, prompt: u32, primary: usize) -> Vec<Leg>;
+
+    /// The producing node's first token reaching the client.
+    fn token_legs(&self, c: &Ctx, client: usize, primary: usize) -> Vec<Leg>;
+
+    /// One step (`tokens` new positions at context `context`) from its inputs to its token.
+    fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg>;
+}
+
+/// One step of a request, for [`Kind::step_legs`].
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    pub client: usize,
+    pub primary: usize,
+    pub tokens: u32,
+    pub context: u32,
+    pub prefill: bool,
+}
+
+impl Step {
+    pub fn work(&self) -> Pass {
+        Ctx::work(self.tokens, self.context, self.prefill)
+    }
+}
+
+/// The request legs of a route served by one producer at the end of `via`.
+fn serve_request_legs(c: &Ctx, client: usize, prompt: u32) -> Vec<Leg> {
+    let Route::Serve { via, members, .. } = c.route else {
+        return Vec::new();
+    };
+    let mut nodes = vec![client];
+    nodes.extend(via);
+    let mut legs = Vec::new();
+    for (i, w) in nodes.windows(2).enumerate() {
+        let mut route: Vec<usize> = via[i + 1..].to_vec();
+        route.extend(members);
+        legs.push(Leg::Send {
+            from: w[0],
+            to: w[1],
+            bytes: c.request_len(prompt, &route),
+        });
+    }
+    let producer = via[via.len() - 1];
+    for &m in members {
+        legs.push(Leg::Bytes {
+            from: producer,
+            to: m,
+            bytes: c.request_len(0, &[]),
+        });
+    }
+    legs
+}
+
+/// The first token's way back from the producer at the end of `via`.
+fn serve_token_legs(c: &Ctx, client: usize) -> Vec<Leg> {
+    let Route::Serve { via, .. } = c.route else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<usize> = vec![client];
+    nodes.extend(via);
+    nodes.reverse();
+    Ctx::along(&nodes, wire::TOKEN_FRAME_LEN as u64)
+}
+
+/// The producer at the end of a Serve route's `via`.
+fn producer(route: &Route) -> Option<usize> {
+    match route {
+        Route::Serve { via, .. } => via.last().copied(),
+        _ => None,
+    }
+}

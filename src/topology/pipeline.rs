@@ -1,0 +1,135 @@
+//! `pipeline`: Petals. Servers each hold a contiguous span of layers; the client holds the
+//! embeddings and the LM head. Client-relayed (Petals 1.x): every stage's output comes back
+//! to the client, which sends it on. Server-to-server (Petals 2): each stage pushes to the
+//! next and the last returns to the client.
+
+use super::{At, Ctx, Kind, LayoutError, Leg, Part, Route, Step};
+use crate::scenario::{Hops, Role};
+
+pub struct Pipeline;
+
+fn chains<'a>(c: &Ctx<'a>) -> Option<(&'a [Vec<usize>], bool)> {
+    match c.route {
+        Route::Pipeline {
+            chains,
+            server_to_server,
+        } => Some((chains, *server_to_server)),
+        _ => None,
+    }
+}
+
+impl Kind for Pipeline {
+    fn name(&self) -> &'static str {
+        "pipeline"
+    }
+
+    /// Relays stand in front of the stage that follows them: each stage is reached through
+    /// its chain.
+    fn layout(
+        &self,
+        path: &[usize],
+        roles: &[Role],
+        hops: Hops,
+    ) -> Result<(Route, Vec<(usize, Part)>), LayoutError> {
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain = Vec::new();
+        let mut parts = Vec::new();
+        for &i in &path[1..] {
+            chain.push(i);
+            if roles[i] == Role::Relay {
+                parts.push((i, Part::Relay));
+            } else {
+                parts.push((i, Part::Stage));
+                chains.push(std::mem::take(&mut chain));
+            }
+        }
+        let route = Route::Pipeline {
+            chains,
+            server_to_server: hops == Hops::ServerToServer,
+        };
+        Ok((route, parts))
+    }
+
+    fn client_heads(&self) -> bool {
+        true
+    }
+
+    fn route_note(&self, route: &Route) -> &'static str {
+        match route {
+            Route::Pipeline {
+                server_to_server: true,
+                ..
+            } => " (server-to-server)",
+            _ => " (client-relayed)",
+        }
+    }
+
+    /// Sessions open along every chain ahead of the hidden states.
+    fn request_legs(&self, c: &Ctx, client: usize, _prompt: u32, _primary: usize) -> Vec<Leg> {
+        let Some((chains, server_to_server)) = chains(c) else {
+            return Vec::new();
+        };
+        let mut legs = Vec::new();
+        if server_to_server {
+            let mut all = vec![client];
+            chains.iter().for_each(|ch| all.extend(ch));
+            legs.extend(c.ahead(&all, |i| c.request_len(0, &all[i + 2..])));
+            let mut ret = vec![client];
+            ret.extend(&chains[chains.len() - 1]);
+            legs.extend(c.ahead(&ret, |i| c.request_len(0, &ret[i + 2..])));
+        } else {
+            for ch in chains {
+                let mut nodes = vec![client];
+                nodes.extend(ch);
+                legs.extend(c.ahead(&nodes, |i| c.request_len(0, &nodes[i + 2..])));
+            }
+        }
+        legs
+    }
+
+    /// The client's own LM head makes the token: nothing crosses a link after the step.
+    fn token_legs(&self, _c: &Ctx, _client: usize, _primary: usize) -> Vec<Leg> {
+        Vec::new()
+    }
+
+    fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg> {
+        let Some((chains, server_to_server)) = chains(c) else {
+            return Vec::new();
+        };
+        let work = step.work();
+        let act = c.activations(step.tokens);
+        let client = step.client;
+        let mut legs = Vec::new();
+        if server_to_server {
+            let mut at = client;
+            for ch in chains {
+                let mut nodes = vec![at];
+                nodes.extend(ch);
+                legs.extend(Ctx::along(&nodes, act));
+                let w = ch[ch.len() - 1];
+                legs.push(Ctx::compute(w, work, 1.0));
+                at = w;
+            }
+            // The last stage returns the last position's hidden state.
+            let mut back: Vec<usize> = vec![client];
+            back.extend(&chains[chains.len() - 1]);
+            back.reverse();
+            legs.extend(Ctx::along(&back, c.activations(1)));
+        } else {
+            for ch in chains {
+                let mut nodes = vec![client];
+                nodes.extend(ch);
+                legs.extend(Ctx::along(&nodes, act));
+                legs.push(Ctx::compute(ch[ch.len() - 1], work, 1.0));
+                nodes.reverse();
+                legs.extend(Ctx::along(&nodes, act));
+            }
+        }
+        legs.push(Leg::Compute {
+            at: At::Head(client),
+            work,
+            scale: 1.0,
+        });
+        legs
+    }
+}
