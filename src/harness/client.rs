@@ -278,7 +278,7 @@ impl Client {
                 .percentile(q),
             None => None,
         };
-        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Result<Frame, String>)>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<(usize, CopyEvent)>();
         let mut cancels: Vec<CancellationToken> = Vec::new();
         let start = clock.now();
         let launch = |i: usize, cancels: &mut Vec<CancellationToken>| {
@@ -289,14 +289,14 @@ impl Client {
             let (tx, max_frame, name) = (tx.clone(), self.max_frame, self.names[order[i]].clone());
             tokio::spawn(async move {
                 let Some(conn) = conn else {
-                    let _ = tx.send((i, Err(format!("no connection to {name}"))));
+                    let _ = tx.send((i, CopyEvent::Failed(format!("no connection to {name}"))));
                     return;
                 };
                 let (mut send, mut recv) =
                     match open_stream(&conn, std::slice::from_ref(&name), &request).await {
                         Ok(io) => io,
                         Err(e) => {
-                            let _ = tx.send((i, Err(e)));
+                            let _ = tx.send((i, CopyEvent::Failed(e)));
                             return;
                         }
                     };
@@ -310,16 +310,16 @@ impl Client {
                         }
                         f = read_frame(&mut recv, max_frame) => match f {
                             Ok(Some(frame)) => {
-                                if tx.send((i, Ok(frame))).is_err() {
+                                if tx.send((i, CopyEvent::Frame(frame))).is_err() {
                                     return;
                                 }
                             }
                             Ok(None) => {
-                                let _ = tx.send((i, Err(String::new())));
+                                let _ = tx.send((i, CopyEvent::Closed));
                                 return;
                             }
                             Err(e) => {
-                                let _ = tx.send((i, Err(e.to_string())));
+                                let _ = tx.send((i, CopyEvent::Failed(e.to_string())));
                                 return;
                             }
                         },
@@ -353,13 +353,13 @@ impl Client {
             }
             // A copy that answers with an error fails over like one whose stream broke.
             let frame = match frame {
-                Ok(Frame::Error { code, message }) => {
-                    Err(format!("worker error {code}: {message}"))
+                CopyEvent::Frame(Frame::Error { code, message }) => {
+                    CopyEvent::Failed(format!("worker error {code}: {message}"))
                 }
                 f => f,
             };
             match frame {
-                Ok(Frame::Token { index, .. }) => {
+                CopyEvent::Frame(Frame::Token { index, .. }) => {
                     if winner.is_none() {
                         winner = Some(i);
                         for (j, c) in cancels.iter().enumerate() {
@@ -381,20 +381,21 @@ impl Client {
                     }
                     t.tokens.push(clock.now());
                 }
-                Ok(Frame::Done(d)) => {
+                CopyEvent::Frame(Frame::Done(d)) => {
                     t.queue += Duration::from_nanos(d.queue_ns);
                     t.compute += Duration::from_nanos(d.compute_ns);
                     t.nodes.push(d);
                 }
-                Ok(other) => {
+                CopyEvent::Frame(other) => {
                     cancel_all(&cancels);
                     return Err(format!("unexpected {:?} frame", other.kind()));
                 }
-                Err(e) if winner == Some(i) => {
+                CopyEvent::Failed(e) if winner == Some(i) => {
                     cancel_all(&cancels);
-                    if !e.is_empty() {
-                        return Err(e);
-                    }
+                    return Err(e);
+                }
+                CopyEvent::Closed if winner == Some(i) => {
+                    cancel_all(&cancels);
                     if t.tokens.len() != shape.output.max(1) as usize {
                         return Err(format!(
                             "the replica finished after {} of {} tokens",
@@ -406,21 +407,29 @@ impl Client {
                     t.hedge_won = i != 0;
                     return Ok(t);
                 }
-                Err(e) => {
+                ended => {
                     failed[i] = true;
                     if cancels.len() < k {
                         launch(cancels.len(), &mut cancels);
                     } else if failed.iter().take(cancels.len()).all(|&f| f) {
-                        return Err(if e.is_empty() {
-                            "every replica closed its stream without an answer".into()
-                        } else {
-                            e
+                        return Err(match ended {
+                            CopyEvent::Failed(e) => e,
+                            _ => "every replica closed its stream without an answer".into(),
                         });
                     }
                 }
             }
         }
     }
+}
+
+/// What a hedged copy's stream task reports.
+enum CopyEvent {
+    Frame(Frame),
+    /// The stream ended cleanly.
+    Closed,
+    /// The stream or its opening failed.
+    Failed(String),
 }
 
 /// Reads token frames and then the nodes' `Done` frames until the stream ends.
