@@ -402,3 +402,111 @@ fn producer(route: &Route) -> Option<usize> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_registered_once_under_its_name() {
+        for (i, k) in KINDS.iter().enumerate() {
+            assert!(std::ptr::eq(
+                by_name(k.name()).unwrap() as *const dyn Kind as *const (),
+                *k as *const dyn Kind as *const ()
+            ));
+            assert!(KINDS[..i].iter().all(|o| o.name() != k.name()));
+        }
+        for kind in [
+            TopologyKind::Direct,
+            TopologyKind::Relay,
+            TopologyKind::Pipeline,
+            TopologyKind::Tensor,
+            TopologyKind::Star,
+            TopologyKind::Ring,
+            TopologyKind::Hedged,
+        ] {
+            assert_eq!(of(kind).name(), kind.to_string());
+        }
+    }
+
+    // Nodes 0 (client), 1 (relay), 2..=4 (workers).
+    const ROLES: [Role; 5] = [
+        Role::Client,
+        Role::Relay,
+        Role::Worker,
+        Role::Worker,
+        Role::Worker,
+    ];
+
+    fn layout(kind: &str, path: &[usize], hops: Hops) -> (Route, Vec<(usize, Part)>) {
+        by_name(kind).unwrap().layout(path, &ROLES, hops).unwrap()
+    }
+
+    #[test]
+    fn a_relayed_pipeline_reaches_each_stage_through_its_chain() {
+        let (route, parts) = layout("pipeline", &[0, 1, 2, 3], Hops::ServerToServer);
+        assert_eq!(
+            parts,
+            vec![(1, Part::Relay), (2, Part::Stage), (3, Part::Stage)]
+        );
+        assert_eq!(
+            route,
+            Route::Pipeline {
+                chains: vec![vec![1, 2], vec![3]],
+                server_to_server: true
+            }
+        );
+        // The client opens the first chain and the return stream to the last stage; the
+        // relay forwards to its stage; stage 2 pushes to stage 3.
+        assert_eq!(
+            route.connections(&[0]),
+            vec![(0, 1), (0, 3), (1, 2), (2, 3)]
+        );
+        let (relayed, _) = layout("pipeline", &[0, 1, 2, 3], Hops::ClientRelayed);
+        assert_eq!(relayed.connections(&[0]), vec![(0, 1), (0, 3), (1, 2)]);
+    }
+
+    #[test]
+    fn groups_name_their_producer_and_members() {
+        let (route, parts) = layout("tensor", &[0, 2, 3, 4], Hops::ClientRelayed);
+        assert_eq!(parts[0], (2, Part::TensorRoot));
+        assert!(parts[1..].iter().all(|p| p.1 == Part::TensorMember));
+        assert_eq!(
+            route,
+            Route::Serve {
+                via: vec![2],
+                members: vec![3, 4],
+                parallel: true
+            }
+        );
+        let (star, parts) = layout("star", &[0, 2, 3], Hops::ClientRelayed);
+        assert_eq!(parts, vec![(2, Part::StarHost), (3, Part::Stage)]);
+        assert!(matches!(
+            star,
+            Route::Serve {
+                parallel: false,
+                ..
+            }
+        ));
+        assert!(star.carries_hidden_states());
+        assert_eq!(star.connections(&[0]), vec![(0, 2), (2, 3)]);
+    }
+
+    #[test]
+    fn hedged_replicas_each_can_take_a_first_copy() {
+        let (route, parts) = layout("hedged", &[0, 2, 3, 4], Hops::ClientRelayed);
+        assert!(parts.iter().all(|p| p.1 == Part::Whole));
+        assert_eq!(route.primaries(), 3);
+        assert!(!route.carries_hidden_states());
+        assert_eq!(route.connections(&[0]), vec![(0, 2), (0, 3), (0, 4)]);
+    }
+
+    #[test]
+    fn ring_is_refused_with_the_way_out() {
+        let e = by_name("ring")
+            .unwrap()
+            .layout(&[0, 2, 3], &ROLES, Hops::ClientRelayed)
+            .unwrap_err();
+        assert!(e.to_string().contains("hops = \"server-to-server\""), "{e}");
+    }
+}
