@@ -284,48 +284,14 @@ impl Client {
         let launch = |i: usize, cancels: &mut Vec<CancellationToken>| {
             let cancel = CancellationToken::new();
             cancels.push(cancel.clone());
-            let request = self.request(id, shape, Mode::Serve, Vec::new());
-            let conn = self.conns.get(&order[i]).cloned();
-            let (tx, max_frame, name) = (tx.clone(), self.max_frame, self.names[order[i]].clone());
-            tokio::spawn(async move {
-                let Some(conn) = conn else {
-                    let _ = tx.send((i, CopyEvent::Failed(format!("no connection to {name}"))));
-                    return;
-                };
-                let (mut send, mut recv) =
-                    match open_stream(&conn, std::slice::from_ref(&name), &request).await {
-                        Ok(io) => io,
-                        Err(e) => {
-                            let _ = tx.send((i, CopyEvent::Failed(e)));
-                            return;
-                        }
-                    };
-                let _ = send.finish();
-                loop {
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => {
-                            let _ = recv.stop(0u32.into());
-                            return;
-                        }
-                        f = read_frame(&mut recv, max_frame) => match f {
-                            Ok(Some(frame)) => {
-                                if tx.send((i, CopyEvent::Frame(frame))).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(None) => {
-                                let _ = tx.send((i, CopyEvent::Closed));
-                                return;
-                            }
-                            Err(e) => {
-                                let _ = tx.send((i, CopyEvent::Failed(e.to_string())));
-                                return;
-                            }
-                        },
-                    }
-                }
-            })
+            let copy = Copy {
+                index: i,
+                request: self.request(id, shape, Mode::Serve, Vec::new()),
+                conn: self.conns.get(&order[i]).cloned(),
+                name: self.names[order[i]].clone(),
+                max_frame: self.max_frame,
+            };
+            tokio::spawn(copy.run(tx.clone(), cancel))
         };
         launch(0, &mut cancels);
         let mut next_at = delay.map(|d| start + d);
@@ -418,6 +384,63 @@ impl Client {
                         });
                     }
                 }
+            }
+        }
+    }
+}
+
+/// One copy of a hedged request, sent to one replica by a task of its own.
+struct Copy {
+    index: usize,
+    request: Request,
+    conn: Option<quinn::Connection>,
+    name: String,
+    max_frame: u32,
+}
+
+impl Copy {
+    /// Sends the copy and passes on what comes back until the stream ends or the copy is
+    /// cancelled (it lost, or the request ended).
+    async fn run(self, tx: mpsc::UnboundedSender<(usize, CopyEvent)>, cancel: CancellationToken) {
+        let i = self.index;
+        let Some(conn) = self.conn else {
+            let _ = tx.send((
+                i,
+                CopyEvent::Failed(format!("no connection to {}", self.name)),
+            ));
+            return;
+        };
+        let (mut send, mut recv) =
+            match open_stream(&conn, std::slice::from_ref(&self.name), &self.request).await {
+                Ok(io) => io,
+                Err(e) => {
+                    let _ = tx.send((i, CopyEvent::Failed(e)));
+                    return;
+                }
+            };
+        let _ = send.finish();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    let _ = recv.stop(0u32.into());
+                    return;
+                }
+                f = read_frame(&mut recv, self.max_frame) => match f {
+                    Ok(Some(frame)) => {
+                        if tx.send((i, CopyEvent::Frame(frame))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send((i, CopyEvent::Closed));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send((i, CopyEvent::Failed(e.to_string())));
+                        return;
+                    }
+                },
             }
         }
     }
