@@ -8,7 +8,7 @@ pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
-use crate::compute::Stage;
+use crate::compute::{EngineError, Stage};
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
@@ -31,7 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use worker::Executor;
 
 /// Where a run is, for the progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,9 +372,10 @@ impl Topology {
                 PlanPart::TensorMember => 1 << 16,
                 _ => n.max_batch,
             };
-            let executor = stage
+            let engine = stage
                 .as_ref()
-                .map(|s| Executor::spawn(clock.clone(), (**s).clone(), max_batch, cancel.clone()));
+                .map(|s| worker::start(&clock, (**s).clone(), max_batch, cancel.clone()))
+                .transpose()?;
             let part = match n.part {
                 PlanPart::Relay => Part::Relay,
                 PlanPart::Whole => Part::Whole,
@@ -393,7 +393,7 @@ impl Topology {
                 n.name.clone(),
                 part,
                 stage,
-                executor,
+                engine,
                 clock.clone(),
                 options.max_frame,
                 payloads,
@@ -434,14 +434,16 @@ impl Topology {
             .clients
             .iter()
             .map(|c| {
-                let head = c.head.clone().map(|stage| {
-                    let stage = Arc::new(stage);
-                    // A client's device serves only its own requests' heads, all at once.
-                    let executor =
-                        Executor::spawn(clock.clone(), (*stage).clone(), 1 << 16, cancel.clone());
-                    (executor, stage)
-                });
-                Arc::new(Client {
+                let head = c
+                    .head
+                    .clone()
+                    .map(|stage| {
+                        // A client's device serves only its own requests' heads, all at once.
+                        let engine = worker::start(&clock, stage.clone(), 1 << 16, cancel.clone())?;
+                        Ok::<_, EngineError>((engine, Arc::new(stage)))
+                    })
+                    .transpose()?;
+                Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
                     route: plan.route.clone(),
                     kind: plan.kind,
@@ -452,9 +454,9 @@ impl Topology {
                     recent: Mutex::new(Default::default()),
                     hidden_bytes: plan.hidden_bytes as usize,
                     max_frame: options.max_frame,
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<_>, EngineError>>()?;
         Ok(Topology {
             net,
             clients,
@@ -615,11 +617,11 @@ pub async fn run(
     {
         progress.begin_run("baseline");
         let run_cancel = cancel.child_token();
-        let executor = Executor::spawn(clock.clone(), stage, plan.max_batch, run_cancel.clone());
+        let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,
-            Target::Local { executor },
+            Target::Local { engine },
             &clock,
             options,
             &progress,

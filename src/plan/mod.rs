@@ -3,7 +3,7 @@
 
 pub mod schedule;
 
-use crate::compute::{Pass as Work, Stage};
+use crate::compute::{EngineSpec, Pass as Work, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, Hops, LinkChange, LinkParams, Role, Scenario, TopologyKind};
 use schedule::Shape;
@@ -731,7 +731,10 @@ impl Plan {
                     .link(*from, *to)
                     .map(|h| h.link.serialization(*bytes as f64) + h.link.min_delay())
                     .unwrap_or_default(),
-                Leg::Compute { stage, work, scale } => stage.pass(*work).mul_f64(*scale),
+                // An engine that cannot predict a pass adds nothing: the floor stays a floor.
+                Leg::Compute { stage, work, scale } => {
+                    stage.floor(*work).unwrap_or_default().mul_f64(*scale)
+                }
                 Leg::Bytes { .. } => Duration::ZERO,
                 Leg::Parallel(branches) => branches
                     .iter()
@@ -770,10 +773,11 @@ impl Plan {
 
     /// The floor of a request on the baseline (compute only), if there is a baseline.
     pub fn baseline_floor(&self, shape: Shape) -> Option<Floor> {
-        self.baseline.as_ref().map(|b| {
-            let c = b.request(shape.prompt, shape.output);
-            floor_of(c.prefill, &c.decode)
-        })
+        let c = self
+            .baseline
+            .as_ref()?
+            .request_floor(shape.prompt, shape.output)?;
+        Some(floor_of(c.prefill, &c.decode))
     }
 
     /// A scenario node's name.
