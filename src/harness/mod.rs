@@ -436,12 +436,8 @@ impl Topology {
             .map(|c| {
                 let head = c
                     .head
-                    .clone()
-                    .map(|stage| {
-                        // A client's device serves only its own requests' heads, all at once.
-                        let engine = worker::start(&clock, stage.clone(), 1 << 16, cancel.clone())?;
-                        Ok::<_, EngineError>((engine, Arc::new(stage)))
-                    })
+                    .as_ref()
+                    .map(|stage| worker::start_head(&clock, stage, cancel.clone()))
                     .transpose()?;
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),

@@ -45,6 +45,17 @@ pub fn start(
     )))
 }
 
+/// Starts the engine of a pipeline client's embeddings and LM head: its device serves only
+/// its own requests' heads, all at once.
+pub fn start_head(
+    clock: &Clock,
+    stage: &Stage,
+    cancel: CancellationToken,
+) -> Result<(Arc<dyn Engine>, Arc<Stage>), EngineError> {
+    let engine = start(clock, stage.clone(), 1 << 16, cancel)?;
+    Ok((engine, Arc::new(stage.clone())))
+}
+
 impl Executor {
     /// Starts an executor for `stage` with continuous batching up to `max_batch` requests
     /// (`compute::batch` describes the schedule). With `max_batch` 1 it serves one request
