@@ -432,3 +432,435 @@ impl<J: Waiter + Clone, S: Waiter> Batcher<J, S> {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::device::{DeviceProfile, Efficiency};
+    use crate::scenario::Model;
+    use crate::scenario::units::{ByteRate, Bytes, Dur, FlopRate};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// Whoever waits: a name, and whether they left.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Tag {
+        name: &'static str,
+        gone: Rc<Cell<bool>>,
+    }
+
+    impl Waiter for Tag {
+        fn gone(&self) -> bool {
+            self.gone.get()
+        }
+    }
+
+    fn tag(name: &'static str) -> Tag {
+        Tag {
+            name,
+            gone: Rc::new(Cell::new(false)),
+        }
+    }
+
+    /// A memory-bound toy device: a step takes 20 ms for the weights plus 20 µs per
+    /// position of context or prompt.
+    fn stage() -> Arc<Stage> {
+        Arc::new(Stage {
+            device: DeviceProfile {
+                name: "toy".into(),
+                description: None,
+                memory: Bytes::new(1e12),
+                flops: FlopRate::new(1e15),
+                mem_bandwidth: ByteRate::new(1e9),
+                efficiency: Efficiency {
+                    compute: 1.0,
+                    memory: 1.0,
+                },
+                overhead_per_layer: Dur(Duration::ZERO),
+                sources: Default::default(),
+            },
+            model: Model {
+                name: "toy".into(),
+                layers: 10,
+                hidden: 1000,
+                params: 10_200_000.0,
+                kv_dim: 500,
+                vocab: 100,
+                weight_bytes: 2.0,
+                activation_bytes: 2.0,
+                tied_embeddings: false,
+            },
+            layers: 10,
+            head: false,
+        })
+    }
+
+    type B = Batcher<Tag, Tag>;
+
+    /// What the requesters were told, with the instant, as plain words.
+    fn run(b: &mut B, now: &mut Instant, log: &mut Vec<(Duration, String)>, t0: Instant) {
+        loop {
+            while let Some(a) = b.poll() {
+                let what = match a {
+                    Action::Token { job, index } => format!("{} token {index}", job.name),
+                    Action::Done { job, queue, .. } => {
+                        format!("{} done, queued {:?}", job.name, queue)
+                    }
+                    Action::StepDone { step, queue, .. } => {
+                        format!("{} step, queued {:?}", step.name, queue)
+                    }
+                };
+                log.push((*now - t0, what));
+            }
+            match b.poll_timeout() {
+                Some(at) => {
+                    *now = at;
+                    b.handle_timeout(at);
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn job(name: &'static str, prompt: u32, output: u32, arrived: Instant) -> Input<Tag, Tag> {
+        Input::Job(Job {
+            prompt,
+            output,
+            arrived,
+            waiter: tag(name),
+        })
+    }
+
+    fn step(
+        name: &'static str,
+        session: u64,
+        stage: &Arc<Stage>,
+        pass: Pass,
+        last: bool,
+        arrived: Instant,
+    ) -> Input<Tag, Tag> {
+        Input::Step(Step {
+            session,
+            stage: stage.clone(),
+            pass,
+            scale: 1.0,
+            last,
+            arrived,
+            waiter: tag(name),
+        })
+    }
+
+    fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+
+    /// A decode step of one group, as the batcher reckons it (at scale 1).
+    fn dec(s: &Stage, contexts: &[u32]) -> Duration {
+        s.decode_batch(contexts).mul_f64(1.0)
+    }
+
+    /// A session's prefill step alone (at scale 1).
+    fn pre(s: &Stage, tokens: u32) -> Duration {
+        s.pass(Pass::Prefill { tokens }).mul_f64(1.0)
+    }
+
+    fn words(log: &[(Duration, String)]) -> Vec<&str> {
+        log.iter().map(|(_, w)| w.as_str()).collect()
+    }
+
+    #[test]
+    fn batch_of_one_serves_first_come_first_served() {
+        let t0 = Instant::now();
+        let mut b = B::new(stage(), 1, t0);
+        b.push(t0, job("a", 100, 3, t0));
+        b.push(t0, job("b", 100, 2, t0));
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        let s = stage();
+        let a_total = s.prefill(100) + dec(&s, &[101]) + dec(&s, &[102]);
+        let b_done = format!("b done, queued {a_total:?}");
+        assert_eq!(
+            words(&log),
+            [
+                "a token 0",
+                "a token 1",
+                "a token 2",
+                "a done, queued 0ns",
+                "b token 0",
+                "b token 1",
+                b_done.as_str(),
+            ]
+        );
+        assert_eq!(log[3].0, a_total);
+        assert_eq!(log[6].0, a_total + s.prefill(100) + dec(&s, &[101]));
+        assert_eq!(b.poll_timeout(), None);
+        assert_eq!(b.load(), (0, 0, 0));
+    }
+
+    #[test]
+    fn decode_steps_batch_up_to_max_batch_in_arrival_order() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 2, t0);
+        for name in ["a", "b", "c"] {
+            b.push(t0, job(name, 100, 2, t0));
+        }
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        // a and b are admitted together, each prefill in turn, then one decode step for
+        // both; c waits for a place.
+        let prefill = s.prefill(100);
+        let both = dec(&s, &[101, 101]);
+        assert!(both < dec(&s, &[101]) * 2, "the weights are read once");
+        let expect = [
+            (prefill, "a token 0"),
+            (prefill * 2, "b token 0"),
+            (prefill * 2 + both, "a token 1"),
+            (prefill * 2 + both, "a done, queued 0ns"),
+            (prefill * 2 + both, "b token 1"),
+        ];
+        for (i, (at, what)) in expect.iter().enumerate() {
+            assert_eq!((log[i].0, log[i].1.as_str()), (*at, *what), "event {i}");
+        }
+        // b waited for a's prefill.
+        assert_eq!(log[5].1, format!("b done, queued {prefill:?}"));
+        let c_start = prefill * 2 + both;
+        assert_eq!(log[6], (c_start + prefill, "c token 0".to_string()));
+        assert_eq!(
+            log[8],
+            (
+                c_start + prefill + dec(&s, &[101]),
+                format!("c done, queued {c_start:?}")
+            )
+        );
+    }
+
+    #[test]
+    fn a_newcomer_prefills_between_decode_steps_and_stalls_the_batch() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 4, t0);
+        b.push(t0, job("a", 100, 4, t0));
+        let (mut now, mut log) = (t0, Vec::new());
+        // a's prefill, then its first decode step starts.
+        while let Some(a) = b.poll() {
+            log.push((now - t0, format!("{a:?}")));
+        }
+        let prefill = s.prefill(100);
+        assert_eq!(b.poll_timeout(), Some(t0 + prefill));
+        b.handle_timeout(t0 + prefill);
+        assert!(b.poll().is_some()); // a token 0
+        assert_eq!(b.poll(), None);
+        let first_decode_end = t0 + prefill + dec(&s, &[101]);
+        assert_eq!(b.poll_timeout(), Some(first_decode_end));
+        // b arrives during that step: it is admitted once the step has ended, its prefill
+        // runs before a's next token, then both decode together.
+        let b_arrived = t0 + prefill + ms(1);
+        b.push(b_arrived, job("b", 50, 2, b_arrived));
+        now = t0 + prefill;
+        log.clear();
+        run(&mut b, &mut now, &mut log, t0);
+        let rel = |i: Instant| i - t0;
+        let b_start = first_decode_end;
+        let b_prefill_end = b_start + s.prefill(50);
+        let together = b_prefill_end + dec(&s, &[102, 51]);
+        assert_eq!(
+            log[..4],
+            [
+                (rel(first_decode_end), "a token 1".to_string()),
+                (rel(b_prefill_end), "b token 0".to_string()),
+                (rel(together), "a token 2".to_string()),
+                (rel(together), "b token 1".to_string()),
+            ]
+        );
+        assert_eq!(
+            log[4],
+            (
+                rel(together),
+                format!("b done, queued {:?}", b_start - b_arrived)
+            )
+        );
+        let alone = together + dec(&s, &[103]);
+        assert_eq!(log[5], (rel(alone), "a token 3".to_string()));
+        assert_eq!(log[6], (rel(alone), "a done, queued 0ns".to_string()));
+    }
+
+    #[test]
+    fn work_pushed_during_a_prefill_waits_for_the_next_decode_step() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 4, t0);
+        b.push(t0, job("a", 100, 3, t0));
+        assert_eq!(b.poll(), None);
+        let prefill = s.prefill(100);
+        assert_eq!(b.poll_timeout(), Some(t0 + prefill));
+        // b arrives while a's prefill runs; the batch has room, but admission goes on
+        // only with what was there before the prefill started: a decodes one step first.
+        b.push(t0 + ms(1), job("b", 100, 2, t0 + ms(1)));
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        assert_eq!(
+            words(&log[..3]),
+            ["a token 0", "a token 1", "b token 0"],
+            "{log:?}"
+        );
+        assert_eq!(log[1].0, prefill + dec(&s, &[101]));
+        assert_eq!(log[2].0, prefill + dec(&s, &[101]) + prefill);
+    }
+
+    #[test]
+    fn a_session_holds_its_place_from_its_first_step_to_its_last() {
+        let t0 = Instant::now();
+        let s = stage();
+        let span = stage();
+        let mut b = B::new(s.clone(), 1, t0);
+        b.push(
+            t0,
+            step("s0", 7, &span, Pass::Prefill { tokens: 100 }, false, t0),
+        );
+        b.push(t0, job("j", 100, 1, t0));
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        // The session's prefill ran alone; the job waits for the session's place.
+        assert_eq!(words(&log), ["s0 step, queued 0ns"]);
+        assert_eq!(log[0].0, pre(&span, 100));
+        assert_eq!(b.load(), (0, 1, 1));
+        // Its decode steps come over the network; the last one frees the place.
+        let at = t0 + ms(50);
+        b.push(
+            at,
+            step("s1", 7, &span, Pass::Decode { context: 101 }, true, at),
+        );
+        log.clear();
+        run(&mut b, &mut now, &mut log, t0);
+        let s1_end = ms(50) + dec(&span, &[101]);
+        assert_eq!(
+            log,
+            [
+                (s1_end, "s1 step, queued 0ns".to_string()),
+                (s1_end + s.prefill(100), "j token 0".to_string()),
+                (
+                    s1_end + s.prefill(100),
+                    format!("j done, queued {s1_end:?}")
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_release_frees_a_session_place() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 1, t0);
+        b.push(
+            t0,
+            step("s0", 7, &s, Pass::Prefill { tokens: 10 }, false, t0),
+        );
+        b.push(t0, job("j", 10, 1, t0));
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        assert_eq!(b.load(), (0, 1, 1));
+        b.push(now, Input::Release(7));
+        log.clear();
+        run(&mut b, &mut now, &mut log, t0);
+        let queued = format!("j done, queued {:?}", pre(&s, 10));
+        assert_eq!(words(&log), ["j token 0", queued.as_str()]);
+        assert_eq!(b.load(), (0, 0, 0));
+    }
+
+    #[test]
+    fn sessions_steps_share_a_decode_step_with_the_jobs_as_their_own_kernels() {
+        let t0 = Instant::now();
+        let s = stage();
+        let span = stage();
+        let mut b = B::new(s.clone(), 4, t0);
+        b.push(t0, job("j", 100, 2, t0));
+        b.push(
+            t0,
+            step("x", 1, &span, Pass::Decode { context: 40 }, true, t0),
+        );
+        b.push(
+            t0,
+            step("y", 2, &span, Pass::Decode { context: 60 }, true, t0),
+        );
+        let (mut now, mut log) = (t0, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        let end = s.prefill(100) + dec(&s, &[101]) + dec(&span, &[40, 60]);
+        // The steps' answers come first, then the jobs' tokens.
+        assert_eq!(
+            log[1..],
+            [
+                (end, format!("x step, queued {:?}", s.prefill(100))),
+                (end, format!("y step, queued {:?}", s.prefill(100))),
+                (end, "j token 1".to_string()),
+                (end, "j done, queued 0ns".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn work_nobody_waits_for_is_dropped() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 1, t0);
+        let a = tag("a");
+        b.push(
+            t0,
+            Input::Job(Job {
+                prompt: 100,
+                output: 5,
+                arrived: t0,
+                waiter: a.clone(),
+            }),
+        );
+        let c = tag("c");
+        b.push(t0, job("b", 100, 1, t0));
+        b.push(
+            t0,
+            Input::Job(Job {
+                prompt: 100,
+                output: 1,
+                arrived: t0,
+                waiter: c.clone(),
+            }),
+        );
+        c.gone.set(true); // left while queued: never admitted
+        let (mut now, mut log) = (t0, Vec::new());
+        // a's prefill and first decode step.
+        while b.poll().is_some() {}
+        b.handle_timeout(t0 + s.prefill(100));
+        assert!(b.poll().is_some());
+        a.gone.set(true); // left while running: no more tokens, no Done
+        run(&mut b, &mut now, &mut log, t0);
+        let freed = s.prefill(100) + dec(&s, &[101]);
+        assert_eq!(
+            log,
+            [
+                (freed + s.prefill(100), "b token 0".to_string()),
+                (freed + s.prefill(100), format!("b done, queued {freed:?}")),
+            ]
+        );
+        assert_eq!(b.load(), (0, 0, 0));
+    }
+
+    #[test]
+    fn an_idle_batcher_starts_work_when_it_is_pushed() {
+        let t0 = Instant::now();
+        let s = stage();
+        let mut b = B::new(s.clone(), 1, t0);
+        assert_eq!(b.poll(), None);
+        assert_eq!(b.poll_timeout(), None);
+        // Pushed late, with an earlier arrival (it waited in a channel): it starts at the
+        // push, and its queue time counts from its arrival.
+        let later = t0 + ms(100);
+        b.push(later, job("a", 100, 1, t0 + ms(90)));
+        assert_eq!(b.poll(), None);
+        assert_eq!(b.poll_timeout(), Some(later + s.prefill(100)));
+        // An early call to handle_timeout changes nothing.
+        b.handle_timeout(later);
+        assert_eq!(b.poll_timeout(), Some(later + s.prefill(100)));
+        let (mut now, mut log) = (later, Vec::new());
+        run(&mut b, &mut now, &mut log, t0);
+        assert_eq!(log[1].1, format!("a done, queued {:?}", ms(10)));
+    }
+}
