@@ -374,7 +374,7 @@ impl Topology {
             };
             let engine = stage
                 .as_ref()
-                .map(|s| worker::start(&clock, (**s).clone(), max_batch, cancel.clone()))
+                .map(|s| worker::start(clock, (**s).clone(), max_batch, cancel.clone()))
                 .transpose()?;
             let part = match n.part {
                 PlanPart::Relay => Part::Relay,
@@ -437,7 +437,7 @@ impl Topology {
                 let head = c
                     .head
                     .as_ref()
-                    .map(|stage| worker::start_head(&clock, stage, cancel.clone()))
+                    .map(|stage| worker::start_head(clock, stage, cancel.clone()))
                     .transpose()?;
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
