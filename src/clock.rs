@@ -13,8 +13,7 @@
 //!   every task is idle. A ticker task keeps a tokio timer at the millisecond the next event
 //!   falls in, so tokio's own auto-advance never jumps past it.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,59 +31,45 @@ enum Task {
     Run(Job),
 }
 
-struct Entry {
-    at: Instant,
-    seq: u64,
-    task: Task,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.at == other.at && self.seq == other.seq
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // Reversed: the earliest entry is the heap's top.
-    fn cmp(&self, other: &Self) -> Ordering {
-        other
-            .at
-            .cmp(&self.at)
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
+/// Where a task waits in [`Events`]: its instant, then the order it was scheduled in.
+type Key = (Instant, u64);
 
 /// Timed tasks in deadline order; ties keep the order they were scheduled in. Both clocks
 /// keep theirs in one of these.
 #[derive(Default)]
 struct Events {
-    heap: BinaryHeap<Entry>,
+    tasks: BTreeMap<Key, Task>,
     seq: u64,
 }
 
 impl Events {
-    /// Adds a task; true when it is now the earliest.
-    fn push(&mut self, at: Instant, task: Task) -> bool {
-        let seq = self.seq;
+    /// Adds a task; returns its key and whether it is now the earliest.
+    fn push(&mut self, at: Instant, task: Task) -> (Key, bool) {
+        let key = (at, self.seq);
         self.seq += 1;
         let earliest = self.next().is_none_or(|next| at < next);
-        self.heap.push(Entry { at, seq, task });
-        earliest
+        self.tasks.insert(key, task);
+        (key, earliest)
     }
 
     fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|e| e.at)
+        self.tasks.first_key_value().map(|(k, _)| k.0)
+    }
+
+    /// Removes a task that has not run yet; true when it was the earliest.
+    fn remove(&mut self, key: Key) -> bool {
+        let earliest = self.tasks.first_key_value().is_some_and(|(k, _)| *k == key);
+        self.tasks.remove(&key);
+        earliest
     }
 
     /// Moves every task due by `until` into `due`, in order.
     fn take_due(&mut self, until: Instant, due: &mut Vec<Task>) {
-        while self.heap.peek().is_some_and(|e| e.at <= until) {
-            due.push(self.heap.pop().expect("peeked").task);
+        while let Some(entry) = self.tasks.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            due.push(entry.remove());
         }
     }
 }
@@ -157,12 +142,18 @@ impl Timer {
         })
     }
 
-    fn schedule(&self, at: Instant, task: Task) {
+    fn schedule(&self, at: Instant, task: Task) -> Key {
         let shared = &self.handle.shared;
-        let earliest = shared.lock().events.push(at, task);
+        let (key, earliest) = shared.lock().events.push(at, task);
         if earliest {
             shared.cv.notify_one();
         }
+        key
+    }
+
+    /// Removes a task that has not run yet. The thread finds out on its next wake-up.
+    fn cancel(&self, key: Key) {
+        self.handle.shared.lock().events.remove(key);
     }
 
     /// Runs `job` on the timing thread at `at` (at once if `at` has passed). Jobs must be short.
@@ -216,11 +207,22 @@ fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Completes at an instant, woken by the clock's timer.
+/// Completes at an instant, woken by the clock's timer. Dropped before then, it takes its
+/// wake-ups off the timer (a request's timeout that did not fire leaves nothing behind).
 pub struct Sleep {
     at: Instant,
     clock: Clock,
     registered: Option<Waker>,
+    /// The wake-ups it scheduled (one per waker it was polled with).
+    keys: Vec<Key>,
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        for key in self.keys.drain(..) {
+            self.clock.cancel(key);
+        }
+    }
 }
 
 impl Future for Sleep {
@@ -236,7 +238,8 @@ impl Future for Sleep {
         if fresh {
             let waker = cx.waker().clone();
             self.registered = Some(waker.clone());
-            self.clock.schedule(self.at, Task::Wake(waker));
+            let key = self.clock.schedule(self.at, Task::Wake(waker));
+            self.keys.push(key);
         }
         Poll::Pending
     }
@@ -308,10 +311,18 @@ impl Clock {
         self.kind().name()
     }
 
-    fn schedule(&self, at: Instant, task: Task) {
+    fn schedule(&self, at: Instant, task: Task) -> Key {
         match self {
             Clock::Real(t) => t.schedule(at, task),
             Clock::Virtual(v) => v.schedule(at, task),
+        }
+    }
+
+    /// Removes a task that has not run yet (a no-op when it has).
+    fn cancel(&self, key: Key) {
+        match self {
+            Clock::Real(t) => t.cancel(key),
+            Clock::Virtual(v) => v.cancel(key),
         }
     }
 
@@ -321,6 +332,7 @@ impl Clock {
             at,
             clock: self.clone(),
             registered: None,
+            keys: Vec::new(),
         }
     }
 
@@ -331,6 +343,15 @@ impl Clock {
     /// Runs a short job at `at` (at once if `at` has passed).
     pub fn run_at(&self, at: Instant, job: impl FnOnce() + Send + 'static) {
         self.schedule(at, Task::Run(Box::new(job)));
+    }
+
+    /// How many timed tasks wait (for tests).
+    #[cfg(test)]
+    fn pending(&self) -> usize {
+        match self {
+            Clock::Real(t) => t.handle.shared.lock().events.tasks.len(),
+            Clock::Virtual(v) => v.shared.lock().events.tasks.len(),
+        }
     }
 }
 
@@ -371,8 +392,16 @@ impl std::fmt::Debug for VirtualTimer {
 }
 
 impl VirtualTimer {
-    fn schedule(&self, at: Instant, task: Task) {
-        let earliest = self.shared.lock().events.push(at, task);
+    fn schedule(&self, at: Instant, task: Task) -> Key {
+        let (key, earliest) = self.shared.lock().events.push(at, task);
+        if earliest {
+            self.shared.rearm.notify_one();
+        }
+        key
+    }
+
+    fn cancel(&self, key: Key) {
+        let earliest = self.shared.lock().events.remove(key);
         if earliest {
             self.shared.rearm.notify_one();
         }
@@ -483,6 +512,38 @@ mod tests {
         }
         let order: Vec<usize> = (0..3).map(|_| rx.recv().unwrap()).collect();
         assert_eq!(order, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn a_dropped_sleep_leaves_no_timer_entry() {
+        for kind in [ClockKind::Real, ClockKind::Virtual] {
+            let (rt, clock) = kind.runtime().unwrap();
+            rt.block_on(async {
+                let far = clock.now() + Duration::from_secs(3600);
+                let mut sleep = Box::pin(clock.sleep_until(far));
+                let pending =
+                    std::future::poll_fn(|cx| Poll::Ready(sleep.as_mut().poll(cx).is_pending()))
+                        .await;
+                assert!(pending);
+                assert_eq!(
+                    clock.pending(),
+                    1,
+                    "{kind:?}: the sleep registered its wake-up"
+                );
+                drop(sleep);
+                assert_eq!(
+                    clock.pending(),
+                    0,
+                    "{kind:?}: the dropped sleep left an entry"
+                );
+                // The clock still wakes the sleeps that stay.
+                let at = clock.now() + Duration::from_millis(2);
+                clock.sleep_until(at).await;
+                assert!(clock.now() >= at);
+                assert_eq!(clock.pending(), 0);
+            });
+            rt.shutdown_background();
+        }
     }
 
     #[test]

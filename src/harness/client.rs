@@ -3,9 +3,8 @@
 //! head, computes them on its own device, and drives every step through the stages.
 
 use super::node::{broken, open_stream, read_activations};
-use super::worker::{Executor, SessionGuard};
 use crate::clock::Clock;
-use crate::compute::{Pass, Stage};
+use crate::compute::{Engine, Pass, SessionGuard, Stage};
 use crate::net::framed::{FrameIoError, read_frame, write_activations};
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::plan::Route;
@@ -74,7 +73,7 @@ pub struct Client {
     /// Scenario node names by index.
     pub names: Arc<Vec<String>>,
     /// The embeddings and LM head of a pipeline client, on its own device.
-    pub head: Option<(Executor, Arc<Stage>)>,
+    pub head: Option<(Arc<dyn Engine>, Arc<Stage>)>,
     pub hedge_after: Option<HedgeAfter>,
     pub recent: Mutex<Recent>,
     pub hidden_bytes: usize,
@@ -186,8 +185,8 @@ impl Client {
                 streams.push(self.open(ch, &request).await?);
             }
         }
-        let _guard = self.head.as_ref().map(|(executor, _)| SessionGuard {
-            executor,
+        let _guard = self.head.as_ref().map(|(engine, _)| SessionGuard {
+            engine: &**engine,
             session: id,
         });
         let mut t = Timeline::default();
@@ -218,10 +217,10 @@ impl Client {
                     read_activations(recv, self.max_frame).await.map_err(err)?;
                 }
             }
-            if let Some((executor, stage)) = &self.head {
+            if let Some((engine, stage)) = &self.head {
                 let last = k + 1 == shape.output.max(1);
-                let d = executor
-                    .step(clock, id, stage, pass, 1.0, last)
+                let d = engine
+                    .step(clock.now(), id, stage, pass, 1.0, last)
                     .await
                     .map_err(|e| e.to_string())?;
                 head_queue += d.queue;

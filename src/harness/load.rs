@@ -2,9 +2,9 @@
 //! and closed loop, against a remote worker over QUIC or the local baseline.
 
 use super::client::{Client, Timeline};
-use super::worker::{Event, Executor, Job};
 use super::{Phase as ProgressPhase, Progress};
 use crate::clock::Clock;
+use crate::compute::{Engine, Event, Job};
 use crate::plan::schedule::{self, Phase, Shape, Shapes};
 use crate::record::Sample;
 use crate::scenario::{Arrival, Extent, Workload};
@@ -22,8 +22,8 @@ pub enum Target {
     Remote {
         clients: Arc<Vec<(Arc<Client>, f64)>>,
     },
-    /// The local-GPU baseline: the executor in this process, no network.
-    Local { executor: Executor },
+    /// The local-GPU baseline: its engine in this process, no network.
+    Local { engine: Arc<dyn Engine> },
 }
 
 /// Picks a client for request `id` in proportion to the shares, the same way in every run.
@@ -49,14 +49,16 @@ impl Target {
     pub async fn call(&self, id: u64, shape: Shape, clock: &Clock) -> Result<Timeline, String> {
         match self {
             Target::Remote { clients } => pick(clients, id).call(id, shape, clock).await,
-            Target::Local { executor } => {
+            Target::Local { engine } => {
                 let (events, mut rx) = mpsc::unbounded_channel();
-                executor.submit(Job {
-                    prompt: shape.prompt,
-                    output: shape.output,
-                    arrived: clock.now(),
-                    events,
-                })?;
+                engine
+                    .submit(Job {
+                        prompt: shape.prompt,
+                        output: shape.output,
+                        arrived: clock.now(),
+                        events,
+                    })
+                    .map_err(|e| e.to_string())?;
                 let mut tokens = Vec::with_capacity(shape.output as usize);
                 while let Some(e) = rx.recv().await {
                     match e {

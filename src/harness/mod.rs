@@ -8,6 +8,7 @@ pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
+use crate::compute::EngineError;
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
@@ -30,7 +31,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use worker::Executor;
 
 /// Where a run is, for the progress display.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -372,15 +372,16 @@ impl Topology {
                 Part::TensorMember => 1 << 16,
                 _ => n.max_batch,
             };
-            let executor = stage
+            let engine = stage
                 .as_ref()
-                .map(|s| Executor::spawn(clock.clone(), (**s).clone(), max_batch, cancel.clone()));
+                .map(|s| worker::start(&clock, (**s).clone(), max_batch, cancel.clone()))
+                .transpose()?;
             let node = Node::new(
                 n.name.clone(),
                 n.part,
                 stage,
                 n.head.clone().map(Arc::new),
-                executor,
+                engine,
                 clock.clone(),
                 options.max_frame,
                 payloads,
@@ -421,14 +422,12 @@ impl Topology {
             .clients
             .iter()
             .map(|c| {
-                let head = c.head.clone().map(|stage| {
-                    let stage = Arc::new(stage);
-                    // A client's device serves only its own requests' heads, all at once.
-                    let executor =
-                        Executor::spawn(clock.clone(), (*stage).clone(), 1 << 16, cancel.clone());
-                    (executor, stage)
-                });
-                Arc::new(Client {
+                let head = c
+                    .head
+                    .as_ref()
+                    .map(|stage| worker::start_head(clock, stage, cancel.clone()))
+                    .transpose()?;
+                Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
                     route: plan.route.clone(),
                     conns: client_conns.remove(&c.index).unwrap_or_default(),
@@ -438,9 +437,9 @@ impl Topology {
                     recent: Mutex::new(Default::default()),
                     hidden_bytes: plan.hidden_bytes as usize,
                     max_frame: options.max_frame,
-                })
+                }))
             })
-            .collect();
+            .collect::<Result<Vec<_>, EngineError>>()?;
         Ok(Topology {
             net,
             clients,
@@ -601,11 +600,11 @@ pub async fn run(
     {
         progress.begin_run("baseline");
         let run_cancel = cancel.child_token();
-        let executor = Executor::spawn(clock.clone(), stage, plan.max_batch, run_cancel.clone());
+        let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,
-            Target::Local { executor },
+            Target::Local { engine },
             &clock,
             options,
             &progress,

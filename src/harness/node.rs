@@ -3,10 +3,10 @@
 //! Every node measures its own queue and compute time for a request on its own clock and
 //! sends them back in-band (`Done` frames), so the breakdown never compares two hosts' clocks.
 
-use super::worker::{Event, Executor, Job, SessionGuard, StepDone};
 use crate::clock::Clock;
 use crate::compute::Pass as Work;
 use crate::compute::Stage;
+use crate::compute::{Engine, Event, Job, SessionGuard, StepDone};
 use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::topology::Part;
@@ -49,7 +49,8 @@ pub struct Node {
     pub stage: Option<Arc<Stage>>,
     /// A star host's embeddings and LM head.
     pub head: Option<Arc<Stage>>,
-    pub executor: Option<Executor>,
+    /// What computes its work.
+    pub engine: Option<Arc<dyn Engine>>,
     pub clock: Clock,
     pub max_frame: u32,
     pub payloads: Payloads,
@@ -68,7 +69,7 @@ impl Node {
         part: Part,
         stage: Option<Arc<Stage>>,
         head: Option<Arc<Stage>>,
-        executor: Option<Executor>,
+        engine: Option<Arc<dyn Engine>>,
         clock: Clock,
         max_frame: u32,
         payloads: Payloads,
@@ -78,7 +79,7 @@ impl Node {
             part,
             stage,
             head,
-            executor,
+            engine,
             clock,
             max_frame,
             payloads,
@@ -141,11 +142,30 @@ impl Node {
         Ok(())
     }
 
-    fn executor(&self) -> Result<(&Executor, &Arc<Stage>), String> {
-        match (&self.executor, &self.stage) {
-            (Some(e), Some(s)) => Ok((e, s)),
+    fn engine(&self) -> Result<(&dyn Engine, &Arc<Stage>), String> {
+        match (&self.engine, &self.stage) {
+            (Some(e), Some(s)) => Ok((&**e, s)),
             _ => Err(format!("{} computes nothing", self.name)),
         }
+    }
+
+    /// Runs one step of a session on this node's engine and adds its account to `acc`.
+    async fn step(
+        &self,
+        session: u64,
+        stage: &Arc<Stage>,
+        work: Work,
+        scale: f64,
+        last: bool,
+        acc: &mut StepDone,
+    ) -> Result<(), Failure> {
+        let (engine, _) = self.engine().map_err(Failure::Refused)?;
+        let d = engine
+            .step(self.clock.now(), session, stage, work, scale, last)
+            .await
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        acc.add(d);
+        Ok(())
     }
 
     /// Serves the streams arriving on `endpoint` until cancelled.
@@ -339,9 +359,9 @@ impl Node {
 
     /// Serves a whole request: prefill and decode on this node, tokens streamed back.
     async fn whole(&self, send: &mut quinn::SendStream, request: &Request) -> Result<(), Failure> {
-        let (executor, _) = self.executor().map_err(Failure::Refused)?;
+        let (engine, _) = self.engine().map_err(Failure::Refused)?;
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        executor
+        engine
             .submit(Job {
                 prompt: request.prompt.len() as u32,
                 output: request.output_tokens.max(1),
@@ -351,7 +371,7 @@ impl Node {
             .map_err(|e| Failure::Refused(e.to_string()))?;
         let mut buf = Vec::new();
         // A client that stops reading (a hedge that lost) cancels the request at once: the
-        // executor drops a job whose events nobody receives, queued or running.
+        // engine drops a job whose events nobody receives, queued or running.
         let stopped = send.stopped();
         tokio::pin!(stopped);
         loop {
@@ -379,7 +399,7 @@ impl Node {
         recv: &mut quinn::RecvStream,
         request: &Request,
     ) -> Result<(), Failure> {
-        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let chain = request.mode == Mode::Chain;
         let mut next: Option<Io> = None;
         let mut ret: Option<quinn::SendStream> = None;
@@ -397,7 +417,7 @@ impl Node {
             ret = Some(self.take_return(request.id).await.map_err(Failure::Peer)?);
         }
         let _guard = SessionGuard {
-            executor,
+            engine,
             session: request.id,
         };
         let mut acc = StepDone::default();
@@ -418,12 +438,8 @@ impl Node {
                 None => read_activations(recv, self.max_frame).await?,
             };
             let work = Work::received(k == 0, tokens, &mut context);
-            let d = executor
-                .step(&self.clock, request.id, stage, work, 1.0, k + 1 == output)
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            acc.queue += d.queue;
-            acc.compute += d.compute;
+            self.step(request.id, stage, work, 1.0, k + 1 == output, &mut acc)
+                .await?;
             // The client needs only the last position's hidden state for the LM head; a
             // client-relayed stage returns them all, as Petals 1.x does.
             let (out, n) = match (&mut next, &mut ret) {
@@ -466,10 +482,10 @@ impl Node {
         request: &Request,
         head: &Arc<Stage>,
     ) -> Result<(), Failure> {
-        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let mut remotes = self.open_sessions(request, Mode::Stage).await?;
         let _guard = SessionGuard {
-            executor,
+            engine,
             session: request.id,
         };
         let mut acc = StepDone::default();
@@ -480,24 +496,16 @@ impl Node {
             let (tokens, work) = Work::of_step(k, prompt);
             let last = k + 1 == output;
             if stage.layers > 0 {
-                let d = executor
-                    .step(&self.clock, request.id, stage, work, 1.0, false)
-                    .await
-                    .map_err(|e| Failure::Refused(e.to_string()))?;
-                acc.queue += d.queue;
-                acc.compute += d.compute;
+                self.step(request.id, stage, work, 1.0, false, &mut acc)
+                    .await?;
             }
             for (s, r) in remotes.iter_mut() {
                 let bytes = tokens as usize * self.payloads.hidden;
                 write_activations(s, request.id, tokens, bytes).await?;
                 read_activations(r, self.max_frame).await?;
             }
-            let d = executor
-                .step(&self.clock, request.id, head, work, 1.0, last)
-                .await
-                .map_err(|e| Failure::Refused(e.to_string()))?;
-            acc.queue += d.queue;
-            acc.compute += d.compute;
+            self.step(request.id, head, work, 1.0, last, &mut acc)
+                .await?;
             write_frame(send, &token_frame(k), &mut buf).await?;
         }
         self.close_sessions(&mut remotes, send, acc, &mut buf).await
@@ -511,10 +519,10 @@ impl Node {
         send: &mut quinn::SendStream,
         request: &Request,
     ) -> Result<(), Failure> {
-        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let mut members = self.open_sessions(request, Mode::Tensor).await?;
         let _guard = SessionGuard {
-            executor,
+            engine,
             session: request.id,
         };
         let segments = self.payloads.segments.max(1);
@@ -523,18 +531,16 @@ impl Node {
         // Take this request's place in the root's batch before the members start on it: the
         // root decides which requests the group serves (members follow it, unlimited), so
         // no two nodes can each hold a request the other waits for.
-        let admitted = executor
-            .step(
-                &self.clock,
-                request.id,
-                stage,
-                Work::Prefill { tokens: 0 },
-                0.0,
-                false,
-            )
-            .await
-            .map_err(|e| Failure::Refused(e.to_string()))?;
-        acc.queue += admitted.queue;
+        // (Its compute is nothing: a step of no tokens, at scale 0.)
+        self.step(
+            request.id,
+            stage,
+            Work::Prefill { tokens: 0 },
+            0.0,
+            false,
+            &mut acc,
+        )
+        .await?;
         let output = request.output_tokens.max(1);
         let prompt = request.prompt.len() as u32;
         let mut buf = Vec::new();
@@ -551,17 +557,15 @@ impl Node {
             .await?;
             for seg in 0..segments {
                 let last = k + 1 == output && seg + 1 == segments;
-                let local = executor.step(&self.clock, request.id, stage, work, scale, last);
+                let local = self.step(request.id, stage, work, scale, last, &mut acc);
                 let gather = try_join_all(
                     members
                         .iter_mut()
                         .map(|(_, r)| read_activations(r, max_frame)),
                 );
                 let (d, gathered) = tokio::join!(local, gather);
-                let d = d.map_err(|e| Failure::Refused(e.to_string()))?;
+                d?;
                 gathered?;
-                acc.queue += d.queue;
-                acc.compute += d.compute;
                 if seg + 1 < segments {
                     try_join_all(
                         members
@@ -584,9 +588,9 @@ impl Node {
         recv: &mut quinn::RecvStream,
         request: &Request,
     ) -> Result<(), Failure> {
-        let (executor, stage) = self.executor().map_err(Failure::Refused)?;
+        let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let _guard = SessionGuard {
-            executor,
+            engine,
             session: request.id,
         };
         let segments = self.payloads.segments.max(1);
@@ -603,12 +607,8 @@ impl Node {
                     work = Work::received(k == 0, tokens, &mut context);
                 }
                 let last = k + 1 == output && seg + 1 == segments;
-                let d = executor
-                    .step(&self.clock, request.id, stage, work, scale, last)
-                    .await
-                    .map_err(|e| Failure::Refused(e.to_string()))?;
-                acc.queue += d.queue;
-                acc.compute += d.compute;
+                self.step(request.id, stage, work, scale, last, &mut acc)
+                    .await?;
                 let (n, bytes) = if seg + 1 < segments {
                     (tokens, tokens as usize * self.payloads.hidden)
                 } else {

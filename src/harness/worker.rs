@@ -1,329 +1,182 @@
-//! The executor of a node that computes: it runs whole requests' prefill and decode steps,
-//! and the steps of sessions that arrive over the network, batching decode steps
-//! continuously as the compute model says. The QUIC side is `harness::node`.
+//! The roofline engine: a thin async shell over [`Batcher`], the sans-IO continuous-batching
+//! state machine in `compute::batch`. The shell moves work from its channel into the
+//! machine, tells the requesters what the machine says, and waits on the clock for the
+//! deadline the machine gives; every scheduling decision is the machine's. The QUIC side is
+//! `harness::node`.
 
-use crate::clock::Clock;
-use crate::compute::{Pass as Work, Stage};
-use std::collections::{HashSet, VecDeque};
+use crate::clock::{Clock, ClockKind};
+use crate::compute::batch::{self, Action, Batcher, Input};
+use crate::compute::{
+    Engine, EngineError, EngineSpec, Event, Job, Pass, RequestCompute, Stage, Step, StepDone,
+};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// What the executor tells the requester.
-#[derive(Debug)]
-pub enum Event {
-    /// Output token `index` is ready.
-    Token { index: u32 },
-    /// The request is complete: time it waited in the queue and time it was computed,
-    /// both on this node's clock.
-    Done { queue: Duration, compute: Duration },
-}
+type JobWaiter = mpsc::UnboundedSender<Event>;
+type StepWaiter = oneshot::Sender<StepDone>;
+type Msg = Input<JobWaiter, StepWaiter>;
 
-/// One whole request for the executor: it runs the prefill and every decode step itself
-/// (a worker holding the whole model, and the local baseline).
-pub struct Job {
-    pub prompt: u32,
-    pub output: u32,
-    pub arrived: Instant,
-    pub events: mpsc::UnboundedSender<Event>,
-}
-
-/// One step of a session whose steps arrive from elsewhere (a pipeline stage, a tensor
-/// group's member): the executor admits the session at its first step, batches its decode
-/// steps with the others in flight, and releases it after its last step.
-pub struct Step {
-    pub session: u64,
-    pub stage: Arc<Stage>,
-    pub work: Work,
-    /// The fraction of the stage's time this step takes (a tensor segment: 1 / segments).
-    pub scale: f64,
-    /// The session ends with this step.
-    pub last: bool,
-    pub arrived: Instant,
-    pub done: oneshot::Sender<StepDone>,
-}
-
-/// When a step ran, on this node's clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct StepDone {
-    pub queue: Duration,
-    pub compute: Duration,
-}
-
-enum Msg {
-    Job(Job),
-    Step(Step),
-    /// The session ended early (its stream closed): free its place.
-    Release(u64),
-}
-
-/// Handle to a running executor.
+/// Handle to a running roofline engine.
 #[derive(Clone)]
 pub struct Executor {
     jobs: mpsc::UnboundedSender<Msg>,
+    stage: Arc<Stage>,
 }
 
-/// A request the executor is decoding.
-struct Running {
-    job: Job,
-    /// Tokens produced so far (the prefill produced the first).
-    produced: u32,
-    started: Instant,
-    queue: Duration,
+/// Starts the engine that computes `stage` for a node or the baseline, batching up to
+/// `max_batch` requests. The one place that chooses an engine: a new kind of engine is a
+/// new arm here.
+pub fn start(
+    clock: &Clock,
+    stage: Stage,
+    max_batch: u32,
+    cancel: CancellationToken,
+) -> Result<Arc<dyn Engine>, EngineError> {
+    if stage.needs_real_clock() && clock.kind() != ClockKind::Real {
+        return Err(EngineError::NeedsRealClock(stage.name().to_string()));
+    }
+    Ok(Arc::new(Executor::spawn(
+        clock.clone(),
+        stage,
+        max_batch,
+        cancel,
+    )))
+}
+
+/// Starts the engine of a pipeline client's embeddings and LM head: its device serves only
+/// its own requests' heads, all at once.
+pub fn start_head(
+    clock: &Clock,
+    stage: &Stage,
+    cancel: CancellationToken,
+) -> Result<(Arc<dyn Engine>, Arc<Stage>), EngineError> {
+    let engine = start(clock, stage.clone(), 1 << 16, cancel)?;
+    Ok((engine, Arc::new(stage.clone())))
 }
 
 impl Executor {
-    /// Starts an executor for `stage` with continuous batching up to `max_batch` requests:
-    /// the decode steps of the requests in flight run together, each step taking what the
-    /// compute model says for that batch; waiting requests are admitted in arrival order
-    /// between steps, each with its prefill (vLLM's schedule without chunked prefill). With
-    /// `max_batch` 1 it serves one request at a time, first come, first served.
+    /// Starts an executor for `stage` with continuous batching up to `max_batch` requests
+    /// (`compute::batch` describes the schedule). With `max_batch` 1 it serves one request
+    /// at a time, first come, first served.
     pub fn spawn(clock: Clock, stage: Stage, max_batch: u32, cancel: CancellationToken) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel::<Msg>();
         let stage = Arc::new(stage);
+        // The machine's own handle on the stage: sessions' steps bring theirs.
+        let batcher = Batcher::new(Arc::new((*stage).clone()), max_batch, clock.now());
         tokio::spawn(async move {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {}
-                _ = schedule(&clock, &stage, max_batch.max(1) as usize, rx) => {}
+                _ = drive(&clock, batcher, rx) => {}
             }
         });
-        Executor { jobs }
+        Executor { jobs, stage }
     }
 
-    /// Queues a request. Events arrive on `job.events`.
-    pub fn submit(&self, job: Job) -> Result<(), &'static str> {
+    fn stopped(&self) -> EngineError {
+        EngineError::Stopped(self.name().to_string())
+    }
+}
+
+impl EngineSpec for Executor {
+    fn name(&self) -> &str {
+        self.stage.name()
+    }
+
+    fn needs_real_clock(&self) -> bool {
+        self.stage.needs_real_clock()
+    }
+
+    fn floor(&self, pass: Pass) -> Option<Duration> {
+        self.stage.floor(pass)
+    }
+
+    fn request_floor(&self, prompt: u32, output: u32) -> Option<RequestCompute> {
+        self.stage.request_floor(prompt, output)
+    }
+}
+
+impl Engine for Executor {
+    fn submit(&self, job: Job) -> Result<(), EngineError> {
+        let job = batch::Job {
+            prompt: job.prompt,
+            output: job.output,
+            arrived: job.arrived,
+            waiter: job.events,
+        };
+        self.jobs.send(Input::Job(job)).map_err(|_| self.stopped())
+    }
+
+    fn submit_step(&self, step: Step) -> Result<(), EngineError> {
+        let step = batch::Step {
+            session: step.session,
+            stage: step.stage,
+            pass: step.pass,
+            scale: step.scale,
+            last: step.last,
+            arrived: step.arrived,
+            waiter: step.done,
+        };
         self.jobs
-            .send(Msg::Job(job))
-            .map_err(|_| "the worker has stopped")
+            .send(Input::Step(step))
+            .map_err(|_| self.stopped())
     }
 
-    /// Runs one step of a session and says when it ran.
-    pub async fn step(
-        &self,
-        clock: &Clock,
-        session: u64,
-        stage: &Arc<Stage>,
-        work: Work,
-        scale: f64,
-        last: bool,
-    ) -> Result<StepDone, &'static str> {
-        let (done, rx) = oneshot::channel();
-        self.jobs
-            .send(Msg::Step(Step {
-                session,
-                stage: stage.clone(),
-                work,
-                scale,
-                last,
-                arrived: clock.now(),
-                done,
-            }))
-            .map_err(|_| "the worker has stopped")?;
-        rx.await.map_err(|_| "the worker has stopped")
-    }
-
-    /// Frees a session's place when it ends before its last step.
-    pub fn release(&self, session: u64) {
-        let _ = self.jobs.send(Msg::Release(session));
+    fn release(&self, session: u64) {
+        let _ = self.jobs.send(Input::Release(session));
     }
 }
 
-/// Releases a session's place in the executor when dropped, unless its last step ran.
-pub struct SessionGuard<'a> {
-    pub executor: &'a Executor,
-    pub session: u64,
-}
-
-impl Drop for SessionGuard<'_> {
-    fn drop(&mut self) {
-        self.executor.release(self.session);
-    }
-}
-
-/// Work waiting to be admitted.
-enum Waiting {
-    Job(Job),
-    Step(Step),
-}
-
-/// The executor's queues.
-#[derive(Default)]
-struct Queues {
-    waiting: VecDeque<Waiting>,
-    /// Sessions admitted (holding a place in the batch).
-    admitted: HashSet<u64>,
-    prefills: VecDeque<Step>,
-    decodes: Vec<Step>,
-}
-
-impl Queues {
-    fn take(&mut self, msg: Msg) {
-        match msg {
-            Msg::Job(j) => self.waiting.push_back(Waiting::Job(j)),
-            Msg::Step(s) if !self.admitted.contains(&s.session) => {
-                self.waiting.push_back(Waiting::Step(s))
-            }
-            Msg::Step(s) => match s.work {
-                Work::Prefill { .. } => self.prefills.push_back(s),
-                Work::Decode { .. } => self.decodes.push(s),
-            },
-            Msg::Release(id) => {
-                self.admitted.remove(&id);
-            }
-        }
-    }
-}
-
-fn run_time(stage: &Stage, work: Work, scale: f64) -> Duration {
-    stage.pass(work).mul_f64(scale)
-}
-
-/// The scheduler loop. Deadlines are absolute (each step starts where the last one ended),
-/// so timer error never accumulates over steps.
-async fn schedule(
+/// The shell's loop: take what arrived, tell the requesters what the machine says, then
+/// wait for the machine's deadline (absolute, so timer error never accumulates over steps)
+/// or, when nothing runs, for the next work. Ends when every handle is gone.
+async fn drive(
     clock: &Clock,
-    stage: &Arc<Stage>,
-    max_batch: usize,
+    mut batcher: Batcher<JobWaiter, StepWaiter>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
 ) {
-    let mut q = Queues::default();
-    let mut running: Vec<Running> = Vec::new();
-    let mut t = clock.now();
     loop {
         while let Ok(msg) = rx.try_recv() {
-            q.take(msg);
+            batcher.push(clock.now(), msg);
         }
-        // Admit what fits: a whole request runs its prefill now, which yields its first
-        // token; a session's first step joins the steps ready to run.
-        while running.len() + q.admitted.len() < max_batch
-            && let Some(w) = q.waiting.pop_front()
-        {
-            match w {
-                Waiting::Step(s) => {
-                    if s.done.is_closed() {
-                        continue;
-                    }
-                    q.admitted.insert(s.session);
-                    match s.work {
-                        Work::Prefill { .. } => q.prefills.push_back(s),
-                        Work::Decode { .. } => q.decodes.push(s),
-                    }
-                }
-                Waiting::Job(job) => {
-                    if job.events.is_closed() {
-                        continue;
-                    }
-                    let started = t.max(job.arrived);
-                    let queue = started.saturating_duration_since(job.arrived);
-                    t = started + stage.prefill(job.prompt);
-                    clock.sleep_until(t).await;
-                    if job.events.send(Event::Token { index: 0 }).is_err() {
-                        continue;
-                    }
-                    let r = Running {
-                        job,
-                        produced: 1,
-                        started,
-                        queue,
-                    };
-                    if r.produced >= r.job.output {
-                        finish(clock, r);
-                    } else {
-                        running.push(r);
-                    }
-                }
+        while let Some(action) = batcher.poll() {
+            tell(action);
+        }
+        match batcher.poll_timeout() {
+            Some(at) => {
+                clock.sleep_until(at).await;
+                batcher.handle_timeout(clock.now());
             }
-        }
-        // A session's prefill runs alone, between decode steps.
-        if let Some(s) = q.prefills.pop_front() {
-            let started = t.max(s.arrived);
-            t = started + run_time(&s.stage, s.work, s.scale);
-            clock.sleep_until(t).await;
-            if s.last {
-                q.admitted.remove(&s.session);
-            }
-            let _ = s.done.send(StepDone {
-                queue: started.saturating_duration_since(s.arrived),
-                compute: t - started,
-            });
-            continue;
-        }
-        if running.is_empty() && q.decodes.is_empty() {
-            // Nothing can run until something arrives.
-            match rx.recv().await {
-                Some(msg) => q.take(msg),
+            None => match rx.recv().await {
+                Some(msg) => batcher.push(clock.now(), msg),
                 None => return,
-            }
-            t = t.max(clock.now());
-            continue;
+            },
         }
-        // One decode step for the whole batch: the requests in flight and the sessions'
-        // steps that are ready. Steps of another stage (or another fraction of one) run
-        // as their own kernels in the same step.
-        let steps = std::mem::take(&mut q.decodes);
-        let started = steps.iter().map(|s| s.arrived).fold(t, Instant::max);
-        let mut groups: Vec<(&Stage, f64, Vec<u32>)> = vec![(
-            stage,
-            1.0,
-            running
-                .iter()
-                .map(|r| r.job.prompt.saturating_add(r.produced))
-                .collect(),
-        )];
-        for s in &steps {
-            let Work::Decode { context } = s.work else {
-                continue;
-            };
-            match groups
-                .iter_mut()
-                .find(|g| std::ptr::eq(g.0, &*s.stage) && g.1 == s.scale)
-            {
-                Some(g) => g.2.push(context),
-                None => groups.push((&s.stage, s.scale, vec![context])),
-            }
-        }
-        let step: Duration = groups
-            .iter()
-            .filter(|g| !g.2.is_empty())
-            .map(|(st, scale, ctx)| st.decode_batch(ctx).mul_f64(*scale))
-            .sum();
-        t = started + step;
-        clock.sleep_until(t).await;
-        for s in steps {
-            if s.last {
-                q.admitted.remove(&s.session);
-            }
-            let _ = s.done.send(StepDone {
-                queue: started.saturating_duration_since(s.arrived),
-                compute: step,
-            });
-        }
-        let mut still = Vec::with_capacity(running.len());
-        for mut r in running.drain(..) {
-            if r.job
-                .events
-                .send(Event::Token { index: r.produced })
-                .is_err()
-            {
-                continue;
-            }
-            r.produced += 1;
-            if r.produced >= r.job.output {
-                finish(clock, r);
-            } else {
-                still.push(r);
-            }
-        }
-        running = still;
     }
 }
 
-fn finish(clock: &Clock, r: Running) {
-    let compute = clock.now().saturating_duration_since(r.started);
-    let _ = r.job.events.send(Event::Done {
-        queue: r.queue,
-        compute,
-    });
+/// Sends one of the machine's actions to its requester. A requester that has just gone
+/// misses it; the machine drops its work at the next token.
+fn tell(action: Action<JobWaiter, StepWaiter>) {
+    match action {
+        Action::Token { job, index } => {
+            let _ = job.send(Event::Token { index });
+        }
+        Action::Done {
+            job,
+            queue,
+            compute,
+        } => {
+            let _ = job.send(Event::Done { queue, compute });
+        }
+        Action::StepDone {
+            step,
+            queue,
+            compute,
+        } => {
+            let _ = step.send(StepDone { queue, compute });
+        }
+    }
 }

@@ -7,7 +7,7 @@
 
 pub mod schedule;
 
-use crate::compute::Stage;
+use crate::compute::{EngineSpec, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, LinkChange, LinkParams, Scenario, TopologyKind};
 use crate::topology::{self, At, Ctx, Kind, LayoutError, Leg, Step};
@@ -397,10 +397,12 @@ impl Plan {
                     .link(*from, *to)
                     .map(|h| h.link.serialization(*bytes as f64) + h.link.min_delay())
                     .unwrap_or_default(),
+                // An engine that cannot predict a pass adds nothing: the floor stays a floor.
                 Leg::Compute { at, work, scale } => self
                     .stage_at(*at)
-                    .map(|stage| stage.pass(*work).mul_f64(*scale))
-                    .unwrap_or_default(),
+                    .and_then(|stage| stage.floor(*work))
+                    .unwrap_or_default()
+                    .mul_f64(*scale),
                 Leg::Bytes { .. } => Duration::ZERO,
                 Leg::Parallel(branches) => branches
                     .iter()
@@ -443,10 +445,11 @@ impl Plan {
 
     /// The floor of a request on the baseline (compute only), if there is a baseline.
     pub fn baseline_floor(&self, shape: Shape) -> Option<Floor> {
-        self.baseline.as_ref().map(|b| {
-            let c = b.request(shape.prompt, shape.output);
-            floor_of(c.prefill, &c.decode)
-        })
+        let c = self
+            .baseline
+            .as_ref()?
+            .request_floor(shape.prompt, shape.output)?;
+        Some(floor_of(c.prefill, &c.decode))
     }
 
     /// A scenario node's name.
