@@ -374,7 +374,7 @@ impl Topology {
             };
             let engine = stage
                 .as_ref()
-                .map(|s| worker::start(&clock, (**s).clone(), max_batch, cancel.clone()))
+                .map(|s| worker::start(clock, (**s).clone(), max_batch, cancel.clone()))
                 .transpose()?;
             let node = Node::new(
                 n.name.clone(),
