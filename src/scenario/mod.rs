@@ -6,12 +6,15 @@
 //! profiles and mahimahi traces it names.
 
 pub mod diagnostic;
+mod file;
 pub mod link;
 pub mod model;
 pub mod profile;
-mod raw;
+pub mod testing;
 pub mod units;
+mod validate;
 
+use crate::format::duration_str;
 use diagnostic::{Diagnostic, Problem, Source};
 pub use link::{
     DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
@@ -59,6 +62,10 @@ impl Scenario {
         self.links.iter().find(|l| l.from == from && l.to == to)
     }
 }
+
+/// The most tokens a request's prompt or answer may have: the workload's limit, which a
+/// drawn count is clamped to, so a wide lognormal cannot ask for an absurd request.
+pub const MAX_TOKENS: u32 = 1 << 20;
 
 /// How many tokens a request has: fixed or drawn from a distribution.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -156,14 +163,6 @@ impl fmt::Display for Extent {
             Extent::Duration(d) => f.write_str(&units::format_duration(*d)),
             Extent::Requests(n) => write!(f, "{n} requests"),
         }
-    }
-}
-
-mod duration_str {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::units::format_duration(*d))
     }
 }
 
@@ -427,7 +426,7 @@ pub fn parse(
             diagnostics: vec![source.diagnostic(None, String::new(), message.into())],
         });
     }
-    let raw: raw::RawScenario = match toml::from_str(text) {
+    let raw: file::RawScenario = match toml::from_str(text) {
         Ok(r) => r,
         Err(e) => {
             return Err(ScenarioError::Invalid {
@@ -437,7 +436,7 @@ pub fn parse(
     };
     let sha256 = hex(&Sha256::digest(text.as_bytes()));
     let dir = file.parent().unwrap_or(Path::new("."));
-    match raw::validate(raw, profiles, dir) {
+    match validate::validate(raw, profiles, dir) {
         Ok(mut s) => {
             s.file = file.to_path_buf();
             s.sha256 = with_traces(sha256, &s);
