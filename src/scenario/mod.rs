@@ -426,7 +426,8 @@ pub fn parse(
             diagnostics: vec![source.diagnostic(None, String::new(), message.into())],
         });
     }
-    let raw: file::RawScenario = match toml::from_str(text) {
+    // One parse: the tree the spans come from is the one deserialized.
+    let raw: file::RawScenario = match source.deserialize() {
         Ok(r) => r,
         Err(e) => {
             return Err(ScenarioError::Invalid {
