@@ -1,8 +1,9 @@
 //! What one direction of an emulated link does, as the emulator (`net::link`) applies
 //! it: delay and its jitter distribution, loss, duplication, reordering, MTU, a rate
 //! (fixed or from a mahimahi trace) with a tail-drop queue, and changes during a run.
-//! The scenario maps a `[[link]]` table onto these; `docs/links.md` explains each
-//! parameter next to netem's.
+//! The scenario maps a `[[link]]` table onto these, and its `[quic]` table onto the
+//! transport settings (`Quic`) that `net::endpoint` gives quinn; `docs/links.md` explains
+//! each parameter next to netem's.
 
 use crate::format::{duration_str, format_duration, format_si};
 use serde::{Serialize, Serializer};
@@ -351,6 +352,55 @@ pub struct LinkChange {
     #[serde(with = "duration_str")]
     pub at: Duration,
     pub params: LinkParams,
+}
+
+// QUIC transport settings: what a scenario's `[quic]` table maps onto and
+// `net::endpoint` configures quinn with.
+
+/// A congestion controller quinn offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Congestion {
+    Cubic,
+    NewReno,
+    Bbr,
+}
+
+impl Congestion {
+    pub const NAMES: &'static [&'static str] = &["cubic", "newreno", "bbr"];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cubic" => Congestion::Cubic,
+            "newreno" | "new-reno" => Congestion::NewReno,
+            "bbr" => Congestion::Bbr,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+            Congestion::Bbr => "bbr",
+        }
+    }
+}
+
+/// The idle timeout of inferlat's QUIC connections unless `[quic]` sets one.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `[quic]`: the QUIC settings that distort latency unless set on purpose. `None` keeps
+/// the default documented in `docs/links.md`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Quic {
+    pub initial_rtt: Option<Duration>,
+    pub initial_window: Option<u64>,
+    pub stream_receive_window: Option<u64>,
+    pub receive_window: Option<u64>,
+    pub idle_timeout: Option<Duration>,
+    pub keep_alive: Option<Duration>,
+    pub congestion: Option<Congestion>,
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod units;
 mod validate;
 
 use crate::format::duration_str;
+pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
 use diagnostic::{Diagnostic, Problem, Source};
 pub use link::{
     DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
@@ -270,52 +271,6 @@ impl Default for HedgeAfter {
 pub struct Baseline {
     pub device: DeviceProfile,
     pub count: u32,
-}
-
-/// A congestion controller quinn offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Congestion {
-    Cubic,
-    NewReno,
-    Bbr,
-}
-
-impl Congestion {
-    pub const NAMES: &'static [&'static str] = &["cubic", "newreno", "bbr"];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "cubic" => Congestion::Cubic,
-            "newreno" | "new-reno" => Congestion::NewReno,
-            "bbr" => Congestion::Bbr,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Congestion::Cubic => "cubic",
-            Congestion::NewReno => "newreno",
-            Congestion::Bbr => "bbr",
-        }
-    }
-}
-
-/// The idle timeout of inferlat's QUIC connections unless `[quic]` sets one.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `[quic]`: the QUIC settings that distort latency unless set on purpose. `None` keeps
-/// the default documented in `docs/links.md`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Quic {
-    pub initial_rtt: Option<Duration>,
-    pub initial_window: Option<u64>,
-    pub stream_receive_window: Option<u64>,
-    pub receive_window: Option<u64>,
-    pub idle_timeout: Option<Duration>,
-    pub keep_alive: Option<Duration>,
-    pub congestion: Option<Congestion>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
