@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod clock;
 pub mod compute;
+pub mod format;
 pub mod harness;
 pub mod net;
 pub mod plan;

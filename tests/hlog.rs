@@ -8,36 +8,19 @@ use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, Plan};
 use inferlat::report::{self, Environment, Results};
-use inferlat::scenario::{self, ProfileLibrary, Scenario};
+use inferlat::scenario::{self, ProfileLibrary, Scenario, testing};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// 20 requests at 4 per second: a little over 5 seconds of completions, each second busy.
-const SCENARIO: &str = r#"
-name = "hlog"
-seed = 11
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 64
-output_tokens = 8
-arrival = { kind = "constant", rate = 4.0 }
-requests = 20
-warmup_requests = 2
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "a100-80g"
-[[link]]
-between = ["client", "gpu"]
-rtt = "40ms"
-[baseline]
-device = "h100-sxm"
-"#;
+fn scenario_text() -> String {
+    testing::direct("hlog", "a100-80g", "rtt = \"40ms\"")
+        .top("seed = 11")
+        .workload("prompt_tokens = 64\noutput_tokens = 8\narrival = { kind = \"constant\", rate = 4.0 }\nrequests = 20\nwarmup_requests = 2")
+        .raw("[baseline]\ndevice = \"h100-sxm\"")
+        .build()
+}
 
 fn run(s: &Scenario) -> (Plan, Measured) {
     let plan = plan::plan(s).expect("plannable");
@@ -112,7 +95,7 @@ fn read(text: &[u8]) -> (Option<Duration>, BTreeMap<String, Vec<Interval>>) {
 fn interval_logs_hold_every_measured_request_by_completion_second() {
     let s = scenario::parse(
         Path::new("hlog.toml"),
-        SCENARIO,
+        &scenario_text(),
         &ProfileLibrary::built_in(),
     )
     .expect("valid scenario");

@@ -10,7 +10,7 @@ use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, schedule::Shape};
 use inferlat::record::Metric;
-use inferlat::scenario::{self, ProfileLibrary, Scenario};
+use inferlat::scenario::{self, ProfileLibrary, Scenario, testing};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -38,6 +38,8 @@ fn ms(h: &hdrhistogram::Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1e6
 }
 
+/// The physics scenario: a client and a worker over one link of `rtt` (plus `extra`:
+/// more link fields, or further tables), constant arrivals and two warm-up requests.
 fn text(
     device: &str,
     rtt: &str,
@@ -47,31 +49,12 @@ fn text(
     rate: f64,
     extra: &str,
 ) -> String {
-    format!(
-        r#"
-name = "physics"
-seed = 3
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = {prompt}
-output_tokens = {output}
-arrival = {{ kind = "constant", rate = {rate} }}
-requests = {requests}
-warmup_requests = 2
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "{device}"
-[[link]]
-between = ["client", "gpu"]
-rtt = "{rtt}"
-{extra}
-"#
-    )
+    testing::direct("physics", device, &format!("rtt = \"{rtt}\"\n{extra}"))
+        .top("seed = 3")
+        .workload(&format!(
+            "prompt_tokens = {prompt}\noutput_tokens = {output}\narrival = {{ kind = \"constant\", rate = {rate} }}\nrequests = {requests}\nwarmup_requests = 2"
+        ))
+        .build()
 }
 
 #[test]

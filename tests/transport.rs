@@ -11,7 +11,7 @@ use inferlat::net::link::Link;
 use inferlat::net::socket::{Network, UdpLinkSocket};
 use inferlat::plan;
 use inferlat::record::Metric;
-use inferlat::scenario::{self, LinkParams, ProfileLibrary, Queue};
+use inferlat::scenario::{self, LinkParams, ProfileLibrary, Queue, testing};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -144,34 +144,17 @@ fn a_short_queue_drops_what_overflows_and_quic_recovers() {
 
 #[test]
 fn a_link_change_shows_in_the_latencies_at_its_time() {
-    let text = r#"
-name = "flap"
-seed = 1
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 16
-output_tokens = 1
-arrival = { kind = "constant", rate = 10 }
-duration = "6s"
-warmup_requests = 2
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["client", "gpu"]
-rtt = "20ms"
-[[link.change]]
-at = "2s"
-rtt = "200ms"
-[[link.change]]
-at = "4s"
-"#;
-    let s = scenario::parse(Path::new("flap.toml"), text, &ProfileLibrary::built_in()).unwrap();
+    let text = testing::direct(
+        "flap",
+        "ideal",
+        "rtt = \"20ms\"\n[[link.change]]\nat = \"2s\"\nrtt = \"200ms\"\n[[link.change]]\nat = \"4s\"",
+    )
+    .top("seed = 1")
+    .workload(
+        "prompt_tokens = 16\noutput_tokens = 1\narrival = { kind = \"constant\", rate = 10 }\nduration = \"6s\"\nwarmup_requests = 2",
+    )
+    .build();
+    let s = scenario::parse(Path::new("flap.toml"), &text, &ProfileLibrary::built_in()).unwrap();
     let plan = plan::plan(&s).unwrap();
     let m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
     let r = &m.topology.as_ref().unwrap().record;

@@ -5,31 +5,17 @@
 use inferlat::clock::Clock;
 use inferlat::harness::{Options, Topology};
 use inferlat::plan::{self, schedule::Shape};
-use inferlat::scenario::{self, ProfileLibrary};
+use inferlat::scenario::{self, ProfileLibrary, testing};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use tokio_util::sync::CancellationToken;
 
-const SCENARIO: &str = r#"
-name = "wire"
-[model]
-preset = "tinyllama-1.1b"
-[workload]
-prompt_tokens = 8
-output_tokens = 2
-arrival = { kind = "closed", concurrency = 1 }
-requests = 1
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["client", "gpu"]
-rtt = "2ms"
-"#;
+fn scenario_text() -> String {
+    testing::direct("wire", "ideal", "rtt = \"2ms\"")
+        .preset("tinyllama-1.1b")
+        .workload("prompt_tokens = 8\noutput_tokens = 2\narrival = { kind = \"closed\", concurrency = 1 }\nrequests = 1")
+        .build()
+}
 
 async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, String> {
     let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
@@ -42,7 +28,7 @@ async fn send_raw(conn: &quinn::Connection, bytes: &[u8]) -> Result<Vec<u8>, Str
 fn bad_frames_reset_their_stream_and_the_worker_keeps_serving() {
     let s = scenario::parse(
         Path::new("wire.toml"),
-        SCENARIO,
+        &scenario_text(),
         &ProfileLibrary::built_in(),
     )
     .unwrap();

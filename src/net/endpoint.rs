@@ -5,7 +5,7 @@
 //! size (ECDSA signatures vary by a byte or two), and each endpoint's random numbers are
 //! seeded from the scenario: on the virtual clock, two runs with one seed are identical.
 
-use crate::scenario::{Congestion, Quic};
+use crate::net::params::{Congestion, Quic};
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::Serialize;
@@ -41,7 +41,7 @@ impl Default for TransportSettings {
     fn default() -> Self {
         TransportSettings {
             initial_rtt_ms: 333.0,
-            max_idle_timeout_ms: crate::scenario::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
+            max_idle_timeout_ms: crate::net::params::DEFAULT_IDLE_TIMEOUT.as_millis() as u64,
             keep_alive_ms: 5_000,
             max_concurrent_bidi_streams: 1_024,
             stream_receive_window: 1_250_000,

@@ -8,7 +8,9 @@
 //! Time is an argument; nothing here sleeps or reads a clock. The caller delivers at the
 //! instants returned. `docs/links.md` describes the model next to netem's.
 
-use crate::scenario::{JitterDist, LinkChange, LinkParams, Loss, Queue, RateTrace, WIRE_OVERHEAD};
+use crate::net::params::{
+    JitterDist, LinkChange, LinkParams, Loss, Queue, RateTrace, WIRE_OVERHEAD,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -424,7 +426,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::{DEFAULT_QUEUE_BYTES, Reorder};
+    use crate::net::params::{DEFAULT_QUEUE_BYTES, Reorder};
 
     fn params() -> LinkParams {
         LinkParams {

@@ -4,5 +4,6 @@
 pub mod endpoint;
 pub mod framed;
 pub mod link;
+pub mod params;
 pub mod socket;
 pub mod wire;

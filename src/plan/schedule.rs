@@ -1,7 +1,7 @@
 //! The seeded workload: request sizes and open-loop arrival times, drawn in advance so
 //! the topology and the baseline see the same requests at the same offsets.
 
-use crate::scenario::{Arrival, Extent, TokenCount, Workload};
+use crate::scenario::{Arrival, Extent, MAX_TOKENS, TokenCount, Workload};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Gamma, LogNormal};
@@ -27,9 +27,6 @@ pub enum Phase {
     Warmup,
     Measure,
 }
-
-/// Upper bound of a drawn token count, so a wide lognormal cannot ask for a absurd request.
-pub const MAX_TOKENS: u32 = 1 << 20;
 
 /// Seeded request sizes, independent of the arrival stream.
 pub struct Shapes {

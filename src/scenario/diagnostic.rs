@@ -4,7 +4,8 @@
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use toml_edit::{Item, Value};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
 
 /// One segment of a field path: `link[0].loss` is `[Key("link"), Index(0), Key("loss")]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,18 +91,34 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The text of a scenario with its parsed span tree, to turn byte offsets and field paths
-/// into lines, columns and field names.
+/// The text of a scenario, parsed once: the tree it is deserialized from also turns byte
+/// offsets and field paths into lines, columns and field names.
 pub struct Source<'a> {
     pub file: &'a Path,
     pub text: &'a str,
-    doc: Option<toml_edit::Document<&'a str>>,
+    doc: Result<Spanned<DeTable<'a>>, toml::de::Error>,
 }
 
 impl<'a> Source<'a> {
     pub fn new(file: &'a Path, text: &'a str) -> Self {
-        let doc = toml_edit::Document::parse(text).ok();
-        Source { file, text, doc }
+        Source {
+            file,
+            text,
+            doc: DeTable::parse(text),
+        }
+    }
+
+    /// Deserializes the parsed document (without parsing the text again), or gives the
+    /// parse error.
+    pub fn deserialize<T: serde::Deserialize<'a>>(&self) -> Result<T, toml::de::Error> {
+        match &self.doc {
+            Ok(doc) => T::deserialize(toml::de::Deserializer::from(doc.clone())),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    fn root(&self) -> Option<Walk<'_, 'a>> {
+        self.doc.as_ref().ok().map(|d| Walk::Root(d.get_ref()))
     }
 
     /// Line and column (1-based, in characters) of a byte offset.
@@ -184,56 +201,37 @@ impl<'a> Source<'a> {
     }
 
     fn is_table(&self, path: &FieldPath) -> bool {
-        let Some(doc) = self.doc.as_ref() else {
+        let Some(mut at) = self.root() else {
             return false;
         };
-        let mut item = doc.as_item();
         for seg in &path.0 {
-            let next = match seg {
-                Seg::Key(k) => item.get(k.as_str()),
-                Seg::Index(i) => item.get(*i),
-            };
-            match next {
-                Some(n) => item = n,
+            match at.child(seg) {
+                Some((_, v)) => at = Walk::Value(v),
                 None => return false,
             }
         }
-        item.is_table_like()
+        at.table().is_some()
     }
 
     /// The span of the deepest item along `path` that exists in the document.
     fn span_of(&self, path: &FieldPath) -> Option<Range<usize>> {
-        let doc = self.doc.as_ref()?;
-        let mut item = doc.as_item();
+        let mut at = self.root()?;
         let mut best = None;
         for seg in &path.0 {
-            let next = match seg {
-                Seg::Key(k) => {
-                    if let Some(t) = item.as_table_like()
-                        && let Some((key, _)) = t.get_key_value(k)
-                    {
-                        best = key.span().or(best);
-                    }
-                    item.get(k.as_str())
-                }
-                Seg::Index(i) => item.get(*i),
+            let Some((key, v)) = at.child(seg) else {
+                break;
             };
-            match next {
-                Some(n) => {
-                    item = n;
-                    best = n.span().or(best);
-                }
-                None => break,
-            }
+            best = Some(v.span()).or(key).or(best);
+            at = Walk::Value(v);
         }
         best
     }
 
     /// The field path of the innermost key or value whose span holds `offset`.
     fn path_at(&self, offset: usize) -> Option<FieldPath> {
-        let doc = self.doc.as_ref()?;
+        let doc = self.doc.as_ref().ok()?;
         let mut found = None;
-        walk_item(doc.as_item(), &FieldPath::root(), offset, &mut found);
+        walk_table(doc.get_ref(), &FieldPath::root(), offset, &mut found);
         found.map(|(p, _)| p)
     }
 
@@ -303,61 +301,78 @@ fn consider(found: &mut Option<(FieldPath, usize)>, path: FieldPath, len: usize)
     }
 }
 
-fn walk_item(item: &Item, path: &FieldPath, offset: usize, found: &mut Option<(FieldPath, usize)>) {
-    match item {
-        Item::Table(t) => {
-            for (k, child) in t.iter() {
-                let p = path.key(k);
-                if let Item::Table(_) = child
-                    && let Some(len) = contains(child.span(), offset)
-                {
-                    consider(found, p.clone(), len);
-                }
-                if let Some(len) = contains(t.key(k).and_then(|k| k.span()), offset) {
-                    consider(found, p.clone(), len);
-                }
-                walk_item(child, &p, offset, found);
-            }
+/// Where a walk through the document stands: the root table or a value in it.
+#[derive(Clone, Copy)]
+enum Walk<'t, 'a> {
+    Root(&'t DeTable<'a>),
+    Value(&'t Spanned<DeValue<'a>>),
+}
+
+impl<'t, 'a> Walk<'t, 'a> {
+    fn table(self) -> Option<&'t DeTable<'a>> {
+        match self {
+            Walk::Root(t) => Some(t),
+            Walk::Value(v) => v.get_ref().as_table(),
         }
-        Item::ArrayOfTables(a) => {
-            for (i, t) in a.iter().enumerate() {
-                let p = path.index(i);
-                if let Some(len) = contains(t.span(), offset) {
-                    consider(found, p.clone(), len);
-                }
-                for (k, child) in t.iter() {
-                    let pk = p.key(k);
-                    if let Some(len) = contains(t.key(k).and_then(|k| k.span()), offset) {
-                        consider(found, pk.clone(), len);
-                    }
-                    walk_item(child, &pk, offset, found);
-                }
-            }
+    }
+
+    /// The child at `seg`, with the span of its key when it has one.
+    fn child(self, seg: &Seg) -> Option<(Option<Range<usize>>, &'t Spanned<DeValue<'a>>)> {
+        match (seg, self) {
+            (Seg::Key(k), _) => self
+                .table()?
+                .get_key_value(k.as_str())
+                .map(|(key, v)| (Some(key.span()), v)),
+            (Seg::Index(i), Walk::Value(v)) => v.get_ref().as_array()?.get(*i).map(|v| (None, v)),
+            (Seg::Index(_), Walk::Root(_)) => None,
         }
-        Item::Value(v) => walk_value(v, path, offset, found),
-        Item::None => {}
     }
 }
 
-fn walk_value(v: &Value, path: &FieldPath, offset: usize, found: &mut Option<(FieldPath, usize)>) {
-    if let Some(len) = contains(v.span(), offset) {
+/// Whether `v` is an array of tables (`[[node]]`): its span is its first table's header.
+fn array_of_tables(v: &Spanned<DeValue<'_>>) -> bool {
+    v.get_ref().as_array().is_some_and(|a| {
+        a.first()
+            .is_some_and(|t| t.get_ref().is_table() && t.span() == v.span())
+    })
+}
+
+/// Considers every key and value of a table (not the table itself).
+fn walk_table(
+    t: &DeTable<'_>,
+    path: &FieldPath,
+    offset: usize,
+    found: &mut Option<(FieldPath, usize)>,
+) {
+    for (k, child) in t.iter() {
+        let p = path.key(k.get_ref());
+        if let Some(len) = contains(Some(k.span()), offset) {
+            consider(found, p.clone(), len);
+        }
+        walk_value(child, &p, offset, found);
+    }
+}
+
+/// Considers a value and everything in it. An array of tables is no value of its own:
+/// only its tables are.
+fn walk_value(
+    v: &Spanned<DeValue<'_>>,
+    path: &FieldPath,
+    offset: usize,
+    found: &mut Option<(FieldPath, usize)>,
+) {
+    if !array_of_tables(v)
+        && let Some(len) = contains(Some(v.span()), offset)
+    {
         consider(found, path.clone(), len);
     }
-    match v {
-        Value::Array(a) => {
+    match v.get_ref() {
+        DeValue::Array(a) => {
             for (i, child) in a.iter().enumerate() {
                 walk_value(child, &path.index(i), offset, found);
             }
         }
-        Value::InlineTable(t) => {
-            for (k, child) in t.iter() {
-                let p = path.key(k);
-                if let Some(len) = contains(t.key(k).and_then(|k| k.span()), offset) {
-                    consider(found, p.clone(), len);
-                }
-                walk_value(child, &p, offset, found);
-            }
-        }
+        DeValue::Table(t) => walk_table(t, path, offset, found),
         _ => {}
     }
 }

@@ -6,12 +6,16 @@
 //! profiles and mahimahi traces it names.
 
 pub mod diagnostic;
+mod file;
 pub mod link;
 pub mod model;
 pub mod profile;
-mod raw;
+pub mod testing;
 pub mod units;
+mod validate;
 
+use crate::format::duration_str;
+pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
 use diagnostic::{Diagnostic, Problem, Source};
 pub use link::{
     DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
@@ -59,6 +63,10 @@ impl Scenario {
         self.links.iter().find(|l| l.from == from && l.to == to)
     }
 }
+
+/// The most tokens a request's prompt or answer may have: the workload's limit, which a
+/// drawn count is clamped to, so a wide lognormal cannot ask for an absurd request.
+pub const MAX_TOKENS: u32 = 1 << 20;
 
 /// How many tokens a request has: fixed or drawn from a distribution.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -156,14 +164,6 @@ impl fmt::Display for Extent {
             Extent::Duration(d) => f.write_str(&units::format_duration(*d)),
             Extent::Requests(n) => write!(f, "{n} requests"),
         }
-    }
-}
-
-mod duration_str {
-    use serde::Serializer;
-    use std::time::Duration;
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::units::format_duration(*d))
     }
 }
 
@@ -271,52 +271,6 @@ impl Default for HedgeAfter {
 pub struct Baseline {
     pub device: DeviceProfile,
     pub count: u32,
-}
-
-/// A congestion controller quinn offers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Congestion {
-    Cubic,
-    NewReno,
-    Bbr,
-}
-
-impl Congestion {
-    pub const NAMES: &'static [&'static str] = &["cubic", "newreno", "bbr"];
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "cubic" => Congestion::Cubic,
-            "newreno" | "new-reno" => Congestion::NewReno,
-            "bbr" => Congestion::Bbr,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Congestion::Cubic => "cubic",
-            Congestion::NewReno => "newreno",
-            Congestion::Bbr => "bbr",
-        }
-    }
-}
-
-/// The idle timeout of inferlat's QUIC connections unless `[quic]` sets one.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// `[quic]`: the QUIC settings that distort latency unless set on purpose. `None` keeps
-/// the default documented in `docs/links.md`.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Quic {
-    pub initial_rtt: Option<Duration>,
-    pub initial_window: Option<u64>,
-    pub stream_receive_window: Option<u64>,
-    pub receive_window: Option<u64>,
-    pub idle_timeout: Option<Duration>,
-    pub keep_alive: Option<Duration>,
-    pub congestion: Option<Congestion>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -427,7 +381,8 @@ pub fn parse(
             diagnostics: vec![source.diagnostic(None, String::new(), message.into())],
         });
     }
-    let raw: raw::RawScenario = match toml::from_str(text) {
+    // One parse: the tree the spans come from is the one deserialized.
+    let raw: file::RawScenario = match source.deserialize() {
         Ok(r) => r,
         Err(e) => {
             return Err(ScenarioError::Invalid {
@@ -437,7 +392,7 @@ pub fn parse(
     };
     let sha256 = hex(&Sha256::digest(text.as_bytes()));
     let dir = file.parent().unwrap_or(Path::new("."));
-    match raw::validate(raw, profiles, dir) {
+    match validate::validate(raw, profiles, dir) {
         Ok(mut s) => {
             s.file = file.to_path_buf();
             s.sha256 = with_traces(sha256, &s);

@@ -9,6 +9,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use std::fmt;
 use std::time::Duration;
 
+use crate::format::trim_float;
+pub use crate::format::{format_duration, format_si};
+
 /// Splits `"12.5 ms"` into (12.5, "ms"). The number may have a sign, a fraction and an exponent.
 fn split_number(s: &str) -> Option<(f64, &str)> {
     let s = s.trim();
@@ -242,24 +245,6 @@ impl Bytes {
     }
 }
 
-/// Formats with the largest SI prefix that keeps the number at least 1.
-pub fn format_si(value: f64, unit: &str) -> String {
-    const PREFIXES: &[(f64, &str)] =
-        &[(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
-    for &(scale, prefix) in PREFIXES {
-        if value.abs() >= scale {
-            return format!("{}{prefix}{unit}", trim_float(value / scale));
-        }
-    }
-    format!("{}{unit}", trim_float(value))
-}
-
-fn trim_float(v: f64) -> String {
-    let s = format!("{v:.3}");
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    s.to_string()
-}
-
 /// A non-negative duration, written like `"40ms"`, `"1.5s"`, `"250us"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, Hash)]
 pub struct Dur(pub Duration);
@@ -308,22 +293,6 @@ impl Serialize for Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&format_duration(self.0))
-    }
-}
-
-/// Formats a duration with a unit that keeps three significant digits readable.
-pub fn format_duration(d: Duration) -> String {
-    let ns = d.as_nanos() as f64;
-    if ns == 0.0 {
-        "0s".into()
-    } else if ns >= 1e9 {
-        format!("{}s", trim_float(ns / 1e9))
-    } else if ns >= 1e6 {
-        format!("{}ms", trim_float(ns / 1e6))
-    } else if ns >= 1e3 {
-        format!("{}us", trim_float(ns / 1e3))
-    } else {
-        format!("{ns}ns")
     }
 }
 

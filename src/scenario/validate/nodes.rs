@@ -1,0 +1,213 @@
+//! `[[node]]`: names, roles, devices, layer spans, batching and client shares; and, once
+//! the topology says who holds what, the layers and weights each worker holds.
+
+use super::topology::Checked;
+use super::{Context, valid_name};
+use crate::format::format_si;
+use crate::scenario::diagnostic::FieldPath;
+use crate::scenario::file::RawNode;
+use crate::scenario::model::Model;
+use crate::scenario::{Node, Role, TopologyKind};
+use std::collections::HashSet;
+
+/// Every node, in file order (a node with problems is still listed, so that the indices
+/// of the others hold).
+pub(super) fn check(cx: &mut Context, raw: &[RawNode], model: Option<&Model>) -> Vec<Node> {
+    let root = FieldPath::root();
+    let mut nodes = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, n) in raw.iter().enumerate() {
+        let np = root.key("node").index(i);
+        if !valid_name(&n.name) {
+            cx.err(
+                np.key("name"),
+                format!(
+                    "invalid node name \"{}\": use 1-64 characters of a-z, 0-9 and -",
+                    n.name
+                ),
+            );
+        }
+        if !seen.insert(n.name.clone()) {
+            cx.err(
+                np.key("name"),
+                format!(
+                    "duplicate node name \"{}\"; node names must be unique",
+                    n.name
+                ),
+            );
+        }
+        nodes.push(node(cx, n, &np, model));
+    }
+    if raw.is_empty() {
+        cx.err(
+            root.clone(),
+            "the scenario has no nodes: add [[node]] tables for a client and a worker".into(),
+        );
+    } else {
+        for (role, why) in [
+            (Role::Client, "to send requests"),
+            (Role::Worker, "to run the model"),
+        ] {
+            if !nodes.iter().any(|n| n.role == role) {
+                cx.err(
+                    root.key("node"),
+                    format!("no node has role = \"{role}\"; a scenario needs one {why}"),
+                );
+            }
+        }
+    }
+    nodes
+}
+
+/// One node's device, layers, batching and share.
+fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) -> Node {
+    let device = match (&n.device, n.role) {
+        (None, Role::Worker) => {
+            cx.err(
+                np.clone(),
+                format!(
+                    "worker \"{}\" needs a `device`: a profile name like \"a100-80g\", \"ideal\" or an inline table",
+                    n.name
+                ),
+            );
+            None
+        }
+        (Some(_), Role::Relay) => {
+            cx.err(
+                np.key("device"),
+                format!("relay \"{}\" runs no model: remove `device`", n.name),
+            );
+            None
+        }
+        (Some(d), _) => cx.device(d, np.key("device")),
+        (None, _) => None,
+    };
+    let layers = match (&n.layers, n.role, model) {
+        (Some(span), Role::Worker, Some(m)) => {
+            if span.0.end > m.layers {
+                cx.err(
+                    np.key("layers"),
+                    format!(
+                        "layer span {}..{} runs past the model's {} layers; valid spans lie inside 0..{}",
+                        span.0.start, span.0.end, m.layers, m.layers
+                    ),
+                );
+            }
+            span.0.clone()
+        }
+        (Some(_), Role::Worker, None) => 0..0,
+        (Some(_), role, _) => {
+            cx.err(
+                np.key("layers"),
+                format!("a {role} holds no layers: remove `layers`"),
+            );
+            0..0
+        }
+        (None, Role::Worker, Some(m)) => 0..m.layers,
+        (None, _, _) => 0..0,
+    };
+    let max_batch = n.max_batch.unwrap_or(1);
+    if max_batch == 0 {
+        cx.err(np.key("max_batch"), "max_batch must be at least 1".into());
+    }
+    if n.max_batch.is_some() && n.role != Role::Worker {
+        cx.err(
+            np.key("max_batch"),
+            format!("max_batch applies to workers, not to a {}", n.role),
+        );
+    }
+    if let Some(v) = n.share {
+        if n.role != Role::Client {
+            cx.err(
+                np.key("share"),
+                format!("share applies to clients, not to a {}", n.role),
+            );
+        } else if !(v.is_finite() && v > 0.0) {
+            cx.err(
+                np.key("share"),
+                format!(
+                    "share must be a finite number greater than zero, got {v}; it weighs this client's requests against the other clients' (default 1)"
+                ),
+            );
+        }
+    }
+    Node {
+        name: n.name.clone(),
+        role: n.role,
+        device,
+        layers,
+        max_batch,
+        share: n.share.unwrap_or(1.0),
+    }
+}
+
+/// Layer spans and weights, now that the topology says who holds what. A star's host
+/// may hold no layers; a tensor-parallel worker holds 1/N of every layer.
+pub(super) fn check_weights(
+    cx: &mut Context,
+    raw: &[RawNode],
+    nodes: &[Node],
+    model: Option<&Model>,
+    topology: &Checked,
+) {
+    let (kind, path) = (topology.topology.kind, &topology.topology.path);
+    let star_host = topology.star_host;
+    let tensor_ways = |i: usize| -> usize {
+        if kind == TopologyKind::Tensor && path.len() > 2 && path[1..].contains(&i) {
+            path.len() - 1
+        } else {
+            1
+        }
+    };
+    for (i, n) in nodes.iter().enumerate() {
+        if n.role != Role::Worker {
+            continue;
+        }
+        let np = FieldPath::root().key("node").index(i);
+        if raw[i].layers.as_ref().is_some_and(|s| s.0.is_empty()) && star_host != Some(i) {
+            cx.err(
+                np.key("layers"),
+                format!(
+                    "layer span {0}..{0} is empty: end must be greater than start (only the host of a star topology may hold no layers, with \"0..0\")",
+                    n.layers.start
+                ),
+            );
+        }
+        let (Some(dev), Some(m)) = (&n.device, model) else {
+            continue;
+        };
+        // The worker that runs the LM head holds it: a star's host, else the last stage.
+        let head = match star_host {
+            Some(h) => h == i,
+            None => n.layers.end == m.layers,
+        };
+        let ways = tensor_ways(i);
+        let bytes = (m.layer_params() * n.layers.len() as f64
+            + if head { m.head_params() } else { 0.0 })
+            * m.weight_bytes
+            / ways as f64;
+        if bytes > dev.memory.get() {
+            let (held, remedy) = if ways > 1 {
+                (
+                    format!("1/{ways} of {} layers", n.layers.len()),
+                    "add workers to the tensor topology or use a larger device",
+                )
+            } else {
+                (
+                    format!("{} layers", n.layers.len()),
+                    "hold fewer layers or use a larger device",
+                )
+            };
+            cx.err(
+                np.key("layers"),
+                format!(
+                    "worker \"{}\" holds {held} = {} of weights, more than the {} of {}; {remedy}",
+                    n.name,
+                    format_si(bytes, "B"),
+                    dev.memory,
+                    dev.name
+                ),
+            );
+        }
+    }
+}
