@@ -45,3 +45,8 @@ pub(crate) mod duration_str {
         s.serialize_str(&super::format_duration(*d))
     }
 }
+
+/// Serializes a duration as a number of milliseconds.
+pub(crate) fn duration_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64() * 1e3)
+}

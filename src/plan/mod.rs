@@ -10,7 +10,7 @@ pub mod schedule;
 use crate::compute::{EngineSpec, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, LinkChange, LinkParams, Scenario, TopologyKind};
-use crate::topology::{self, At, Ctx, Kind, LayoutError, Leg, Step};
+use crate::topology::{At, Ctx, Kind, LayoutError, Leg, Step};
 pub use crate::topology::{ClientPlan, NodePlan, Part, Route};
 use schedule::Shape;
 use std::collections::HashMap;
@@ -90,7 +90,7 @@ pub struct Floor {
 }
 
 pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
-    let kind = topology::of(s.topology.kind);
+    let kind = s.topology.kind;
     let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
     let roles: Vec<_> = s.nodes.iter().map(|n| n.role).collect();
     let path = &s.topology.path;
@@ -300,7 +300,7 @@ fn keep_max(into: &mut HashMap<(usize, usize), u64>, from: HashMap<(usize, usize
 impl Plan {
     /// The behaviour of the plan's topology kind.
     pub fn topology(&self) -> &'static dyn Kind {
-        topology::of(self.kind)
+        self.kind
     }
 
     /// What the kind builds its legs from.

@@ -507,7 +507,7 @@ impl<'de> Deserialize<'de> for RawLoss {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTopology {
-    pub(super) kind: TopologyKind,
+    pub(super) kind: RawKind,
     pub(super) path: Option<Vec<String>>,
     pub(super) hops: Option<Hops>,
     pub(super) clients: Option<Vec<String>>,
@@ -549,22 +549,17 @@ impl<'de> Deserialize<'de> for RawHedgeAfter {
     }
 }
 
-impl<'de> Deserialize<'de> for TopologyKind {
+/// A topology kind by its name in the registry ([`crate::topology::KINDS`]).
+pub(super) struct RawKind(pub(super) TopologyKind);
+
+impl<'de> Deserialize<'de> for RawKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Ok(match s.as_str() {
-            "direct" => TopologyKind::Direct,
-            "relay" => TopologyKind::Relay,
-            "pipeline" => TopologyKind::Pipeline,
-            "tensor" => TopologyKind::Tensor,
-            "star" => TopologyKind::Star,
-            "ring" => TopologyKind::Ring,
-            "hedged" => TopologyKind::Hedged,
-            other => {
-                return Err(de::Error::custom(format!(
-                    "unknown topology kind \"{other}\"; valid: direct, relay, pipeline, tensor, star, ring, hedged"
-                )));
-            }
+        crate::topology::by_name(&s).map(RawKind).ok_or_else(|| {
+            de::Error::custom(format!(
+                "unknown topology kind \"{s}\"; valid: {}",
+                crate::topology::names()
+            ))
         })
     }
 }

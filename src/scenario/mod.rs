@@ -16,6 +16,7 @@ mod validate;
 
 use crate::format::duration_str;
 pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
+pub use crate::topology::{HedgeAfter, Hops, Role, TopologyKind};
 use diagnostic::{Diagnostic, Problem, Source};
 pub use link::{
     DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
@@ -176,24 +177,6 @@ pub struct Workload {
     pub warmup: Extent,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Client,
-    Relay,
-    Worker,
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Role::Client => "client",
-            Role::Relay => "relay",
-            Role::Worker => "worker",
-        })
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct Node {
     pub name: String,
@@ -207,32 +190,6 @@ pub struct Node {
     pub share: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TopologyKind {
-    Direct,
-    Relay,
-    Pipeline,
-    Tensor,
-    Star,
-    Ring,
-    Hedged,
-}
-
-impl fmt::Display for TopologyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = serde_json::to_value(self).ok();
-        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Hops {
-    ClientRelayed,
-    ServerToServer,
-}
-
 #[derive(Clone, Debug)]
 pub struct Topology {
     pub kind: TopologyKind,
@@ -244,27 +201,6 @@ pub struct Topology {
     pub clients: Vec<usize>,
     /// Hedged topologies: when a further copy of a request is sent.
     pub hedge_after: HedgeAfter,
-}
-
-/// When a hedged topology sends the next copy of a request that has no first token yet.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HedgeAfter {
-    /// A fixed delay after the previous copy was sent.
-    Delay(#[serde(serialize_with = "dur_ms")] Duration),
-    /// This percentile (0-100) of the time to first token of recent requests.
-    Percentile(f64),
-}
-
-fn dur_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64() * 1e3)
-}
-
-impl Default for HedgeAfter {
-    /// "The Tail at Scale": hedge after the 95th percentile of recent latencies.
-    fn default() -> Self {
-        HedgeAfter::Percentile(95.0)
-    }
 }
 
 #[derive(Clone, Debug)]

@@ -1,13 +1,30 @@
 //! `direct`: a client and one worker holding the whole model, over one link.
 
-use super::{Ctx, Kind, LayoutError, Leg, Part, Route, Step, relay};
-use crate::scenario::{Hops, Role};
+use super::{Ctx, Kind, LayoutError, Leg, Part, PathCheck, Route, Step, relay};
+use super::{Hops, Role};
 
 pub struct Direct;
 
 impl Kind for Direct {
     fn name(&self) -> &'static str {
         "direct"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, worker]"
+    }
+
+    /// A client and one worker.
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        if pc.len() != 2 || pc.role(1) != Role::Worker {
+            return pc.shape_error();
+        }
+        pc.need(0, 1);
+        Some(())
+    }
+
+    fn path_implied(&self) -> bool {
+        true
     }
 
     fn layout(

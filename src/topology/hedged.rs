@@ -2,9 +2,9 @@
 //! request to the next replica when the first has not answered in time ("The Tail at
 //! Scale", Dean and Barroso, CACM 2013) and keeps the first answer.
 
-use super::{Ctx, Kind, LayoutError, Leg, Part, Route, Step};
+use super::{Ctx, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{Hops, Role};
 use crate::net::wire;
-use crate::scenario::{Hops, Role};
 
 pub struct Hedged;
 
@@ -18,6 +18,22 @@ fn replica(c: &Ctx, primary: usize) -> Option<usize> {
 impl Kind for Hedged {
     fn name(&self) -> &'static str {
         "hedged"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, worker, worker, ...]: at least two replicas"
+    }
+
+    /// Replicas of the whole model, each reached from the client.
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        pc.two_workers_or_more()?;
+        pc.whole("in a hedged topology each replica");
+        pc.need_from(0, 1..pc.len());
+        Some(())
+    }
+
+    fn takes_hedge_after(&self) -> bool {
+        true
     }
 
     fn layout(

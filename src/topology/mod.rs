@@ -9,6 +9,7 @@
 //! Adding a kind is one module here plus one line in [`KINDS`]; docs/architecture.md walks
 //! through it.
 
+pub mod check;
 mod direct;
 mod hedged;
 mod pipeline;
@@ -19,7 +20,10 @@ mod tensor;
 
 use crate::compute::{Pass, Stage};
 use crate::net::wire;
-use crate::scenario::{Hops, Role, TopologyKind};
+pub use check::{Holding, PathCheck, PathNode, Where};
+use serde::Serialize;
+use std::fmt;
+use std::time::Duration;
 
 /// Every kind inferlat knows, by name.
 pub static KINDS: &[&dyn Kind] = &[
@@ -32,15 +36,92 @@ pub static KINDS: &[&dyn Kind] = &[
     &hedged::Hedged,
 ];
 
+/// A topology kind, as a scenario names it: a handle on its module's behaviour.
+pub type TopologyKind = &'static dyn Kind;
+
 /// The kind of a given name.
-pub fn by_name(name: &str) -> Option<&'static dyn Kind> {
+pub fn by_name(name: &str) -> Option<TopologyKind> {
     KINDS.iter().copied().find(|k| k.name() == name)
 }
 
-/// The kind a scenario names.
-pub fn of(kind: TopologyKind) -> &'static dyn Kind {
-    let name = kind.to_string();
-    by_name(&name).unwrap_or(&direct::Direct)
+/// The kind of a scenario whose `[topology]` names none.
+pub fn default_kind() -> TopologyKind {
+    &direct::Direct
+}
+
+/// Every kind's name, for error messages.
+pub fn names() -> String {
+    KINDS
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Debug for dyn Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Display for dyn Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl PartialEq for dyn Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Serialize for dyn Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Relay,
+    Worker,
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Client => "client",
+            Role::Relay => "relay",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hops {
+    ClientRelayed,
+    ServerToServer,
+}
+
+/// When a hedged topology sends the next copy of a request that has no first token yet.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HedgeAfter {
+    /// A fixed delay after the previous copy was sent.
+    Delay(#[serde(serialize_with = "crate::format::duration_ms")] Duration),
+    /// This percentile (0-100) of the time to first token of recent requests.
+    Percentile(f64),
+}
+
+impl Default for HedgeAfter {
+    /// "The Tail at Scale": hedge after the 95th percentile of recent latencies.
+    fn default() -> Self {
+        HedgeAfter::Percentile(95.0)
+    }
 }
 
 /// Why a kind cannot lay out a path.
@@ -309,6 +390,35 @@ pub trait Kind: Sync {
     /// The name a scenario gives it (`[topology] kind`).
     fn name(&self) -> &'static str;
 
+    /// The path it takes, as errors write it.
+    fn expected_path(&self) -> &'static str;
+
+    /// Checks the path's shape and the layers its workers hold, and records the links its
+    /// route needs (the path starts at a client and names no node twice: checked before).
+    /// `None` when the path itself is wrong.
+    fn check(&self, pc: &mut PathCheck) -> Option<()>;
+
+    /// Whether a scenario with this kind and no `path` takes its only client and worker.
+    fn path_implied(&self) -> bool {
+        false
+    }
+
+    /// Whether `[topology] hops` (client-relayed or server-to-server) applies.
+    fn takes_hops(&self) -> bool {
+        false
+    }
+
+    /// Whether `[topology] hedge_after` applies.
+    fn takes_hedge_after(&self) -> bool {
+        false
+    }
+
+    /// How the worker at `position` of a path of `len` nodes (`None`: a worker off the
+    /// path) holds the model, for the memory check.
+    fn holding(&self, _position: Option<usize>, _len: usize) -> Holding {
+        Holding::default()
+    }
+
     /// What each node of the path after its first client does, and how requests travel.
     /// `roles` holds every scenario node's role, by index.
     fn layout(
@@ -416,17 +526,11 @@ mod tests {
             ));
             assert!(KINDS[..i].iter().all(|o| o.name() != k.name()));
         }
-        for kind in [
-            TopologyKind::Direct,
-            TopologyKind::Relay,
-            TopologyKind::Pipeline,
-            TopologyKind::Tensor,
-            TopologyKind::Star,
-            TopologyKind::Ring,
-            TopologyKind::Hedged,
-        ] {
-            assert_eq!(of(kind).name(), kind.to_string());
-        }
+        assert_eq!(default_kind().name(), "direct");
+        assert_eq!(
+            names(),
+            "direct, relay, pipeline, tensor, star, ring, hedged"
+        );
     }
 
     // Nodes 0 (client), 1 (relay), 2..=4 (workers).

@@ -3,8 +3,8 @@
 //! to the client, which sends it on. Server-to-server (Petals 2): each stage pushes to the
 //! next and the last returns to the client.
 
-use super::{At, Ctx, Kind, LayoutError, Leg, Part, Route, Step};
-use crate::scenario::{Hops, Role};
+use super::{At, Ctx, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{Hops, Role};
 
 pub struct Pipeline;
 
@@ -21,6 +21,59 @@ fn chains<'a>(c: &Ctx<'a>) -> Option<(&'a [Vec<usize>], bool)> {
 impl Kind for Pipeline {
     fn name(&self) -> &'static str {
         "pipeline"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, worker, worker, ...]: the stages in order, each worker optionally preceded by the relays that lead to it"
+    }
+
+    /// Stages in layer order, each optionally behind relays; the client relays the
+    /// activations (client-relayed) or each stage sends them to the next (server-to-server).
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        let n = pc.len();
+        if n < 2 || (1..n).any(|i| pc.role(i) == Role::Client) {
+            return pc.shape_error();
+        }
+        if pc.role(n - 1) != Role::Worker {
+            let msg = format!(
+                "a pipeline's path ends at a worker; relay \"{}\" leads to no stage (a relay stands just before the worker it leads to)",
+                pc.name(n - 1)
+            );
+            pc.err_at(n - 1, msg);
+            return None;
+        }
+        // Each stage's access chain: its relays, then its worker (path positions).
+        let mut chains: Vec<Vec<usize>> = Vec::new();
+        let mut chain = Vec::new();
+        for i in 1..n {
+            chain.push(i);
+            if pc.role(i) == Role::Worker {
+                chains.push(std::mem::take(&mut chain));
+            }
+        }
+        let stages: Vec<usize> = chains.iter().filter_map(|c| c.last().copied()).collect();
+        pc.consecutive(&stages);
+        let server_to_server = pc.hops == Some(Hops::ServerToServer);
+        let mut prev_stage = None;
+        for ch in &chains {
+            match prev_stage {
+                Some(stage) if server_to_server => pc.need(stage, ch[0]),
+                _ => pc.need(0, ch[0]),
+            }
+            for w in ch.windows(2) {
+                pc.need(w[0], w[1]);
+            }
+            prev_stage = ch.last().copied();
+        }
+        if server_to_server && let Some(last) = chains.last() {
+            // The client opens a stream to the last stage for the tokens.
+            pc.need(0, last[0]);
+        }
+        Some(())
+    }
+
+    fn takes_hops(&self) -> bool {
+        true
     }
 
     /// Relays stand in front of the stage that follows them: each stage is reached through

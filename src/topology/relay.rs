@@ -1,8 +1,8 @@
 //! `relay`: a client, relays (gateways, brokers) that forward streams byte for byte, and a
 //! worker holding the whole model at the end.
 
-use super::{Ctx, Kind, LayoutError, Leg, Part, Route, Step};
-use crate::scenario::{Hops, Role};
+use super::{Ctx, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{Hops, Role};
 
 pub struct Relay;
 
@@ -34,6 +34,23 @@ pub(super) fn producer_step(c: &Ctx, step: Step) -> Vec<Leg> {
 impl Kind for Relay {
     fn name(&self) -> &'static str {
         "relay"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, relay, ..., worker]"
+    }
+
+    /// A client, relays, and the worker they lead to.
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        let n = pc.len();
+        if n < 3 || pc.role(n - 1) != Role::Worker || (1..n - 1).any(|i| pc.role(i) != Role::Relay)
+        {
+            return pc.shape_error();
+        }
+        for i in 1..n {
+            pc.need(i - 1, i);
+        }
+        Some(())
     }
 
     fn layout(

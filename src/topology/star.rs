@@ -1,14 +1,40 @@
 //! `star`: llama.cpp RPC. The host holds the embeddings, its own span and the LM head; per
 //! step it sends the hidden states to each remote stage in turn and waits for them back.
 
-use super::{At, Ctx, Kind, LayoutError, Leg, Part, Route, Step};
-use crate::scenario::{Hops, Role};
+use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{Hops, Role};
 
 pub struct Star;
 
 impl Kind for Star {
     fn name(&self) -> &'static str {
         "star"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, worker, worker, ...]: the host, then the remotes"
+    }
+
+    /// A host that the client talks to and that fans out to remotes holding the layers.
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        let n = pc.len();
+        if n < 2 || !pc.all_workers() {
+            return pc.shape_error();
+        }
+        pc.consecutive(&(1..n).collect::<Vec<_>>());
+        pc.need(0, 1);
+        pc.need_from(1, 2..n);
+        Some(())
+    }
+
+    /// The host runs the LM head and may hold no layers; the remotes never hold the head.
+    fn holding(&self, position: Option<usize>, _len: usize) -> Holding {
+        let host = position == Some(1);
+        Holding {
+            head: Some(host),
+            may_hold_no_layers: host,
+            ..Holding::default()
+        }
     }
 
     fn layout(

@@ -2,15 +2,39 @@
 //! a 1/N slice of every layer; per half-layer the root gathers the partial sums and
 //! broadcasts the reduction (2·L + 2 synchronisations per token with the LM head's logits).
 
-use super::{Ctx, Kind, LayoutError, Leg, Part, Route, Step};
+use super::{Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{Hops, Role};
 use crate::net::wire;
-use crate::scenario::{Hops, Role};
 
 pub struct Tensor;
 
 impl Kind for Tensor {
     fn name(&self) -> &'static str {
         "tensor"
+    }
+
+    fn expected_path(&self) -> &'static str {
+        "[client, worker, worker, ...]: the root, then at least one more worker"
+    }
+
+    /// A root and its group, every one holding a slice of every layer.
+    fn check(&self, pc: &mut PathCheck) -> Option<()> {
+        pc.two_workers_or_more()?;
+        pc.whole("in a tensor topology each worker");
+        pc.need(0, 1);
+        pc.need_from(1, 2..pc.len());
+        Some(())
+    }
+
+    /// Each worker of the group holds 1/N of every layer.
+    fn holding(&self, position: Option<usize>, len: usize) -> Holding {
+        match position {
+            Some(p) if p >= 1 && len > 2 => Holding {
+                ways: len - 1,
+                ..Holding::default()
+            },
+            _ => Holding::default(),
+        }
     }
 
     fn layout(

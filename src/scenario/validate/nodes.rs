@@ -7,7 +7,7 @@ use crate::format::format_si;
 use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawNode;
 use crate::scenario::model::Model;
-use crate::scenario::{Node, Role, TopologyKind};
+use crate::scenario::{Node, Role};
 use std::collections::HashSet;
 
 /// Every node, in file order (a node with problems is still listed, so that the indices
@@ -151,20 +151,14 @@ pub(super) fn check_weights(
     topology: &Checked,
 ) {
     let (kind, path) = (topology.topology.kind, &topology.topology.path);
-    let star_host = topology.star_host;
-    let tensor_ways = |i: usize| -> usize {
-        if kind == TopologyKind::Tensor && path.len() > 2 && path[1..].contains(&i) {
-            path.len() - 1
-        } else {
-            1
-        }
-    };
+    let holding = |i: usize| kind.holding(path.iter().position(|&p| p == i), path.len());
     for (i, n) in nodes.iter().enumerate() {
         if n.role != Role::Worker {
             continue;
         }
         let np = FieldPath::root().key("node").index(i);
-        if raw[i].layers.as_ref().is_some_and(|s| s.0.is_empty()) && star_host != Some(i) {
+        let holds = holding(i);
+        if raw[i].layers.as_ref().is_some_and(|s| s.0.is_empty()) && !holds.may_hold_no_layers {
             cx.err(
                 np.key("layers"),
                 format!(
@@ -176,12 +170,10 @@ pub(super) fn check_weights(
         let (Some(dev), Some(m)) = (&n.device, model) else {
             continue;
         };
-        // The worker that runs the LM head holds it: a star's host, else the last stage.
-        let head = match star_host {
-            Some(h) => h == i,
-            None => n.layers.end == m.layers,
-        };
-        let ways = tensor_ways(i);
+        // The worker that runs the LM head holds it: as its kind says (a star's host), else
+        // the last stage.
+        let head = holds.head.unwrap_or(n.layers.end == m.layers);
+        let ways = holds.ways;
         let bytes = (m.layer_params() * n.layers.len() as f64
             + if head { m.head_params() } else { 0.0 })
             * m.weight_bytes
