@@ -322,12 +322,7 @@ impl Topology {
         let seed = scenario.seed;
         let net = Network::new(clock.clone());
         let addrs: Vec<SocketAddr> = (0..scenario.nodes.len()).map(host_addr).collect();
-        for (k, (a, b)) in plan
-            .connections
-            .iter()
-            .flat_map(|&(a, b)| [(a, b), (b, a)])
-            .enumerate()
-        {
+        for (a, b) in plan.connections.iter().flat_map(|&(a, b)| [(a, b), (b, a)]) {
             if net.link_stats(addrs[a], addrs[b]).is_some() {
                 continue;
             }
@@ -336,12 +331,9 @@ impl Topology {
                 .iter()
                 .find(|h| h.from == scenario.nodes[a].name && h.to == scenario.nodes[b].name)
                 .ok_or_else(|| anyhow::anyhow!("the plan has no hop {a} -> {b}"))?;
-            // The first two links keep the seeds a direct topology always had.
-            let link_seed = match k {
-                0 => seed ^ 0x11,
-                1 => seed ^ 0x22,
-                _ => seed ^ (0x11 * (k as u64 + 1)) ^ ((a as u64) << 32) ^ ((b as u64) << 40),
-            };
+            // Seeded by the direction's node names: adding a node or a link elsewhere, or
+            // reordering the file, leaves this direction's random stream as it was.
+            let link_seed = keyed_seed(seed, &["link", &hop.from, &hop.to]);
             net.add_link(
                 addrs[a],
                 addrs[b],
@@ -358,12 +350,11 @@ impl Topology {
         };
         let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
         let mut nodes: Vec<Arc<Node>> = Vec::new();
-        for (k, n) in plan.nodes.iter().enumerate() {
-            let salt = if k == 0 { 0 } else { (n.index as u64) << 24 };
+        for n in &plan.nodes {
             let mut ep = endpoint::endpoint(
                 net.bind(addrs[n.index])?,
                 Some(tls.server.clone()),
-                seed ^ 0x5e_7e_e0 ^ salt,
+                keyed_seed(seed, &["endpoint", &n.name]),
             )?;
             ep.set_default_client_config(tls.client.clone());
             let stage = n.stage.clone().map(Arc::new);
@@ -390,10 +381,12 @@ impl Topology {
             endpoints.insert(n.index, ep);
             nodes.push(node);
         }
-        for (k, c) in plan.clients.iter().enumerate() {
-            let salt = if k == 0 { 0 } else { (c.index as u64) << 24 };
-            let mut ep =
-                endpoint::endpoint(net.bind(addrs[c.index])?, None, seed ^ 0xc1_1e_17 ^ salt)?;
+        for c in &plan.clients {
+            let mut ep = endpoint::endpoint(
+                net.bind(addrs[c.index])?,
+                None,
+                keyed_seed(seed, &["endpoint", &c.name]),
+            )?;
             ep.set_default_client_config(tls.client.clone());
             endpoints.insert(c.index, ep);
         }
@@ -618,6 +611,23 @@ pub async fn run(
     }
     measured.simulated = clock.now().saturating_duration_since(run_start);
     Ok(measured)
+}
+
+/// A seed for one part of a run, derived from the scenario's seed and stable names (node
+/// names, a link's two ends), never from positions in the file: FNV-1a over the key's
+/// parts, then SplitMix64's finalizer over it and the seed.
+fn keyed_seed(seed: u64, key: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in key {
+        for b in part.bytes().chain([0xff]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let mut z = seed ^ h;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Runs a scenario to its end on a fresh runtime of `kind`, with no progress display and no
