@@ -678,7 +678,7 @@ pub fn what_ran(scenario: &Scenario, plan: &Plan) -> TopologyInfo {
                 part: part.into(),
                 device: n.device.as_ref().map(DeviceInfo::from),
                 layers: (n.role == crate::scenario::Role::Worker)
-                    .then(|| [n.layers.start, n.layers.end]),
+                    .then_some([n.layers.start, n.layers.end]),
                 max_batch: computes.then_some(planned.map_or(n.max_batch, |p| p.max_batch)),
             }
         })
