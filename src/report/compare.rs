@@ -48,6 +48,17 @@ pub enum LoadError {
     Missing(PathBuf),
     #[error("{}: no summary.json here, nor in any folder inside it", .0.display())]
     NoResults(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Summary {
+        path: PathBuf,
+        source: super::summary::SummaryError,
+    },
+    /// A histogram file that does not parse.
     #[error("{}: {why}", path.display())]
     Bad { path: PathBuf, why: String },
 }
@@ -97,9 +108,9 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
     }
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| LoadError::Bad {
+        .map_err(|source| LoadError::Io {
             path: dir.to_path_buf(),
-            why: e.to_string(),
+            source,
         })?
         .flatten()
         .map(|e| e.path())
@@ -117,12 +128,14 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
 
 fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
     let path = dir.join("summary.json");
-    let bad = |why: String| LoadError::Bad {
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
-        why,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let summary = Summary::parse(&text).map_err(|e| bad(e.to_string()))?;
+        source,
+    })?;
+    let summary = Summary::parse(&text).map_err(|source| LoadError::Summary {
+        path: path.clone(),
+        source,
+    })?;
     let name = summary.scenario.name.clone();
     let sha256 = summary.scenario.sha256.clone();
     let clock = summary.clock.clone();
