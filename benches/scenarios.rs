@@ -173,14 +173,14 @@ fn main() {
         }
         loaded.extend(new);
     }
-    let written = inferlat::cli::write_reports(&loaded, &results).expect("reports");
+    let written = report::write_reports(&loaded, &results).expect("reports");
     for p in written {
         println!("wrote {}", p.display());
     }
     if let Some(name) = &a.save_baseline {
         for s in &all {
             let to = results.join("baselines").join(name).join(&s.name);
-            inferlat::cli::save_baseline(&results.join(&s.name), &to).expect("saving the baseline");
+            report::save_baseline(&results.join(&s.name), &to).expect("saving the baseline");
         }
         println!(
             "saved baseline \"{name}\" in {}",

@@ -5,6 +5,7 @@ use crate::clock::{Clock, ClockKind};
 use crate::harness::{self, Options, Progress};
 use crate::plan::{self, Plan};
 use crate::report::{self, Environment, Results, compare};
+pub use crate::report::{save_baseline, write_reports};
 use crate::scenario::units::Dur;
 use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
 use anyhow::{Context as _, anyhow};
@@ -469,29 +470,6 @@ fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Fail
     Ok(EXIT_OK)
 }
 
-/// Writes report.md and report.html for these results into `out`.
-pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries: Vec<report::markdown::Entry> = loaded
-        .iter()
-        .map(|l| report::markdown::Entry {
-            loaded: l,
-            comparison: l.saved.as_ref(),
-        })
-        .collect();
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let md = out.join("report.md");
-    report::write_atomic(
-        &md,
-        report::markdown::render(&entries, "inferlat report").as_bytes(),
-    )?;
-    let html = out.join("report.html");
-    report::write_atomic(
-        &html,
-        report::html::render(&entries, "inferlat report").as_bytes(),
-    )?;
-    Ok(vec![md, html])
-}
-
 /// `inferlat compare`.
 fn compare_command(args: &CompareArgs) -> Result<i32, Failure> {
     let base = compare::load(&args.base).map_err(|e| Failure::BadInput(e.into()))?;
@@ -538,27 +516,6 @@ fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result
         return Ok(EXIT_RUN_FAILED);
     }
     Ok(EXIT_OK)
-}
-
-/// Copies what a comparison reads of a scenario's results (summary.json and the .hgrm and
-/// .hlog files) into a baseline folder, replacing what was there.
-pub fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
-    if baseline.is_dir() {
-        std::fs::remove_dir_all(baseline)
-            .with_context(|| format!("replacing {}", baseline.display()))?;
-    }
-    std::fs::create_dir_all(baseline)
-        .with_context(|| format!("creating {}", baseline.display()))?;
-    for e in std::fs::read_dir(results)?.flatten() {
-        let p = e.path();
-        let keep = p.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
-            || p.file_name().is_some_and(|n| n == "summary.json");
-        if keep && p.is_file() {
-            let bytes = std::fs::read(&p)?;
-            report::write_atomic(&baseline.join(e.file_name()), &bytes)?;
-        }
-    }
-    Ok(())
 }
 
 /// Makes sure results can be written before anything runs.

@@ -220,3 +220,40 @@ fn run_saves_and_compares_with_a_named_baseline() {
     assert_eq!(code, 2);
     assert!(stderr.contains("not a baseline name"), "{stderr}");
 }
+
+#[test]
+fn version_one_folders_still_compare_and_unknown_versions_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let new = tmp.path().join("new");
+    assert_eq!(run_into(&new, &[]).0, 0);
+    // The committed CI baselines are schema version 1.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/baselines/ci/quickstart");
+    let text = std::fs::read_to_string(v1.join("summary.json")).unwrap();
+    assert!(
+        text.contains("\"schema_version\": 1"),
+        "the fixture is no longer version 1"
+    );
+    let (code, stdout, stderr) = inferlat(&[
+        "compare",
+        v1.to_str().unwrap(),
+        new.join("quickstart").to_str().unwrap(),
+        "--json",
+        tmp.path().join("v1.json").to_str().unwrap(),
+        "--fail-on-regression",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let v = verdicts(&tmp.path().join("v1.json"));
+    assert_eq!(v["counts"]["refused"], 0);
+    assert_eq!(v["counts"]["regressed"], 0);
+    assert!(v["counts"]["no_significant_change"].as_u64().unwrap() >= 16);
+
+    let odd = tmp.path().join("odd/quickstart");
+    slowed_copy(&new.join("quickstart"), &odd, 1.0);
+    let mut s: Value =
+        serde_json::from_slice(&std::fs::read(odd.join("summary.json")).unwrap()).unwrap();
+    s["schema_version"] = 9.into();
+    std::fs::write(odd.join("summary.json"), s.to_string()).unwrap();
+    let (code, _, stderr) = inferlat(&["compare", new.to_str().unwrap(), odd.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("schema_version 9"), "{stderr}");
+}

@@ -111,8 +111,10 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
     std::fs::write(dir.path().join("stale.hlog"), "#old\n").unwrap();
     let written = report::write_all(&results, dir.path()).unwrap();
     assert!(!dir.path().join("stale.hlog").exists());
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("summary.json")).unwrap()).unwrap();
+    let summary = report::summary::Summary::parse(
+        &std::fs::read_to_string(dir.path().join("summary.json")).unwrap(),
+    )
+    .unwrap();
 
     for run in ["topology", "baseline"] {
         let path = dir.path().join(format!("{run}.hlog"));
@@ -129,12 +131,12 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
         );
         assert!(head.contains("#[MaxValueDivisor: 1000000.000]"), "{head}");
         let (start_time, by_tag) = read(&text);
-        let started = summary["environment"]["started_unix_s"].as_u64().unwrap();
+        let started = summary.environment.started_unix_s;
         assert_eq!(start_time, Some(Duration::from_secs(started)));
 
-        let sum = &summary["runs"][run];
-        let completed = sum["requests"]["completed"].as_u64().unwrap();
-        assert_eq!(completed, 20, "{run}: {}", sum["errors"]);
+        let sum = summary.run(run).unwrap();
+        let completed = sum.requests.completed;
+        assert_eq!(completed, 20, "{run}: {:?}", sum.errors);
         let tags: Vec<&str> = by_tag.keys().map(String::as_str).collect();
         assert_eq!(
             tags,
@@ -145,7 +147,7 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
         // One e2e interval per second from the phase's start to its last completion: at 4
         // requests per second every second has completions.
         let e2e = &by_tag["e2e"];
-        let measured_s = sum["measured_s"].as_f64().unwrap();
+        let measured_s = sum.measured_s;
         let starts: Vec<u64> = e2e.iter().map(|i| i.start.as_secs()).collect();
         let seconds = measured_s.ceil() as u64;
         assert_eq!(
@@ -175,7 +177,7 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
         // and every inter-token gap in one itl interval.
         for (tag, metric) in [("e2e", "e2e"), ("ttft", "ttft"), ("itl", "itl")] {
             let count: u64 = by_tag[tag].iter().map(|i| i.histogram.len()).sum();
-            let want = sum["metrics"][metric]["count"].as_u64().unwrap();
+            let want = sum.metrics[metric].count;
             assert_eq!(count, want, "{run}: {tag}");
         }
         assert_eq!(
@@ -192,14 +194,14 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
         for i in e2e {
             merged.add(&i.histogram).unwrap();
         }
-        let max = sum["metrics"]["e2e"]["max"].as_f64().unwrap();
+        let max = sum.value("e2e", "max").unwrap();
         let merged_max = merged.max() as f64 / 1e6;
         assert!(
             (merged_max - max).abs() <= max * 1e-3,
             "{run}: merged max {merged_max} ms, summary {max} ms"
         );
         let merged_p50 = merged.value_at_quantile(0.5) as f64 / 1e6;
-        let p50 = sum["metrics"]["e2e"]["p50"].as_f64().unwrap();
+        let p50 = sum.value("e2e", "p50").unwrap();
         assert!((merged_p50 - p50).abs() <= p50 * 1e-3, "{run}");
     }
 }

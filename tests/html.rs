@@ -183,7 +183,7 @@ fn check_page(html: &str) {
         );
         let topo = plot_svg(sec, "topology");
         assert!(
-            topo.contains(">client<") && topo.contains("RTT "),
+            topo.contains(">client<") && topo.contains(">worker<") && topo.contains("RTT "),
             "{s}: {topo}"
         );
     }
@@ -325,4 +325,54 @@ fn report_html_is_self_contained_and_has_every_plot() {
         page.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; &quot;q&quot;"),
         "escaped scenario name"
     );
+}
+
+/// The section of a topology drawing between `data-plot="topology"` and its `</svg>`.
+fn topology_of(page: &str, scenario: &str) -> String {
+    plot_svg(section(page, scenario), "topology").to_string()
+}
+
+#[test]
+fn the_topology_drawing_shows_recorded_roles_and_parts_and_v1_folders_still_draw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("results");
+    let (code, stdout, stderr) = inferlat(&[
+        "run",
+        &scenario_file("dllama-tp2"),
+        "--clock",
+        "virtual",
+        "--quiet",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let (code, stdout, stderr) = inferlat(&["report", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let page = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let topo = topology_of(&page, "dllama-tp2");
+    assert!(topo.contains(">worker · tensor-root<"), "{topo}");
+    assert!(topo.contains(">worker · tensor-member<"), "{topo}");
+
+    // The committed CI baselines are schema version 1, without the recorded parts: their
+    // drawing still names the roles, guessed from the traffic.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/baselines/ci");
+    let to = tmp.path().join("v1");
+    let (code, stdout, stderr) = inferlat(&[
+        "report",
+        v1.join("quickstart").to_str().unwrap(),
+        v1.join("petals-bloom-lan-relayed").to_str().unwrap(),
+        "--out",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let page = std::fs::read_to_string(to.join("report.html")).unwrap();
+    for s in ["quickstart", "petals-bloom-lan-relayed"] {
+        let topo = topology_of(&page, s);
+        assert!(
+            topo.contains(">client<") && topo.contains(">worker<"),
+            "{s}: {topo}"
+        );
+    }
+    let md = std::fs::read_to_string(to.join("report.md")).unwrap();
+    assert!(md.contains("| quickstart | virtual |"), "{md}");
 }

@@ -35,7 +35,7 @@ fn run_writes_the_summary_contract_and_matching_hgrm_files() {
     let dir = out.path().join("quickstart");
     let summary: Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(key(&summary, "schema_version"), 1);
+    assert_eq!(key(&summary, "schema_version"), 2);
     assert_eq!(key(&summary, "tool.name"), "inferlat");
     assert_eq!(key(&summary, "complete"), true);
     assert_eq!(key(&summary, "clock"), "real");

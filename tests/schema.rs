@@ -4,6 +4,7 @@
 //! `benchmark-action.json` carry the same numbers as `summary.json`.
 
 use assert_cmd::Command;
+use inferlat::report::summary::Summary;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,7 +124,7 @@ fn the_schema_is_draft_2020_12_and_describes_this_schema_version() {
     assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
     assert_eq!(
         s["properties"]["schema_version"]["const"],
-        json!(inferlat::report::json::SCHEMA_VERSION)
+        json!(inferlat::report::summary::SCHEMA_VERSION)
     );
 }
 
@@ -183,7 +184,61 @@ fn shipped_scenarios_write_summaries_that_match_the_schema() {
             "{name}/summary.json does not match docs/summary.schema.json:\n{}",
             errs.join("\n")
         );
+        // The readers' types hold everything the writer wrote: read back and written
+        // again, the file is the same.
+        let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+        let typed = Summary::parse(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            summary,
+            "{name}: summary.json does not survive a typed read"
+        );
     }
+}
+
+#[test]
+fn summaries_record_what_ran() {
+    let out = tempfile::tempdir().unwrap();
+    let parts = |name: &str| {
+        let dir = run(&scenario(name), name, out.path());
+        let text = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+        let s = Summary::parse(&text).unwrap();
+        let t = s
+            .topology
+            .expect("a version-2 summary records the topology");
+        assert!(s.model.is_some_and(|m| m.layers > 0), "{name}: no model");
+        let parts: Vec<(String, String, String)> = t
+            .nodes
+            .iter()
+            .filter(|n| n.part != "unused")
+            .map(|n| (n.name.clone(), n.role.clone(), n.part.clone()))
+            .collect();
+        (t.kind, t.path, parts, t.nodes)
+    };
+    let (kind, path, nodes, all) = parts("quickstart");
+    assert_eq!(kind, "direct");
+    assert_eq!(path.first().map(String::as_str), Some("client"));
+    assert!(nodes.iter().any(|(_, r, p)| r == "client" && p == "client"));
+    assert!(nodes.iter().any(|(_, r, p)| r == "worker" && p == "whole"));
+    let worker = all.iter().find(|n| n.role == "worker").unwrap();
+    assert!(worker.device.as_ref().is_some_and(|d| d.flops.is_some()));
+    assert!(worker.layers.is_some() && worker.max_batch.is_some());
+    let (kind, _, nodes, _) = parts("dllama-tp2");
+    assert_eq!(kind, "tensor");
+    assert!(
+        nodes.iter().any(|(_, _, p)| p == "tensor-root"),
+        "{nodes:?}"
+    );
+    assert!(
+        nodes.iter().any(|(_, _, p)| p == "tensor-member"),
+        "{nodes:?}"
+    );
+    let (kind, _, nodes, _) = parts("petals-bloom-lan-s2s");
+    assert_eq!(kind, "pipeline");
+    assert!(
+        nodes.iter().filter(|(_, _, p)| p == "stage").count() >= 2,
+        "{nodes:?}"
+    );
 }
 
 #[test]
@@ -253,8 +308,20 @@ fn broken_summaries_fail_validation() {
     let (_out, _dir, good) = quickstart_summary();
     assert!(errors(&v, &good).is_empty(), "{:#?}", errors(&v, &good));
     type Break = fn(&mut Value);
-    let cases: [(&str, Break); 12] = [
-        ("schema_version 2", |s| s["schema_version"] = json!(2)),
+    let cases: [(&str, Break); 15] = [
+        ("schema_version 1", |s| s["schema_version"] = json!(1)),
+        ("an unknown node part", |s| {
+            s["topology"]["nodes"][0]["part"] = json!("boss")
+        }),
+        ("a node without a role", |s| {
+            s["topology"]["nodes"][0]
+                .as_object_mut()
+                .unwrap()
+                .remove("role");
+        }),
+        ("a missing model", |s| {
+            s.as_object_mut().unwrap().remove("model");
+        }),
         ("an unknown top-level key", |s| s["extra"] = json!(1)),
         ("an unknown key in a ladder", |s| {
             s["runs"]["topology"]["metrics"]["ttft"]["p95"] = json!(1.0)

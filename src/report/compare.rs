@@ -9,6 +9,7 @@
 //! requests as a Poisson count (n ± 1.96·√n over the measured time).
 
 use super::hgrm;
+use super::summary::Summary;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -47,6 +48,17 @@ pub enum LoadError {
     Missing(PathBuf),
     #[error("{}: no summary.json here, nor in any folder inside it", .0.display())]
     NoResults(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Summary {
+        path: PathBuf,
+        source: super::summary::SummaryError,
+    },
+    /// A histogram file that does not parse.
     #[error("{}: {why}", path.display())]
     Bad { path: PathBuf, why: String },
 }
@@ -59,7 +71,7 @@ pub struct Loaded {
     pub sha256: String,
     pub clock: String,
     pub seed: u64,
-    pub summary: serde_json::Value,
+    pub summary: Summary,
     /// (run, metric) -> (value in ms, count) per distinct value, ascending.
     pub dists: BTreeMap<(String, String), Vec<(f64, u64)>>,
     /// The comparison a `run --baseline` left in the folder (`compare.json`), if any.
@@ -67,20 +79,20 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// The ladder value of `run.metric.stat` in ms (or a throughput), if present.
+    /// The ladder value of `run.metric.stat` in ms, if present.
     pub fn value(&self, run: &str, metric: &str, stat: &str) -> Option<f64> {
-        self.summary["runs"][run]["metrics"][metric][stat].as_f64()
+        self.summary.run(run)?.value(metric, stat)
     }
 
     pub fn throughput(&self, run: &str) -> Option<f64> {
-        self.summary["runs"][run]["throughput"]["requests_per_s"].as_f64()
+        Some(self.summary.run(run)?.throughput.requests_per_s)
     }
 
     /// The 95 % interval of the request rate, counting completions as a Poisson count.
     pub fn throughput_interval(&self, run: &str) -> Option<(f64, f64)> {
-        let r = &self.summary["runs"][run];
-        let n = r["requests"]["completed"].as_f64()?;
-        let t = r["measured_s"].as_f64().filter(|t| *t > 0.0)?;
+        let r = self.summary.run(run)?;
+        let n = r.requests.completed as f64;
+        let t = Some(r.measured_s).filter(|t| *t > 0.0)?;
         let half = 1.96 * n.sqrt();
         Some(((n - half).max(0.0) / t, (n + half) / t))
     }
@@ -96,9 +108,9 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
     }
     let mut out = Vec::new();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| LoadError::Bad {
+        .map_err(|source| LoadError::Io {
             path: dir.to_path_buf(),
-            why: e.to_string(),
+            source,
         })?
         .flatten()
         .map(|e| e.path())
@@ -116,28 +128,18 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
 
 fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
     let path = dir.join("summary.json");
-    let bad = |why: String| LoadError::Bad {
+    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),
-        why,
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
-    let summary: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-    if summary["schema_version"].as_u64() != Some(1) {
-        return Err(bad(format!(
-            "schema_version {} is not one this version reads (1)",
-            summary["schema_version"]
-        )));
-    }
-    let text_of = |v: &serde_json::Value, what: &str| {
-        v.as_str()
-            .map(String::from)
-            .ok_or_else(|| bad(format!("`{what}` is missing")))
-    };
-    let name = text_of(&summary["scenario"]["name"], "scenario.name")?;
-    let sha256 = text_of(&summary["scenario"]["sha256"], "scenario.sha256")?;
-    let clock = text_of(&summary["clock"], "clock")?;
-    let seed = summary["scenario"]["seed"].as_u64().unwrap_or(0);
+        source,
+    })?;
+    let summary = Summary::parse(&text).map_err(|source| LoadError::Summary {
+        path: path.clone(),
+        source,
+    })?;
+    let name = summary.scenario.name.clone();
+    let sha256 = summary.scenario.sha256.clone();
+    let clock = summary.clock.clone();
+    let seed = summary.scenario.seed;
     let mut dists = BTreeMap::new();
     for run in RUNS {
         // The interval log holds the full histograms; the .hgrm only rows at its
@@ -186,15 +188,8 @@ fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
     }
     let saved = std::fs::read_to_string(dir.join("compare.json"))
         .ok()
-        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-        .and_then(|c| {
-            let s = c["scenarios"]
-                .as_array()?
-                .iter()
-                .find(|s| s["name"] == name.as_str())?
-                .clone();
-            serde_json::from_value(s).ok()
-        });
+        .and_then(|text| serde_json::from_str::<SavedComparison>(&text).ok())
+        .and_then(|c| c.scenarios.into_iter().find(|s| s.name == name));
     Ok(Loaded {
         dir: dir.to_path_buf(),
         saved,
@@ -289,6 +284,12 @@ pub struct Counts {
     pub improved: usize,
     pub no_significant_change: usize,
     pub refused: usize,
+}
+
+/// What a reader takes of a `compare.json`: its scenarios.
+#[derive(Deserialize)]
+struct SavedComparison {
+    scenarios: Vec<ScenarioComparison>,
 }
 
 /// The whole comparison: what `compare.json` holds.

@@ -1,106 +1,41 @@
 //! `report.md`: one page over many result folders, for a CI job summary or a pull-request
-//! comment, readable in a terminal too. Built from what `compare::load` read from the files
-//! (`summary.json` and, when a run was compared with a baseline, `compare.json`), so
-//! `inferlat report` can rebuild it from any result folders. The text helpers here serve
-//! `report.html` too.
+//! comment, readable in a terminal too. Drawn from the report model ([`super::model`]),
+//! which reads the typed summaries `compare::load` read from the files (`summary.json`
+//! and, when a run was compared with a baseline, `compare.json`), so `inferlat report`
+//! can rebuild it from any result folders.
 
-use super::compare::{Loaded, ScenarioComparison, Verdict};
-use super::fmt_ms;
-use serde_json::Value;
+use super::model::{self, Align, Table};
 use std::fmt::Write as _;
 
-/// A scenario's results and, if there is one, its comparison with a baseline.
-pub struct Entry<'a> {
-    pub loaded: &'a Loaded,
-    pub comparison: Option<&'a ScenarioComparison>,
-}
+pub use super::model::Entry;
 
-/// A millisecond value of a summary, or "-".
-pub(super) fn ms(v: &Value) -> String {
-    v.as_f64().map(fmt_ms).unwrap_or_else(|| "-".into())
-}
+/// Metrics in a scenario's latency table.
+const METRICS: &[&str] = &["ttft", "tpot", "e2e"];
 
-/// A ratio of a summary, like "1.87x", or "-".
-pub(super) fn ratio(v: &Value) -> String {
-    v.as_f64()
-        .map(|x| format!("{x:.2}x"))
-        .unwrap_or_else(|| "-".into())
-}
-
-/// Counts of a scenario comparison's verdicts, as a short phrase.
-pub(super) fn verdict_counts(c: &ScenarioComparison) -> String {
-    if let Some(why) = &c.refused {
-        return format!("refused: {why}");
-    }
-    let n = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
-    format!(
-        "{} regressed, {} improved, {} no significant change",
-        n(Verdict::Regressed),
-        n(Verdict::Improved),
-        n(Verdict::NoSignificantChange)
-    )
-}
-
-/// The share of each part of the time at a percentile, from the breakdown ladders.
-pub(super) fn shares(run: &Value, stat: &str) -> Option<String> {
-    let parts = ["network", "compute", "queue"];
-    let vals: Vec<f64> = parts
+/// A table in GitHub-flavoured markdown.
+pub fn table(o: &mut String, t: &Table) {
+    let titles: Vec<&str> = t.columns.iter().map(|c| c.title).collect();
+    let _ = writeln!(o, "| {} |", titles.join(" | "));
+    let marks: Vec<&str> = t
+        .columns
         .iter()
-        .map(|p| run["breakdown"][p][stat].as_f64())
-        .collect::<Option<_>>()?;
-    let total: f64 = vals.iter().sum();
-    if total <= 0.0 {
-        return None;
+        .map(|c| match c.align {
+            Align::Number if !t.markdown_left => "---:",
+            _ => "---",
+        })
+        .collect();
+    let _ = writeln!(o, "|{}|", marks.join("|"));
+    for row in &t.rows {
+        let cells: Vec<&str> = row.iter().map(|c| c.text.as_str()).collect();
+        let _ = writeln!(o, "| {} |", cells.join(" | "));
     }
-    Some(
-        parts
-            .iter()
-            .zip(&vals)
-            .map(|(p, v)| format!("{p} {:.0}% ({})", v / total * 100.0, fmt_ms(*v)))
-            .collect::<Vec<_>>()
-            .join(", "),
-    )
 }
 
 /// The whole report.
 pub fn render(entries: &[Entry], title: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# {title}\n");
-    // The overview: one line per scenario.
-    let _ = writeln!(
-        o,
-        "| scenario | clock | ttft p50 | e2e p99 | e2e tax p50 | reference | vs baseline |"
-    );
-    let _ = writeln!(o, "|---|---|---|---|---|---|---|");
-    for e in entries {
-        let s = &e.loaded.summary;
-        let t = &s["runs"]["topology"]["metrics"];
-        let reference = match s.get("reference") {
-            Some(r) if r.is_object() => {
-                if r["within_tolerance"] == true {
-                    "within tolerance".to_string()
-                } else {
-                    "OUTSIDE tolerance".to_string()
-                }
-            }
-            _ => "-".into(),
-        };
-        let vs = e
-            .comparison
-            .map(verdict_counts)
-            .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            e.loaded.name,
-            e.loaded.clock,
-            ms(&t["ttft"]["p50"]),
-            ms(&t["e2e"]["p99"]),
-            ratio(&s["tax"]["e2e"]["p50"]),
-            reference,
-            vs
-        );
-    }
+    table(&mut o, &model::overview(entries, None));
     for e in entries {
         scenario(&mut o, e);
     }
@@ -121,127 +56,58 @@ pub fn render(entries: &[Entry], title: &str) -> String {
 fn scenario(o: &mut String, e: &Entry) {
     let l = e.loaded;
     let s = &l.summary;
-    let topo = &s["runs"]["topology"];
-    let base = &s["runs"]["baseline"];
+    let (topo, base) = (s.run("topology"), s.run("baseline"));
     let _ = writeln!(o, "\n## {}\n", l.name);
-    let req = |r: &Value| {
-        format!(
-            "{} completed, {} failed",
-            r["requests"]["completed"].as_u64().unwrap_or(0),
-            r["requests"]["failed"].as_u64().unwrap_or(0)
-        )
-    };
     let _ = writeln!(
         o,
         "{} clock, seed {}, {}{}.\n",
         l.clock,
         l.seed,
-        req(topo),
-        if s["complete"] == true {
+        model::requests(topo),
+        if s.complete {
             ""
         } else {
             ", **interrupted: partial results**"
         }
     );
-    let _ = writeln!(
-        o,
-        "| metric | topology p50 | baseline p50 | tax p50 | topology p99 | baseline p99 | tax p99 | floor |"
-    );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    for m in ["ttft", "tpot", "e2e"] {
-        let _ = writeln!(
-            o,
-            "| {m} | {} | {} | {} | {} | {} | {} | {} |",
-            ms(&topo["metrics"][m]["p50"]),
-            ms(&base["metrics"][m]["p50"]),
-            ratio(&s["tax"][m]["p50"]),
-            ms(&topo["metrics"][m]["p99"]),
-            ms(&base["metrics"][m]["p99"]),
-            ratio(&s["tax"][m]["p99"]),
-            ms(&s["floor"]["topology"][m])
-        );
-    }
-    let tp = |r: &Value| {
-        r["throughput"]["requests_per_s"]
-            .as_f64()
-            .map(|x| {
-                format!(
-                    "{x:.2} req/s, {:.1} tok/s",
-                    r["throughput"]["output_tokens_per_s"]
-                        .as_f64()
-                        .unwrap_or(0.0)
-                )
-            })
-            .unwrap_or_else(|| "-".into())
-    };
+    table(o, &model::latencies(s, METRICS));
     let _ = writeln!(
         o,
         "\nThroughput: topology {}; baseline {}.",
-        tp(topo),
-        tp(base)
+        model::throughput(topo),
+        model::throughput(base)
     );
-    for (stat, label) in [("p50", "p50"), ("p99", "p99")] {
-        if let Some(sh) = shares(topo, stat) {
-            let _ = writeln!(o, "Where the time goes at {label}: {sh}.");
+    for stat in ["p50", "p99"] {
+        if let Some(sh) = model::shares(topo, stat) {
+            let _ = writeln!(o, "Where the time goes at {stat}: {sh}.");
         }
     }
-    if let Some(r) = s.get("reference").filter(|r| r.is_object()) {
-        let metric = r["metric"].as_str().unwrap_or("?");
-        let unit = if metric.ends_with("_per_s") {
-            ""
-        } else {
-            " ms"
-        };
+    if let Some(r) = &s.reference {
+        let unit = model::reference_unit(r);
         let _ = writeln!(
             o,
-            "Reference {metric}: published {}{unit}, measured {:.3}{unit}, {} (tolerance {:.0}%; {}).",
-            r["value"],
-            r["measured"].as_f64().unwrap_or(f64::NAN),
-            if r["within_tolerance"] == true {
+            "Reference {}: published {}{unit}, measured {:.3}{unit}, {} (tolerance {:.0}%; {}).",
+            r.metric,
+            model::json_number(r.value),
+            r.measured,
+            if r.within_tolerance {
                 "within tolerance"
             } else {
                 "**outside tolerance**"
             },
-            r["tolerance"].as_f64().unwrap_or(0.0) * 100.0,
-            r["source"].as_str().unwrap_or("")
+            r.tolerance * 100.0,
+            r.source
         );
     }
-    if let Some(w) = s["emulator"]["warning"].as_str() {
+    if let Some(w) = &s.emulator.warning {
         let _ = writeln!(o, "\n> **Warning:** {w}");
     }
     if let Some(c) = e.comparison {
-        let _ = writeln!(o, "\nAgainst the baseline: {}.", verdict_counts(c));
-        let changed: Vec<_> = c
-            .rows
-            .iter()
-            .filter(|r| r.verdict != Verdict::NoSignificantChange)
-            .collect();
+        let _ = writeln!(o, "\nAgainst the baseline: {}.", model::verdict_counts(c));
+        let changed = model::changed(c);
         if !changed.is_empty() {
-            let _ = writeln!(
-                o,
-                "\n| run | metric | stat | base | new | change | verdict |"
-            );
-            let _ = writeln!(o, "|---|---|---|---:|---:|---:|---|");
-            for r in changed {
-                let v = |x: f64| {
-                    if r.unit == "ms" {
-                        fmt_ms(x)
-                    } else {
-                        format!("{x:.2} {}", r.unit)
-                    }
-                };
-                let _ = writeln!(
-                    o,
-                    "| {} | {} | {} | {} | {} | {:+.1}% | {} |",
-                    r.run,
-                    r.metric,
-                    r.stat,
-                    v(r.base),
-                    v(r.new),
-                    r.change * 100.0,
-                    r.verdict.text()
-                );
-            }
+            let _ = writeln!(o);
+            table(o, &model::compared(&changed));
         }
     }
 }

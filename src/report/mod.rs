@@ -1,5 +1,6 @@
 //! Reports: one exporter per output format behind one trait, the terminal table, and the
-//! reports over result folders (`compare`, `markdown`, `html`). Exporters are pure: they turn
+//! reports over result folders (`compare`, `markdown`, `html`, both drawn from `model`).
+//! `summary` holds summary.json's types, for its writer (`json`) and every reader. Exporters are pure: they turn
 //! [`Results`] into bytes, and [`write_atomic`] writes them. Reading result folders back is
 //! `compare::load`'s job (and `html`'s, for the interval logs and a baseline's files).
 
@@ -10,6 +11,8 @@ pub mod hlog;
 pub mod html;
 pub mod json;
 pub mod markdown;
+pub mod model;
+pub mod summary;
 pub mod table;
 
 use crate::harness::{Measured, RunOutput};
@@ -17,9 +20,10 @@ use crate::plan::{Floor, Plan};
 use crate::record::Metric;
 use crate::scenario::{RefValue, Scenario};
 use anyhow::Context as _;
-use serde::Serialize;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+
+pub use summary::Environment;
 
 /// Everything a report is made from.
 pub struct Results<'a> {
@@ -27,34 +31,6 @@ pub struct Results<'a> {
     pub plan: &'a Plan,
     pub measured: &'a Measured,
     pub environment: Environment,
-}
-
-/// Where and how the run happened.
-#[derive(Clone, Debug, Serialize)]
-pub struct Environment {
-    pub os: &'static str,
-    pub arch: &'static str,
-    pub cpus: usize,
-    pub command: String,
-    /// Seconds since the Unix epoch when the run started.
-    pub started_unix_s: u64,
-}
-
-impl Environment {
-    pub fn capture(started: std::time::SystemTime) -> Self {
-        Environment {
-            os: std::env::consts::OS,
-            arch: std::env::consts::ARCH,
-            cpus: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
-            command: std::env::args().collect::<Vec<_>>().join(" "),
-            started_unix_s: started
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        }
-    }
 }
 
 /// The emulator's lateness p99 past which a real-clock run's network looks slower than
@@ -216,6 +192,49 @@ pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> 
         }
     }
     Ok(written)
+}
+
+/// Writes report.md and report.html for these results into `out`.
+pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let entries: Vec<model::Entry> = loaded
+        .iter()
+        .map(|l| model::Entry {
+            loaded: l,
+            comparison: l.saved.as_ref(),
+        })
+        .collect();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let md = out.join("report.md");
+    write_atomic(
+        &md,
+        markdown::render(&entries, "inferlat report").as_bytes(),
+    )?;
+    let html = out.join("report.html");
+    write_atomic(&html, html::render(&entries, "inferlat report").as_bytes())?;
+    Ok(vec![md, html])
+}
+
+/// Copies what a comparison reads of a scenario's results (summary.json and the .hgrm and
+/// .hlog files) into a baseline folder, replacing what was there.
+pub fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
+    if baseline.is_dir() {
+        std::fs::remove_dir_all(baseline)
+            .with_context(|| format!("replacing {}", baseline.display()))?;
+    }
+    std::fs::create_dir_all(baseline)
+        .with_context(|| format!("creating {}", baseline.display()))?;
+    let entries =
+        std::fs::read_dir(results).with_context(|| format!("reading {}", results.display()))?;
+    for e in entries.flatten() {
+        let p = e.path();
+        let keep = p.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
+            || p.file_name().is_some_and(|n| n == "summary.json");
+        if keep && p.is_file() {
+            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            write_atomic(&baseline.join(e.file_name()), &bytes)?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a file through a temporary file and a rename: readers see the old file, the

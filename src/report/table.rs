@@ -82,6 +82,15 @@ pub fn render(r: &Results) -> String {
             fmt_ms(floor.as_secs_f64() * 1e3)
         );
     }
+    requests_lines(&mut o, r);
+    topology_lines(&mut o, r);
+    trailer_lines(&mut o, r);
+    o
+}
+
+/// Each run's requests, throughput and errors.
+fn requests_lines(o: &mut String, r: &Results) {
+    let s = r.scenario;
     let _ = writeln!(o);
     for (run, out) in r.runs() {
         let rec = &out.record;
@@ -101,6 +110,10 @@ pub fn render(r: &Results) -> String {
             let _ = writeln!(o, "            {n} x {e}");
         }
     }
+}
+
+/// The topology run's breakdown, clients, hedging, handshake and schedule lag.
+fn topology_lines(o: &mut String, r: &Results) {
     if let Some(t) = &r.measured.topology {
         let rec = &t.record;
         let parts: Vec<(Part, f64, f64)> = Part::ALL
@@ -185,6 +198,11 @@ pub fn render(r: &Results) -> String {
             );
         }
     }
+}
+
+/// The emulator, the links, the floor, the reference and the notes.
+fn trailer_lines(o: &mut String, r: &Results) {
+    let s = r.scenario;
     let m = r.measured;
     if let Some(h) = m.emulator_lateness.as_ref().filter(|h| !h.is_empty())
         && m.clock == crate::clock::ClockKind::Real
@@ -242,7 +260,6 @@ pub fn render(r: &Results) -> String {
     if m.clock == crate::clock::ClockKind::Virtual {
         let _ = writeln!(o, "  note: {}.", super::VIRTUAL_NOTE);
     }
-    o
 }
 
 fn floor_text(f: &Floor) -> String {
@@ -288,6 +305,35 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             return o;
         }
     };
+    route_lines(&mut o, plan);
+    compute_lines(&mut o, plan);
+    let shape = plan.typical;
+    let _ = writeln!(
+        o,
+        "  floor     topology: {}",
+        floor_text(&plan.floor(shape))
+    );
+    for note in &plan.notes {
+        let _ = writeln!(o, "  note      {note}");
+    }
+    if let (Some(b), Some(f)) = (&plan.baseline, plan.baseline_floor(shape)) {
+        let _ = writeln!(
+            o,
+            "  floor     baseline on {}: {}",
+            b.device.name,
+            floor_text(&f)
+        );
+    } else {
+        let _ = writeln!(
+            o,
+            "  baseline  none ([baseline] is absent: no latency tax is computed)"
+        );
+    }
+    o
+}
+
+/// The route, the clients, hedging and the bytes on every link.
+fn route_lines(o: &mut String, plan: &Plan) {
     let hops = plan.topology().route_note(&plan.route);
     let _ = writeln!(
         o,
@@ -345,6 +391,11 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             );
         }
     }
+}
+
+/// What each node computes for the median request, and what batching gives.
+fn compute_lines(o: &mut String, plan: &Plan) {
+    let shape = plan.typical;
     for n in &plan.nodes {
         let Some(stage) = &n.stage else { continue };
         let c = stage.request(shape.prompt, shape.output);
@@ -402,28 +453,6 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             ms(stage.decode_batch(&contexts) / n.max_batch)
         );
     }
-    let _ = writeln!(
-        o,
-        "  floor     topology: {}",
-        floor_text(&plan.floor(shape))
-    );
-    for note in &plan.notes {
-        let _ = writeln!(o, "  note      {note}");
-    }
-    if let (Some(b), Some(f)) = (&plan.baseline, plan.baseline_floor(shape)) {
-        let _ = writeln!(
-            o,
-            "  floor     baseline on {}: {}",
-            b.device.name,
-            floor_text(&f)
-        );
-    } else {
-        let _ = writeln!(
-            o,
-            "  baseline  none ([baseline] is absent: no latency tax is computed)"
-        );
-    }
-    o
 }
 
 fn path(s: &Scenario) -> String {

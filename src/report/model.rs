@@ -1,0 +1,307 @@
+//! The report model that `report.md` and `report.html` are both drawn from: each table's
+//! rows are built here once, from the typed summaries, and each format only renders
+//! [`Table`]s and the few sentences around them.
+
+use super::compare::{Loaded, Row, ScenarioComparison, Verdict};
+use super::fmt_ms;
+use super::summary::{ReferenceCheck, RunSummary, Summary};
+
+/// A scenario's results and, if there is one, its comparison with a baseline.
+pub struct Entry<'a> {
+    pub loaded: &'a Loaded,
+    pub comparison: Option<&'a ScenarioComparison>,
+}
+
+/// How a column's values sit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Align {
+    /// The first column: a row's label, left.
+    Label,
+    /// Words, left.
+    Text,
+    /// Numbers, right.
+    Number,
+}
+
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub title: &'static str,
+    pub align: Align,
+}
+
+/// One cell: its text, and where the format can show it, a link and a class.
+#[derive(Clone, Debug, Default)]
+pub struct Cell {
+    pub text: String,
+    pub href: Option<String>,
+    pub class: Option<&'static str>,
+}
+
+impl From<String> for Cell {
+    fn from(text: String) -> Self {
+        Cell {
+            text,
+            ..Cell::default()
+        }
+    }
+}
+
+impl From<&str> for Cell {
+    fn from(text: &str) -> Self {
+        text.to_string().into()
+    }
+}
+
+/// A table: the columns and the rows, for every format.
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub columns: Vec<Column>,
+    pub rows: Vec<Vec<Cell>>,
+    /// Markdown aligns every column left (the overview's way).
+    pub markdown_left: bool,
+}
+
+fn columns(spec: &[(&'static str, Align)]) -> Vec<Column> {
+    spec.iter()
+        .map(|&(title, align)| Column { title, align })
+        .collect()
+}
+
+/// A millisecond value, or "-".
+pub fn ms(v: Option<f64>) -> String {
+    v.map(fmt_ms).unwrap_or_else(|| "-".into())
+}
+
+/// A ratio like "1.87x", or "-".
+pub fn ratio(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// A number as summary.json writes it ("10.0", "0.25").
+pub fn json_number(v: f64) -> String {
+    serde_json::Number::from_f64(v)
+        .map(|n| n.to_string())
+        .unwrap_or_else(|| "null".into())
+}
+
+/// Counts of a scenario comparison's verdicts, as a short phrase.
+pub fn verdict_counts(c: &ScenarioComparison) -> String {
+    if let Some(why) = &c.refused {
+        return format!("refused: {why}");
+    }
+    let n = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
+    format!(
+        "{} regressed, {} improved, {} no significant change",
+        n(Verdict::Regressed),
+        n(Verdict::Improved),
+        n(Verdict::NoSignificantChange)
+    )
+}
+
+/// The share of each part of the time at a percentile, from the breakdown ladders.
+pub fn shares(run: Option<&RunSummary>, stat: &str) -> Option<String> {
+    let b = &run?.breakdown;
+    let parts = ["network", "compute", "queue"];
+    let vals: Vec<f64> = parts
+        .iter()
+        .map(|p| b.part(p)?.stat(stat))
+        .collect::<Option<_>>()?;
+    let total: f64 = vals.iter().sum();
+    if total <= 0.0 {
+        return None;
+    }
+    Some(
+        parts
+            .iter()
+            .zip(&vals)
+            .map(|(p, v)| format!("{p} {:.0}% ({})", v / total * 100.0, fmt_ms(*v)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// A run's requests, as "29 completed, 0 failed".
+pub fn requests(run: Option<&RunSummary>) -> String {
+    let (c, f) = run.map_or((0, 0), |r| (r.requests.completed, r.requests.failed));
+    format!("{c} completed, {f} failed")
+}
+
+/// A run's throughput, as "1.44 req/s, 46.2 tok/s", or "-".
+pub fn throughput(run: Option<&RunSummary>) -> String {
+    run.map(|r| {
+        format!(
+            "{:.2} req/s, {:.1} tok/s",
+            r.throughput.requests_per_s, r.throughput.output_tokens_per_s
+        )
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+/// Whether a reference was met, as the overview says it.
+pub fn reference_word(r: Option<&ReferenceCheck>) -> &'static str {
+    match r {
+        Some(r) if r.within_tolerance => "within tolerance",
+        Some(_) => "OUTSIDE tolerance",
+        None => "-",
+    }
+}
+
+/// The unit a reference's metric is in, as the text shows it.
+pub fn reference_unit(r: &ReferenceCheck) -> &'static str {
+    if r.metric.ends_with("_per_s") {
+        ""
+    } else {
+        " ms"
+    }
+}
+
+/// The overview: one row per scenario; `anchors` give each name a link where the format
+/// has them.
+pub fn overview(entries: &[Entry], anchors: Option<&[String]>) -> Table {
+    let rows = entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let s = &e.loaded.summary;
+            let t = s.run("topology");
+            let name = Cell {
+                text: e.loaded.name.clone(),
+                href: anchors.and_then(|a| a.get(i)).map(|id| format!("#{id}")),
+                class: None,
+            };
+            vec![
+                name,
+                e.loaded.clock.as_str().into(),
+                ms(t.and_then(|t| t.value("ttft", "p50"))).into(),
+                ms(t.and_then(|t| t.value("e2e", "p99"))).into(),
+                ratio(s.tax_at("e2e", "p50")).into(),
+                reference_word(s.reference.as_ref()).into(),
+                e.comparison
+                    .map(verdict_counts)
+                    .unwrap_or_else(|| "-".into())
+                    .into(),
+            ]
+        })
+        .collect();
+    use Align::*;
+    Table {
+        columns: columns(&[
+            ("scenario", Label),
+            ("clock", Text),
+            ("ttft p50", Number),
+            ("e2e p99", Number),
+            ("e2e tax p50", Number),
+            ("reference", Text),
+            ("vs baseline", Text),
+        ]),
+        rows,
+        markdown_left: true,
+    }
+}
+
+/// The latency table of a scenario: each metric's p50 and p99 in both runs, the taxes and
+/// the floor.
+pub fn latencies(s: &Summary, metrics: &[&str]) -> Table {
+    let (topo, base) = (s.run("topology"), s.run("baseline"));
+    let rows = metrics
+        .iter()
+        .map(|&m| {
+            let v = |r: Option<&RunSummary>, stat| ms(r.and_then(|r| r.value(m, stat)));
+            vec![
+                m.into(),
+                v(topo, "p50").into(),
+                v(base, "p50").into(),
+                ratio(s.tax_at(m, "p50")).into(),
+                v(topo, "p99").into(),
+                v(base, "p99").into(),
+                ratio(s.tax_at(m, "p99")).into(),
+                ms(s.floor.topology.get(m)).into(),
+            ]
+        })
+        .collect();
+    use Align::*;
+    Table {
+        columns: columns(&[
+            ("metric", Label),
+            ("topology p50", Number),
+            ("baseline p50", Number),
+            ("tax p50", Number),
+            ("topology p99", Number),
+            ("baseline p99", Number),
+            ("tax p99", Number),
+            ("floor", Number),
+        ]),
+        rows,
+        markdown_left: false,
+    }
+}
+
+fn verdict_class(v: Verdict) -> &'static str {
+    match v {
+        Verdict::Regressed => "regressed",
+        Verdict::Improved => "improved",
+        Verdict::NoSignificantChange => "same",
+    }
+}
+
+/// A compared value in its unit.
+pub fn compared_value(x: f64, unit: &str) -> String {
+    if unit == "ms" {
+        fmt_ms(x)
+    } else {
+        format!("{x:.2} {unit}")
+    }
+}
+
+/// A relative change, as "+3.1%", or "new" from nothing.
+pub fn change(c: f64) -> String {
+    if c.is_infinite() {
+        "new".into()
+    } else {
+        format!("{:+.1}%", c * 100.0)
+    }
+}
+
+/// Compared values against a baseline, one row each.
+pub fn compared(rows: &[&Row]) -> Table {
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.run.as_str().into(),
+                r.metric.as_str().into(),
+                r.stat.as_str().into(),
+                compared_value(r.base, &r.unit).into(),
+                compared_value(r.new, &r.unit).into(),
+                change(r.change).into(),
+                Cell {
+                    text: r.verdict.text().into(),
+                    href: None,
+                    class: Some(verdict_class(r.verdict)),
+                },
+            ]
+        })
+        .collect();
+    use Align::*;
+    Table {
+        columns: columns(&[
+            ("run", Label),
+            ("metric", Text),
+            ("stat", Text),
+            ("base", Number),
+            ("new", Number),
+            ("change", Number),
+            ("verdict", Text),
+        ]),
+        rows,
+        markdown_left: false,
+    }
+}
+
+/// The rows of a comparison whose verdict is not "no significant change".
+pub fn changed(c: &ScenarioComparison) -> Vec<&Row> {
+    c.rows
+        .iter()
+        .filter(|r| r.verdict != Verdict::NoSignificantChange)
+        .collect()
+}

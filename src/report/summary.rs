@@ -1,0 +1,706 @@
+//! The types of `summary.json` (DESIGN §8), one set for the writer (`json.rs`) and every
+//! reader (`compare`, `report.md`, `report.html`, the scenario bench): a renamed key is a
+//! compile error or a load error, never a silent "-".
+//!
+//! Version 2 adds `topology` (what ran: the kind, the path and every node with its role,
+//! part, device figures, layers and batching limit) and `model`. Both are absent from
+//! version-1 files and read as `None`; everything else is as version 1 wrote it, so
+//! readers take both versions.
+//!
+//! Parts that other modules own and serialize (the workload, the link reports, quinn's
+//! connection statistics, the transport settings) are mirrored here field by field; the
+//! writer converts through their `Serialize` implementations ([`transcode`]), so the file
+//! holds exactly what those modules write and the readers see it typed.
+
+use crate::plan::{Part, Plan};
+use crate::scenario::{DeviceProfile, Scenario};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The version this build writes. 2: `topology` and `model` added.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The versions this build reads.
+pub const READS: &[u32] = &[1, 2];
+
+/// Why a summary could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SummaryError {
+    #[error("not a summary.json: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(
+        "schema_version {found} is not one this version reads ({})",
+        versions()
+    )]
+    Version { found: String },
+    #[error("{what} does not serialize as summary.json describes it: {source}")]
+    Transcode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
+}
+
+fn versions() -> String {
+    READS
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Summary {
+    pub schema_version: u32,
+    pub tool: Tool,
+    pub scenario: ScenarioInfo,
+    pub clock: String,
+    pub complete: bool,
+    /// The link emulator's own timing: how late it delivered datagrams.
+    pub emulator: Emulator,
+    pub environment: Environment,
+    /// What ran (version 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<TopologyInfo>,
+    /// The model (version 2 on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+    pub runs: Runs,
+    pub tax: BTreeMap<String, Tax>,
+    pub floor: Floors,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<ReferenceCheck>,
+    pub network: Network,
+    pub notes: Vec<String>,
+}
+
+impl Summary {
+    /// Reads a summary of any version this build reads.
+    pub fn parse(text: &str) -> Result<Summary, SummaryError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: serde_json::Value,
+        }
+        let v: Version = serde_json::from_str(text)?;
+        match v.schema_version.as_u64() {
+            Some(n) if READS.iter().any(|&r| u64::from(r) == n) => Ok(serde_json::from_str(text)?),
+            _ => Err(SummaryError::Version {
+                found: v.schema_version.to_string(),
+            }),
+        }
+    }
+
+    /// A run by name (`topology` or `baseline`).
+    pub fn run(&self, name: &str) -> Option<&RunSummary> {
+        match name {
+            "topology" => self.runs.topology.as_ref(),
+            "baseline" => self.runs.baseline.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The tax of a metric at `p50` or `p99`.
+    pub fn tax_at(&self, metric: &str, stat: &str) -> Option<f64> {
+        let t = self.tax.get(metric)?;
+        match stat {
+            "p50" => t.p50,
+            "p99" => t.p99,
+            _ => None,
+        }
+    }
+}
+
+/// Converts a value another module serializes into its mirror here.
+pub fn transcode<T: Serialize, U: serde::de::DeserializeOwned>(
+    what: &'static str,
+    value: &T,
+) -> Result<U, SummaryError> {
+    serde_json::to_value(value)
+        .and_then(serde_json::from_value)
+        .map_err(|source| SummaryError::Transcode { what, source })
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ScenarioInfo {
+    pub name: String,
+    pub file: String,
+    pub sha256: String,
+    #[serde(default)]
+    pub seed: u64,
+    /// The workload as run, command-line overrides applied.
+    pub workload: Workload,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Workload {
+    pub prompt_tokens: TokenCount,
+    pub output_tokens: TokenCount,
+    pub arrival: Arrival,
+    pub measure: Extent,
+    pub warmup: Extent,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "dist", rename_all = "lowercase")]
+pub enum TokenCount {
+    Fixed { value: u32 },
+    Uniform { min: u32, max: u32 },
+    Lognormal { median: f64, sigma: f64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Arrival {
+    Constant { rate: f64 },
+    Poisson { rate: f64 },
+    Gamma { rate: f64, burstiness: f64 },
+    Closed { concurrency: u32 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Extent {
+    /// A duration as inferlat writes it ("30s").
+    Duration(String),
+    Requests(u64),
+}
+
+/// Where and how the run happened.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Environment {
+    pub os: String,
+    pub arch: String,
+    pub cpus: usize,
+    pub command: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix_s: u64,
+}
+
+impl Environment {
+    pub fn capture(started: std::time::SystemTime) -> Self {
+        Environment {
+            os: std::env::consts::OS.into(),
+            arch: std::env::consts::ARCH.into(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started_unix_s: started
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        }
+    }
+}
+
+/// A percentile ladder in milliseconds; the values are null when `count` is 0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ladder {
+    pub unit: String,
+    pub count: u64,
+    pub min: Option<f64>,
+    pub mean: Option<f64>,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Ladder {
+    /// A statistic by its key (`min`, `mean`, `p50`, `p90`, `p99`, `p999`, `max`).
+    pub fn stat(&self, stat: &str) -> Option<f64> {
+        match stat {
+            "min" => self.min,
+            "mean" => self.mean,
+            "p50" => self.p50,
+            "p90" => self.p90,
+            "p99" => self.p99,
+            "p999" => self.p999,
+            "max" => self.max,
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::record::Ladder> for Ladder {
+    fn from(l: crate::record::Ladder) -> Self {
+        let v = |x: f64| (l.count > 0).then_some(x);
+        Ladder {
+            unit: l.unit.into(),
+            count: l.count,
+            min: v(l.min),
+            mean: v(l.mean),
+            p50: v(l.p50),
+            p90: v(l.p90),
+            p99: v(l.p99),
+            p999: v(l.p999),
+            max: v(l.max),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Emulator {
+    /// Actual minus scheduled delivery of each datagram (always zero on the virtual clock).
+    pub lateness: Ladder,
+    /// Process CPU over the topology run, in cores (real clock only).
+    pub cpu_load: Option<f64>,
+    /// Set when lateness p99 exceeds 1 ms: the results overstate the network.
+    pub warning: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Runs {
+    pub topology: Option<RunSummary>,
+    pub baseline: Option<RunSummary>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Requests {
+    pub completed: u64,
+    pub failed: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Throughput {
+    pub requests_per_s: f64,
+    pub output_tokens_per_s: f64,
+    /// Requests/s meeting every objective of `[slo]`; null without one.
+    #[serde(default)]
+    pub goodput_requests_per_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub complete: bool,
+    pub requests: Requests,
+    pub metrics: BTreeMap<String, Ladder>,
+    pub throughput: Throughput,
+    pub breakdown: Breakdown,
+    /// Hedged topologies: the extra load of the copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedging: Option<Hedging>,
+    /// Topologies with several clients: each client's requests, ttft and e2e.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<BTreeMap<String, ClientSummary>>,
+    /// Measure phase start to the last completion, in seconds.
+    pub measured_s: f64,
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl RunSummary {
+    /// A metric's statistic in ms.
+    pub fn value(&self, metric: &str, stat: &str) -> Option<f64> {
+        self.metrics.get(metric)?.stat(stat)
+    }
+}
+
+/// Per request: time queued and computed on the nodes it waited on in turn (each on its
+/// own clock, carried back in-band), and the network residual on the client's clock; then
+/// each node's own queue and compute time.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Breakdown {
+    pub queue: Ladder,
+    pub compute: Ladder,
+    pub network: Ladder,
+    /// Absent from the earliest version-1 files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<BTreeMap<String, NodeBreakdown>>,
+}
+
+impl Breakdown {
+    /// A part (`network`, `compute`, `queue`) by name.
+    pub fn part(&self, part: &str) -> Option<&Ladder> {
+        match part {
+            "network" => Some(&self.network),
+            "compute" => Some(&self.compute),
+            "queue" => Some(&self.queue),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeBreakdown {
+    pub queue: Ladder,
+    pub compute: Ladder,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClientSummary {
+    pub completed: u64,
+    pub ttft: Ladder,
+    pub e2e: Ladder,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Hedging {
+    /// Copies sent beyond each request's first.
+    pub extra_copies: u64,
+    /// Extra copies per completed request.
+    pub extra_load: f64,
+    /// Requests a later copy answered first.
+    pub won_by_a_later_copy: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Tax {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FloorMs {
+    pub ttft: f64,
+    pub tpot: f64,
+    pub itl: f64,
+    pub e2e: f64,
+}
+
+impl FloorMs {
+    /// A metric's floor by name.
+    pub fn get(&self, metric: &str) -> Option<f64> {
+        match metric {
+            "ttft" => Some(self.ttft),
+            "tpot" => Some(self.tpot),
+            "itl" => Some(self.itl),
+            "e2e" => Some(self.e2e),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::plan::Floor> for FloorMs {
+    fn from(f: crate::plan::Floor) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        FloorMs {
+            ttft: ms(f.ttft),
+            tpot: ms(f.tpot),
+            itl: ms(f.itl),
+            e2e: ms(f.e2e),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Floors {
+    pub prompt_tokens: u32,
+    pub output_tokens: u32,
+    pub unit: String,
+    pub topology: FloorMs,
+    pub baseline: Option<FloorMs>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReferenceCheck {
+    pub source: String,
+    pub metric: String,
+    pub value: f64,
+    pub measured: f64,
+    pub tolerance: f64,
+    pub within_tolerance: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Network {
+    pub links: Vec<Link>,
+    pub connections: Vec<Connection>,
+    pub transport: Transport,
+    pub malformed_frames: u64,
+    /// Datagrams sent where the topology has no link.
+    #[serde(default)]
+    pub unroutable_datagrams: u64,
+    /// Datagrams dropped because a receiver's socket buffer (8,192 datagrams) was full.
+    #[serde(default)]
+    pub inbox_overflow_datagrams: u64,
+}
+
+/// One link direction: what it was set to and what it did.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Link {
+    pub from: String,
+    pub to: String,
+    /// The preset it started from, if any.
+    pub preset: Option<String>,
+    /// Its parameters at the start of the run.
+    pub params: LinkParams,
+    /// How it changed during the measured phase.
+    pub changes: Vec<LinkChange>,
+    pub datagrams: u64,
+    pub bytes: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub oversize: u64,
+    pub reordered: u64,
+    pub changes_applied: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkChange {
+    /// From the start of the measured phase, as inferlat writes a duration.
+    pub at: String,
+    pub params: LinkParams,
+}
+
+/// One direction of an emulated link.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinkParams {
+    /// One-way delay, as inferlat writes a duration ("20ms").
+    pub delay: String,
+    pub jitter: String,
+    pub jitter_distribution: String,
+    pub jitter_correlation: f64,
+    pub fifo: bool,
+    pub reorder: Option<Reorder>,
+    /// Bits per second; `None` is unlimited (unless `trace` is set).
+    pub bandwidth: Option<f64>,
+    pub trace: Option<Trace>,
+    pub loss: Loss,
+    pub duplicate: f64,
+    pub mtu: Option<u32>,
+    /// The tail-drop buffer ("1.5MB", "64 packets").
+    pub queue: String,
+}
+
+impl LinkParams {
+    /// The one-way delay in ms.
+    pub fn delay_ms(&self) -> Option<f64> {
+        seconds(&self.delay).map(|s| s * 1e3)
+    }
+
+    /// The jitter in ms.
+    pub fn jitter_ms(&self) -> Option<f64> {
+        seconds(&self.jitter).map(|s| s * 1e3)
+    }
+}
+
+/// A duration as summary.json writes it ("20ms"), in seconds.
+pub fn seconds(text: &str) -> Option<f64> {
+    crate::scenario::units::Dur::parse(text)
+        .ok()
+        .map(|d| d.get().as_secs_f64())
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Reorder {
+    pub p: f64,
+    pub correlation: f64,
+    pub gap: u32,
+}
+
+/// A mahimahi delivery trace.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Trace {
+    pub file: String,
+    pub period_ms: u64,
+    pub mean_bit_per_s: f64,
+}
+
+/// A loss model, tagged by `model`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(tag = "model", rename_all = "kebab-case")]
+pub enum Loss {
+    None,
+    Bernoulli {
+        p: f64,
+        correlation: f64,
+    },
+    GilbertElliott {
+        p: f64,
+        r: f64,
+        loss_good: f64,
+        loss_bad: f64,
+    },
+}
+
+/// quinn's own statistics of a connection at the end of a run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Connection {
+    pub from: String,
+    pub to: String,
+    pub rtt_ms: f64,
+    pub min_rtt_ms: f64,
+    pub cwnd: u64,
+    pub congestion_events: u64,
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    pub lost_bytes: u64,
+    pub udp_datagrams_sent: u64,
+    pub udp_datagrams_received: u64,
+    pub current_mtu: u16,
+    pub black_holes_detected: u64,
+}
+
+/// The QUIC settings that shape latency.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Transport {
+    pub initial_rtt_ms: f64,
+    pub max_idle_timeout_ms: u64,
+    pub keep_alive_ms: u64,
+    pub max_concurrent_bidi_streams: u32,
+    pub stream_receive_window: u64,
+    pub receive_window: u64,
+    pub congestion_controller: String,
+    pub initial_window: u64,
+}
+
+/// What ran: the topology's kind and path, and every node of the scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TopologyInfo {
+    pub kind: String,
+    /// Node names along the path, from the (first) client.
+    pub path: Vec<String>,
+    pub nodes: Vec<NodeInfo>,
+}
+
+impl TopologyInfo {
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// One node as it ran.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `client`, `relay` or `worker`, as the scenario says.
+    pub role: String,
+    /// What it does in this topology: `client`, `relay`, `whole`, `stage`, `star-host`,
+    /// `tensor-root`, `tensor-member`, or `unused` when no request reaches it.
+    pub part: String,
+    /// The device with its resolved figures (workers, and clients that compute).
+    pub device: Option<DeviceInfo>,
+    /// The span of transformer layers it holds, `[start, end)` (workers).
+    pub layers: Option<[u32; 2]>,
+    /// Continuous batching limit (nodes that compute).
+    pub max_batch: Option<u32>,
+}
+
+/// A device profile's resolved figures; a figure is null where it is unlimited.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub name: String,
+    pub memory_bytes: Option<f64>,
+    /// Dense bf16 peak, FLOP/s.
+    pub flops: Option<f64>,
+    /// Bytes/s.
+    pub mem_bandwidth: Option<f64>,
+    pub efficiency_compute: f64,
+    pub efficiency_memory: f64,
+    pub overhead_per_layer_ms: f64,
+}
+
+impl From<&DeviceProfile> for DeviceInfo {
+    fn from(d: &DeviceProfile) -> Self {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        DeviceInfo {
+            name: d.name.clone(),
+            memory_bytes: finite(d.memory.get()),
+            flops: finite(d.flops.get()),
+            mem_bandwidth: finite(d.mem_bandwidth.get()),
+            efficiency_compute: d.efficiency.compute,
+            efficiency_memory: d.efficiency.memory,
+            overhead_per_layer_ms: d.overhead_per_layer.get().as_secs_f64() * 1e3,
+        }
+    }
+}
+
+/// The model's shape.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub name: String,
+    pub layers: u32,
+    pub hidden: u32,
+    pub params: f64,
+    pub kv_dim: u32,
+    pub vocab: u32,
+    pub weight_bytes: f64,
+    pub activation_bytes: f64,
+    pub tied_embeddings: bool,
+}
+
+impl From<&crate::scenario::Model> for ModelInfo {
+    fn from(m: &crate::scenario::Model) -> Self {
+        ModelInfo {
+            name: m.name.clone(),
+            layers: m.layers,
+            hidden: m.hidden,
+            params: m.params,
+            kv_dim: m.kv_dim,
+            vocab: m.vocab,
+            weight_bytes: m.weight_bytes,
+            activation_bytes: m.activation_bytes,
+            tied_embeddings: m.tied_embeddings,
+        }
+    }
+}
+
+/// What ran, from the plan and the scenario. The one function that maps the plan's and
+/// the scenario's node types to summary.json's.
+pub fn what_ran(scenario: &Scenario, plan: &Plan) -> TopologyInfo {
+    let nodes = scenario
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let planned = plan.nodes.iter().find(|p| p.index == i);
+            let client = plan.clients.iter().find(|c| c.index == i);
+            let part = match (planned, client) {
+                (Some(p), _) => Part::name(p.part),
+                (None, Some(_)) => "client",
+                (None, None) => "unused",
+            };
+            let computes = planned.is_some_and(|p| p.stage.is_some() || p.head.is_some())
+                || client.is_some_and(|c| c.head.is_some());
+            NodeInfo {
+                name: n.name.clone(),
+                role: n.role.to_string(),
+                part: part.into(),
+                device: n.device.as_ref().map(DeviceInfo::from),
+                layers: (n.role == crate::scenario::Role::Worker)
+                    .then_some([n.layers.start, n.layers.end]),
+                max_batch: computes.then_some(planned.map_or(n.max_batch, |p| p.max_batch)),
+            }
+        })
+        .collect();
+    TopologyInfo {
+        kind: plan.kind.to_string(),
+        path: plan.path.clone(),
+        nodes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_committed_baseline_reads() {
+        let dir =
+            std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/results/baselines/ci"));
+        let mut n = 0;
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path().join("summary.json");
+            let text = std::fs::read_to_string(&p).unwrap();
+            let s = Summary::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            assert_eq!(s.schema_version, 1);
+            assert!(s.topology.is_none() && s.model.is_none());
+            n += 1;
+        }
+        assert!(n > 0);
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused() {
+        let e = Summary::parse(r#"{"schema_version": 9}"#).unwrap_err();
+        assert!(e.to_string().contains("schema_version 9"), "{e}");
+    }
+}
