@@ -60,20 +60,20 @@ impl fmt::Display for Metric {
 /// Where a request's service time went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Part {
+pub enum Share {
     Queue,
     Compute,
     Network,
 }
 
-impl Part {
-    pub const ALL: [Part; 3] = [Part::Queue, Part::Compute, Part::Network];
+impl Share {
+    pub const ALL: [Share; 3] = [Share::Queue, Share::Compute, Share::Network];
 
     pub fn name(self) -> &'static str {
         match self {
-            Part::Queue => "queue",
-            Part::Compute => "compute",
-            Part::Network => "network",
+            Share::Queue => "queue",
+            Share::Compute => "compute",
+            Share::Network => "network",
         }
     }
 }
@@ -219,7 +219,7 @@ pub fn ladder(h: &Histogram<u64>) -> Ladder {
 #[derive(Clone, Debug)]
 pub struct RunRecord {
     metrics: BTreeMap<Metric, Histogram<u64>>,
-    breakdown: BTreeMap<Part, Histogram<u64>>,
+    breakdown: BTreeMap<Share, Histogram<u64>>,
     /// Per node: its queue and compute time per request, on its own clock.
     nodes: BTreeMap<String, [Histogram<u64>; 2]>,
     /// Per client node: its requests' ttft and e2e.
@@ -248,7 +248,7 @@ impl Default for RunRecord {
     fn default() -> Self {
         RunRecord {
             metrics: Metric::ALL.iter().map(|&m| (m, histogram())).collect(),
-            breakdown: Part::ALL.iter().map(|&p| (p, histogram())).collect(),
+            breakdown: Share::ALL.iter().map(|&p| (p, histogram())).collect(),
             nodes: BTreeMap::new(),
             clients: BTreeMap::new(),
             extra_copies: 0,
@@ -321,9 +321,9 @@ impl RunRecord {
             self.put_interval(s.scheduled_at + token, Metric::Itl, d);
         }
         for (part, d) in [
-            (Part::Queue, s.queue),
-            (Part::Compute, s.compute),
-            (Part::Network, s.network()),
+            (Share::Queue, s.queue),
+            (Share::Compute, s.compute),
+            (Share::Network, s.network()),
         ] {
             add(
                 self.breakdown
@@ -377,7 +377,7 @@ impl RunRecord {
         &self.metrics[&m]
     }
 
-    pub fn part(&self, p: Part) -> &Histogram<u64> {
+    pub fn part(&self, p: Share) -> &Histogram<u64> {
         &self.breakdown[&p]
     }
 

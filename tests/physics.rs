@@ -147,7 +147,7 @@ fn baseline_at_low_load_matches_the_compute_model() {
     );
     // The breakdown agrees: compute is the model's, the baseline has no network.
     let compute = b
-        .part(inferlat::record::Part::Compute)
+        .part(inferlat::record::Share::Compute)
         .value_at_quantile(0.5) as f64
         / 1e6;
     assert!(
@@ -155,7 +155,7 @@ fn baseline_at_low_load_matches_the_compute_model() {
         "compute {compute:.2} ms"
     );
     let network = b
-        .part(inferlat::record::Part::Network)
+        .part(inferlat::record::Share::Network)
         .value_at_quantile(0.5) as f64
         / 1e6;
     assert!(network < 1.0, "baseline network residual {network:.3} ms");
@@ -200,7 +200,10 @@ fn closed_loop_keeps_its_concurrency_and_runs_the_requested_count() {
         r.histogram(Metric::ScheduleLag).min()
     );
     // With two in flight the worker is never idle, so the queue holds about one request.
-    let queue_p50 = r.part(inferlat::record::Part::Queue).value_at_quantile(0.5) as f64 / 1e6;
+    let queue_p50 = r
+        .part(inferlat::record::Share::Queue)
+        .value_at_quantile(0.5) as f64
+        / 1e6;
     assert!(
         queue_p50 > one * 0.5,
         "queue p50 {queue_p50:.2} ms, one request {one:.2} ms"
@@ -270,10 +273,10 @@ fn continuous_batching_raises_throughput_at_the_batch_step_time() {
     assert!(x8 > 4.0 * x1, "{x8} tok/s at batch 8, {x1} at batch 1");
     // And queueing shrinks: with eight slots, eight users never wait for one.
     let q1 = r1
-        .part(inferlat::record::Part::Queue)
+        .part(inferlat::record::Share::Queue)
         .value_at_quantile(0.5);
     let q8 = r8
-        .part(inferlat::record::Part::Queue)
+        .part(inferlat::record::Share::Queue)
         .value_at_quantile(0.5);
     assert!(
         q8 < q1 / 10,

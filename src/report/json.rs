@@ -9,7 +9,7 @@ use super::summary::{
 };
 use super::{Exporter, Results};
 use crate::harness::RunOutput;
-use crate::record::{Metric, Part, ladder};
+use crate::record::{Metric, Share, ladder};
 
 pub use super::summary::SCHEMA_VERSION;
 
@@ -38,9 +38,9 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
             goodput_requests_per_s: has_slo.then(|| r.goodput_per_s()),
         },
         breakdown: Breakdown {
-            queue: lad(r.part(Part::Queue)),
-            compute: lad(r.part(Part::Compute)),
-            network: lad(r.part(Part::Network)),
+            queue: lad(r.part(Share::Queue)),
+            compute: lad(r.part(Share::Compute)),
+            network: lad(r.part(Share::Network)),
             nodes: Some(
                 r.nodes()
                     .map(|(n, q, c)| {

@@ -3,7 +3,7 @@
 
 use super::{Results, fmt_ms};
 use crate::plan::{Floor, Plan, PlanError};
-use crate::record::{Metric, Part, ladder};
+use crate::record::{Metric, Share, ladder};
 use crate::scenario::{Extent, Scenario, units};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -116,7 +116,7 @@ fn requests_lines(o: &mut String, r: &Results) {
 fn topology_lines(o: &mut String, r: &Results) {
     if let Some(t) = &r.measured.topology {
         let rec = &t.record;
-        let parts: Vec<(Part, f64, f64)> = Part::ALL
+        let parts: Vec<(Share, f64, f64)> = Share::ALL
             .iter()
             .map(|&p| {
                 let l = ladder(rec.part(p));
