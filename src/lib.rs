@@ -17,3 +17,4 @@ pub mod record;
 pub mod report;
 pub mod scenario;
 pub mod topology;
+pub mod units;

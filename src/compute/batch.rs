@@ -437,8 +437,8 @@ impl<J: Waiter + Clone, S: Waiter> Batcher<J, S> {
 mod tests {
     use super::*;
     use crate::compute::device::{DeviceProfile, Efficiency};
-    use crate::scenario::Model;
-    use crate::scenario::units::{ByteRate, Bytes, Dur, FlopRate};
+    use crate::compute::model::Model;
+    use crate::units::{ByteRate, Bytes, Dur, FlopRate};
     use std::cell::Cell;
     use std::rc::Rc;
 

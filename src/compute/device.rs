@@ -1,7 +1,7 @@
 //! The device profile type (DESIGN §6): what a device can do, each figure with its source.
 //! Loading profiles from `profiles/` files is the scenario's job (`scenario::profile`).
 
-use crate::scenario::units::{ByteRate, Bytes, Dur, FlopRate};
+use crate::units::{ByteRate, Bytes, Dur, FlopRate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

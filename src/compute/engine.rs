@@ -192,7 +192,7 @@ impl EngineSpec for Stage {
 mod tests {
     use super::*;
     use crate::compute::device::DeviceProfile;
-    use crate::scenario::model::Preset;
+    use crate::compute::model::Preset;
 
     fn a100() -> Stage {
         let (device, _) = crate::scenario::ProfileLibrary::built_in()

@@ -12,6 +12,7 @@
 pub mod batch;
 pub mod device;
 pub mod engine;
+pub mod model;
 pub mod roofline;
 
 pub use device::{DeviceProfile, Efficiency};

@@ -2,7 +2,7 @@
 //! decode step of the layers it holds. Pure arithmetic; the harness does the waiting.
 
 use super::device::DeviceProfile;
-use crate::scenario::Model;
+use super::model::Model;
 use std::time::Duration;
 
 /// What one node computes: a device, a model and the layers it holds.
@@ -168,9 +168,9 @@ impl RequestCompute {
 mod tests {
     use super::*;
     use crate::compute::device::Efficiency;
+    use crate::compute::model::Preset;
     use crate::scenario::ProfileLibrary;
-    use crate::scenario::model::Preset;
-    use crate::scenario::units::{ByteRate, Bytes, Dur, FlopRate};
+    use crate::units::{ByteRate, Bytes, Dur, FlopRate};
 
     fn device(flops: f64, bw: f64, ce: f64, me: f64, ovh_us: u64) -> DeviceProfile {
         DeviceProfile {

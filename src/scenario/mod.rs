@@ -8,21 +8,20 @@
 pub mod diagnostic;
 mod file;
 pub mod link;
-pub mod model;
 pub mod profile;
 pub mod testing;
-pub mod units;
 mod validate;
 
+pub use crate::compute::model::{self, Model};
 use crate::format::duration_str;
 pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
 pub use crate::topology::{HedgeAfter, Hops, Role, TopologyKind};
+pub use crate::units;
 use diagnostic::{Diagnostic, Problem, Source};
 pub use link::{
     DEFAULT_QUEUE_BYTES, JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue,
     RateTrace, Reorder, WIRE_OVERHEAD,
 };
-pub use model::Model;
 pub use profile::{DeviceProfile, ProfileLibrary};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
