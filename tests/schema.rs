@@ -5,6 +5,7 @@
 
 use assert_cmd::Command;
 use inferlat::report::summary::Summary;
+use inferlat::scenario::testing::ScenarioText;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,32 +17,18 @@ const SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/summary.schema.j
 /// one output token (empty `tpot` and `itl`: null ladders), a closed loop, uniform prompt
 /// sizes, a requests extent, no warm-up, Gilbert-Elliott and correlated loss, normal jitter,
 /// reordering, duplication, an MTU, a queue in bytes and BBR.
-const VARIETY: &str = r#"
-name = "schema-variety"
-seed = 3
-
-[model]
-preset = "llama-2-7b"
-
-[workload]
-prompt_tokens = { dist = "uniform", min = 32, max = 96 }
-output_tokens = 1
-arrival = { kind = "closed", concurrency = 2 }
-requests = 6
-
-[[node]]
-name = "client"
-role = "client"
-
-[[node]]
-name = "gpu"
-role = "worker"
-device = "a100-80g"
-
-[[link]]
-from = "client"
-to = "gpu"
-delay = "5ms"
+fn variety() -> String {
+    ScenarioText::new("schema-variety")
+        .top("seed = 3")
+        .workload(
+            "prompt_tokens = { dist = \"uniform\", min = 32, max = 96 }\noutput_tokens = 1\narrival = { kind = \"closed\", concurrency = 2 }\nrequests = 6",
+        )
+        .client("client")
+        .worker("gpu", "a100-80g", "")
+        .one_way(
+            "client",
+            "gpu",
+            r#"delay = "5ms"
 jitter = "1ms"
 jitter_distribution = "normal"
 jitter_correlation = "25%"
@@ -50,20 +37,19 @@ bandwidth = "100Mbit/s"
 queue = "64KiB"
 loss = { model = "gilbert-elliott", p = "1%", r = "30%" }
 duplicate = "1%"
-mtu = 1400
-
-[[link]]
-from = "gpu"
-to = "client"
-delay = "5ms"
+mtu = 1400"#,
+        )
+        .one_way(
+            "gpu",
+            "client",
+            r#"delay = "5ms"
 reorder = "5%"
 reorder_gap = 2
-loss = { model = "bernoulli", p = "0.5%", correlation = "25%" }
-
-[quic]
-congestion = "bbr"
-initial_rtt = "20ms"
-"#;
+loss = { model = "bernoulli", p = "0.5%", correlation = "25%" }"#,
+        )
+        .raw("[quic]\ncongestion = \"bbr\"\ninitial_rtt = \"20ms\"")
+        .build()
+}
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -245,7 +231,7 @@ fn summaries_record_what_ran() {
 fn a_summary_with_nulls_and_without_optional_parts_matches_the_schema() {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("schema-variety.toml");
-    std::fs::write(&file, VARIETY).unwrap();
+    std::fs::write(&file, variety()).unwrap();
     let dir = run(&file, "schema-variety", out.path());
     let summary = read_json(&dir.join("summary.json"));
     // The branches this scenario is here for.

@@ -6,11 +6,14 @@ use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, Plan};
 use inferlat::record::Metric;
+use inferlat::scenario::testing::ScenarioText;
 use inferlat::scenario::{self, ProfileLibrary, Scenario};
+use std::ops::Range;
 use std::path::Path;
 
-fn scenario(text: &str) -> Scenario {
-    scenario::parse(Path::new("test.toml"), text, &ProfileLibrary::built_in())
+fn scenario(s: &ScenarioText) -> Scenario {
+    let text = s.build();
+    scenario::parse(Path::new("test.toml"), &text, &ProfileLibrary::built_in())
         .unwrap_or_else(|e| panic!("valid scenario: {e}\n{text}"))
 }
 
@@ -26,63 +29,46 @@ fn ms(m: &Measured, metric: Metric, q: f64) -> f64 {
     r.histogram(metric).value_at_quantile(q) as f64 / 1e6
 }
 
-const HEAD: &str = r#"
-seed = 5
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 32
-output_tokens = 6
-arrival = { kind = "poisson", rate = 1.0 }
-requests = 12
-warmup_requests = 0
-[[node]]
-name = "client"
-role = "client"
-"#;
-
-fn pipeline(hops: &str, link: &str) -> String {
+/// The workload of the pipeline, relay and star scenarios: `prompt_tokens`-token prompts,
+/// 6 output tokens, Poisson arrivals at 1 request/s, 12 requests, no warm-up.
+fn workload(prompt_tokens: u32) -> String {
     format!(
-        r#"name = "pipe"
-{HEAD}
-[[node]]
-name = "s1"
-role = "worker"
-device = "a100-80g"
-layers = "0..11"
-max_batch = 4
-[[node]]
-name = "s2"
-role = "worker"
-device = "a100-80g"
-layers = "11..22"
-max_batch = 4
-[[node]]
-name = "s3"
-role = "worker"
-device = "a100-80g"
-layers = "22..32"
-max_batch = 4
-[[link]]
-between = ["client", "s1"]
-{link}
-[[link]]
-between = ["client", "s2"]
-{link}
-[[link]]
-between = ["client", "s3"]
-{link}
-[[link]]
-between = ["s1", "s2"]
-{link}
-[[link]]
-between = ["s2", "s3"]
-{link}
-[topology]
-kind = "pipeline"
-path = ["client", "s1", "s2", "s3"]
-hops = "{hops}"
-"#
+        "prompt_tokens = {prompt_tokens}\noutput_tokens = 6\narrival = {{ kind = \"poisson\", rate = 1.0 }}\nrequests = 12\nwarmup_requests = 0"
+    )
+}
+
+/// Seed 5, Llama 2 7B, [`workload`] with 32-token prompts, and a node `client`.
+fn head(name: &str) -> ScenarioText {
+    ScenarioText::new(name)
+        .top("seed = 5")
+        .workload(&workload(32))
+        .client("client")
+}
+
+/// Three A100 stages of Llama 2 7B, each a `link` from the client and from the stage
+/// before it, run with `hops`.
+fn pipeline(hops: &str, link: &str) -> ScenarioText {
+    let mut s = head("pipe");
+    for (stage, layers) in [("s1", "0..11"), ("s2", "11..22"), ("s3", "22..32")] {
+        s = s.worker(
+            stage,
+            "a100-80g",
+            &format!("layers = \"{layers}\"\nmax_batch = 4"),
+        );
+    }
+    for (a, b) in [
+        ("client", "s1"),
+        ("client", "s2"),
+        ("client", "s3"),
+        ("s1", "s2"),
+        ("s2", "s3"),
+    ] {
+        s = s.link(a, b, link);
+    }
+    s.topology(
+        "pipeline",
+        &["client", "s1", "s2", "s3"],
+        &format!("hops = \"{hops}\""),
     )
 }
 
@@ -124,47 +110,57 @@ fn server_to_server_never_takes_longer_than_client_relayed() {
     }
 }
 
-fn tensor(rtt_ms: f64, members: usize) -> String {
-    let mut t = String::from(
-        r#"name = "tp"
-seed = 5
-[model]
-layers = 4
-hidden = 1024
-params = 300000000
-kv_dim = 1024
-vocab = 32000
-weight_bytes = 2
-activation_bytes = 2
-[workload]
-prompt_tokens = 16
-output_tokens = 5
-arrival = { kind = "constant", rate = 1.0 }
-requests = 3
-warmup_requests = 0
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "root"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["client", "root"]
-rtt = "1ms"
-"#,
+/// A tensor group: a node `client`, a root on `root_device` 1 ms from it, and an ideal
+/// member `w{i}` for each `i` in `members`, `rtt_ms` from the root. `head` names the
+/// scenario and gives its model, workload and seed.
+fn tensor_group(
+    head: ScenarioText,
+    root_device: &str,
+    members: Range<usize>,
+    rtt_ms: f64,
+) -> ScenarioText {
+    let members: Vec<String> = members.map(|i| format!("w{i}")).collect();
+    let mut s = head.client("client").worker("root", root_device, "").link(
+        "client",
+        "root",
+        "rtt = \"1ms\"",
     );
-    let mut path = vec!["\"client\"".to_string(), "\"root\"".to_string()];
-    for i in 0..members {
-        t += &format!(
-            "[[node]]\nname = \"w{i}\"\nrole = \"worker\"\ndevice = \"ideal\"\n[[link]]\nbetween = [\"root\", \"w{i}\"]\nrtt = \"{rtt_ms}ms\"\n"
-        );
-        path.push(format!("\"w{i}\""));
+    let mut path = vec!["client", "root"];
+    for m in &members {
+        s = s
+            .worker(m, "ideal", "")
+            .link("root", m, &format!("rtt = \"{rtt_ms}ms\""));
+        path.push(m);
     }
-    t + &format!(
-        "[topology]\nkind = \"tensor\"\npath = [{}]\n",
-        path.join(", ")
+    s.topology("tensor", &path, "")
+}
+
+/// The workload of the small tensor groups: 16-token prompts, 5 output tokens, `requests`
+/// requests arriving as `arrival`, no warm-up.
+fn small_tensor_workload(arrival: &str, requests: u32) -> String {
+    format!(
+        "prompt_tokens = 16\noutput_tokens = 5\narrival = {arrival}\nrequests = {requests}\nwarmup_requests = 0"
     )
+}
+
+/// A 4-layer, 300 M-parameter model in 16 bits, so that the round trips dominate.
+const SMALL_MODEL: &str = "layers = 4\nhidden = 1024\nparams = 300000000\nkv_dim = 1024\nvocab = 32000\nweight_bytes = 2\nactivation_bytes = 2";
+
+/// The small model on a root on `root_device` and members `w0`..: one request a second,
+/// three requests.
+fn small_tensor(root_device: &str, rtt_ms: f64, members: usize) -> ScenarioText {
+    let head = ScenarioText::new("tp")
+        .top("seed = 5")
+        .model(SMALL_MODEL)
+        .workload(&small_tensor_workload(
+            "{ kind = \"constant\", rate = 1.0 }",
+            3,
+        ));
+    tensor_group(head, root_device, 0..members, rtt_ms)
+}
+
+fn tensor(rtt_ms: f64, members: usize) -> ScenarioText {
+    small_tensor("ideal", rtt_ms, members)
 }
 
 #[test]
@@ -189,11 +185,11 @@ fn tensor_parallel_latency_grows_by_a_round_trip_per_synchronisation() {
 fn tensor_groups_under_load_never_deadlock() {
     // Four users at once on a group whose nodes each take one request at a time: the root
     // admits, the members follow it.
-    let text = tensor(1.0, 2).replace(
-        "arrival = { kind = \"constant\", rate = 1.0 }\nrequests = 3",
-        "arrival = { kind = \"closed\", concurrency = 4 }\nrequests = 12",
-    );
-    assert!(text.contains("closed"));
+    let text = tensor(1.0, 2).workload(&small_tensor_workload(
+        "{ kind = \"closed\", concurrency = 4 }",
+        12,
+    ));
+    assert!(text.build().contains("closed"));
     let (_, m) = run(&scenario(&text));
     let r = &m.topology.as_ref().unwrap().record;
     assert_eq!((r.completed, r.failed), (12, 0), "{:?}", r.errors);
@@ -208,40 +204,12 @@ fn tensor_bytes_per_token_match_distributed_llama() {
     // REFERENCE.md: the root sends and receives 4·L·(N−1)·hidden·β bytes per token for the
     // all-reduces (Llama 3 8B, β = 1.0625: 544 KiB with 2 nodes, 1,632 KiB with 4).
     for (n, kib) in [(2usize, 544u64), (4, 1632)] {
-        let mut text = String::from(
-            r#"name = "dllama"
-[model]
-preset = "llama-3-8b"
-activation_bytes = 1.0625
-weight_bytes = 0.5625
-[workload]
-prompt_tokens = 16
-output_tokens = 4
-arrival = { kind = "constant", rate = 1.0 }
-requests = 2
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "root"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["client", "root"]
-rtt = "1ms"
-"#,
-        );
-        let mut path = vec!["\"client\"".to_string(), "\"root\"".to_string()];
-        for i in 1..n {
-            text += &format!(
-                "[[node]]\nname = \"w{i}\"\nrole = \"worker\"\ndevice = \"ideal\"\n[[link]]\nbetween = [\"root\", \"w{i}\"]\nrtt = \"1ms\"\n"
+        let head = ScenarioText::new("dllama")
+            .model("preset = \"llama-3-8b\"\nactivation_bytes = 1.0625\nweight_bytes = 0.5625")
+            .workload(
+                "prompt_tokens = 16\noutput_tokens = 4\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 2",
             );
-            path.push(format!("\"w{i}\""));
-        }
-        text += &format!(
-            "[topology]\nkind = \"tensor\"\npath = [{}]\n",
-            path.join(", ")
-        );
+        let text = tensor_group(head, "ideal", 1..n, 1.0);
         let s = scenario(&text);
         let p = plan::plan(&s).unwrap();
         let (l, hb) = (s.model.layers as u64, p.hidden_bytes);
@@ -268,47 +236,20 @@ rtt = "1ms"
 fn petals_client_traffic_per_decode_step_is_two_hidden_states_per_server() {
     // REFERENCE.md: per decode step with k servers, client-side traffic 2·k·hidden·β bytes
     // (BLOOM-176B in fp16: hidden state 28,672 B).
-    let text = r#"name = "petals"
-[model]
-preset = "bloom-176b"
-weight_bytes = 1
-[workload]
-prompt_tokens = 16
-output_tokens = 4
-arrival = { kind = "constant", rate = 1.0 }
-requests = 2
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "s1"
-role = "worker"
-device = "a100-80g"
-layers = "0..24"
-[[node]]
-name = "s2"
-role = "worker"
-device = "a100-80g"
-layers = "24..47"
-[[node]]
-name = "s3"
-role = "worker"
-device = "a100-80g"
-layers = "47..70"
-[[link]]
-between = ["client", "s1"]
-rtt = "100ms"
-[[link]]
-between = ["client", "s2"]
-rtt = "100ms"
-[[link]]
-between = ["client", "s3"]
-rtt = "100ms"
-[topology]
-kind = "pipeline"
-path = ["client", "s1", "s2", "s3"]
-"#;
-    let p = plan::plan(&scenario(text)).unwrap();
+    let mut text = ScenarioText::new("petals")
+        .model("preset = \"bloom-176b\"\nweight_bytes = 1")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 4\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 2",
+        )
+        .client("client");
+    for (stage, layers) in [("s1", "0..24"), ("s2", "24..47"), ("s3", "47..70")] {
+        text = text.worker(stage, "a100-80g", &format!("layers = \"{layers}\""));
+    }
+    for stage in ["s1", "s2", "s3"] {
+        text = text.link("client", stage, "rtt = \"100ms\"");
+    }
+    let text = text.topology("pipeline", &["client", "s1", "s2", "s3"], "");
+    let p = plan::plan(&scenario(&text)).unwrap();
     assert_eq!(p.hidden_bytes, 28_672);
     let client: u64 = p
         .hops
@@ -326,51 +267,34 @@ path = ["client", "s1", "s2", "s3"]
     assert!(up.prefill_bytes >= 16 * 28_672);
 }
 
-fn hedged(after: &str) -> String {
-    format!(
-        r#"name = "hedge"
-seed = 9
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 32
-output_tokens = 4
-arrival = {{ kind = "poisson", rate = 2.0 }}
-requests = 60
-warmup_requests = 0
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "fast"
-role = "worker"
-device = "a100-80g"
-max_batch = 8
-[[node]]
-name = "slow"
-role = "worker"
-device = "a100-80g"
-max_batch = 8
-[[link]]
-between = ["client", "fast"]
-rtt = "10ms"
-[[link]]
-between = ["client", "slow"]
-rtt = "10ms"
-jitter = "150ms"
-jitter_distribution = "pareto"
-[topology]
-kind = "hedged"
-path = ["client", "fast", "slow"]
-hedge_after = "{after}"
-"#
-    )
+/// Two A100 replicas 10 ms away, `slow` with Pareto jitter of 150 ms, hedged after
+/// `after` in the order `replicas`.
+fn hedged(after: &str, replicas: [&str; 2]) -> ScenarioText {
+    ScenarioText::new("hedge")
+        .top("seed = 9")
+        .workload(
+            "prompt_tokens = 32\noutput_tokens = 4\narrival = { kind = \"poisson\", rate = 2.0 }\nrequests = 60\nwarmup_requests = 0",
+        )
+        .client("client")
+        .worker("fast", "a100-80g", "max_batch = 8")
+        .worker("slow", "a100-80g", "max_batch = 8")
+        .link("client", "fast", "rtt = \"10ms\"")
+        .link(
+            "client",
+            "slow",
+            "rtt = \"10ms\"\njitter = \"150ms\"\njitter_distribution = \"pareto\"",
+        )
+        .topology(
+            "hedged",
+            &["client", replicas[0], replicas[1]],
+            &format!("hedge_after = \"{after}\""),
+        )
 }
 
 #[test]
 fn hedging_lowers_p99_when_one_replica_is_slow_and_reports_its_copies() {
-    let (_, never) = run(&scenario(&hedged("1h")));
-    let (_, hedge) = run(&scenario(&hedged("40ms")));
+    let (_, never) = run(&scenario(&hedged("1h", ["fast", "slow"])));
+    let (_, hedge) = run(&scenario(&hedged("40ms", ["fast", "slow"])));
     let (a, b) = (
         ms(&hedge, Metric::Ttft, 0.99),
         ms(&never, Metric::Ttft, 0.99),
@@ -392,51 +316,18 @@ fn hedging_lowers_p99_when_one_replica_is_slow_and_reports_its_copies() {
 
 #[test]
 fn relay_and_star_keep_to_their_floors() {
-    let relay = format!(
-        r#"name = "relay"
-{HEAD}
-[[node]]
-name = "gateway"
-role = "relay"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "a100-80g"
-[[link]]
-between = ["client", "gateway"]
-rtt = "20ms"
-[[link]]
-between = ["gateway", "gpu"]
-rtt = "80ms"
-[topology]
-kind = "relay"
-path = ["client", "gateway", "gpu"]
-"#
-    );
-    let star = format!(
-        r#"name = "star"
-{HEAD}
-[[node]]
-name = "host"
-role = "worker"
-device = "a100-80g"
-layers = "0..0"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "a100-80g"
-layers = "0..32"
-[[link]]
-between = ["client", "host"]
-rtt = "1ms"
-[[link]]
-between = ["host", "gpu"]
-rtt = "10ms"
-[topology]
-kind = "star"
-path = ["client", "host", "gpu"]
-"#
-    );
+    let relay = head("relay")
+        .relay("gateway")
+        .worker("gpu", "a100-80g", "")
+        .link("client", "gateway", "rtt = \"20ms\"")
+        .link("gateway", "gpu", "rtt = \"80ms\"")
+        .topology("relay", &["client", "gateway", "gpu"], "");
+    let star = head("star")
+        .worker("host", "a100-80g", "layers = \"0..0\"")
+        .worker("gpu", "a100-80g", "layers = \"0..32\"")
+        .link("client", "host", "rtt = \"1ms\"")
+        .link("host", "gpu", "rtt = \"10ms\"")
+        .topology("star", &["client", "host", "gpu"], "");
     for text in [relay, star] {
         let (p, m) = run(&scenario(&text));
         let f = p.floor(p.typical);
@@ -460,39 +351,18 @@ path = ["client", "host", "gpu"]
 
 #[test]
 fn clients_share_the_load_by_their_weights() {
-    let text = r#"name = "two-clients"
-seed = 2
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 2000
-output_tokens = 2
-arrival = { kind = "poisson", rate = 20.0 }
-requests = 400
-warmup_requests = 0
-[[node]]
-name = "eu"
-role = "client"
-share = 3
-[[node]]
-name = "us"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["eu", "gpu"]
-rtt = "10ms"
-[[link]]
-between = ["us", "gpu"]
-rtt = "80ms"
-[topology]
-kind = "direct"
-path = ["eu", "gpu"]
-clients = ["eu", "us"]
-"#;
-    let (_, m) = run(&scenario(text));
+    let text = ScenarioText::new("two-clients")
+        .top("seed = 2")
+        .workload(
+            "prompt_tokens = 2000\noutput_tokens = 2\narrival = { kind = \"poisson\", rate = 20.0 }\nrequests = 400\nwarmup_requests = 0",
+        )
+        .node("eu", "client", "share = 3")
+        .client("us")
+        .worker("gpu", "ideal", "")
+        .link("eu", "gpu", "rtt = \"10ms\"")
+        .link("us", "gpu", "rtt = \"80ms\"")
+        .topology("direct", &["eu", "gpu"], "clients = [\"eu\", \"us\"]");
+    let (_, m) = run(&scenario(&text));
     let bytes = |from: &str| {
         m.links
             .iter()
@@ -524,12 +394,9 @@ clients = ["eu", "us"]
 #[test]
 fn floors_hold_for_mixed_tensor_groups_and_any_hedged_replica() {
     // A root slower than its member: the root computes while the member's round trip runs.
-    let mixed = tensor(1.0, 1).replacen("device = \"ideal\"", "device = \"a100-80g\"", 1);
+    let mixed = small_tensor("a100-80g", 1.0, 1);
     // A hedged pair whose first listed replica is the far one.
-    let far_first = hedged("1h").replace(
-        "path = [\"client\", \"fast\", \"slow\"]",
-        "path = [\"client\", \"slow\", \"fast\"]",
-    );
+    let far_first = hedged("1h", ["slow", "fast"]);
     for text in [mixed, far_first] {
         let (p, m) = run(&scenario(&text));
         let f = p.floor(p.typical);
@@ -550,8 +417,7 @@ fn floors_hold_for_mixed_tensor_groups_and_any_hedged_replica() {
 #[test]
 fn hidden_states_past_the_frame_limit_are_refused_when_planned() {
     // 9,000 tokens of Llama 2 7B hidden states: 73.7 MB, past the 64 MiB frame limit.
-    let text = pipeline("client-relayed", "rtt = \"2ms\"")
-        .replace("prompt_tokens = 32", "prompt_tokens = 9000");
+    let text = pipeline("client-relayed", "rtt = \"2ms\"").workload(&workload(9000));
     let e = plan::plan(&scenario(&text)).unwrap_err().to_string();
     assert!(
         e.contains("9000 tokens") && e.contains("frame limit"),

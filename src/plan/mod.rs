@@ -476,38 +476,30 @@ fn floor_of(ttft: Duration, steps: &[Duration]) -> Floor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::testing::ScenarioText;
     use crate::scenario::{self, ProfileLibrary};
     use std::path::Path;
 
-    fn scenario(text: &str) -> Scenario {
-        scenario::parse(Path::new("t.toml"), text, &ProfileLibrary::built_in()).unwrap()
+    fn scenario(s: &ScenarioText) -> Scenario {
+        scenario::parse(Path::new("t.toml"), &s.build(), &ProfileLibrary::built_in()).unwrap()
     }
 
-    const NET_ONLY: &str = r#"
-name = "t"
-[model]
-preset = "llama-2-7b"
-[workload]
-prompt_tokens = 100
-output_tokens = 10
-arrival = { kind = "constant", rate = 1.0 }
-requests = 5
-[[node]]
-name = "client"
-role = "client"
-[[node]]
-name = "gpu"
-role = "worker"
-device = "ideal"
-[[link]]
-between = ["client", "gpu"]
-rtt = "50ms"
-bandwidth = "8Mbit/s"
-"#;
+    /// A client and a worker on `device` (a TOML value: a quoted profile name or an inline
+    /// table) over 50 ms at 8 Mbit/s; five requests of 100 prompt and 10 output tokens, one
+    /// a second.
+    fn net_only(device: &str) -> ScenarioText {
+        ScenarioText::new("t")
+            .workload(
+                "prompt_tokens = 100\noutput_tokens = 10\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 5",
+            )
+            .client("client")
+            .node("gpu", "worker", &format!("device = {device}"))
+            .link("client", "gpu", "rtt = \"50ms\"\nbandwidth = \"8Mbit/s\"")
+    }
 
     #[test]
     fn network_only_floor_is_rtt_plus_serialization() {
-        let p = plan(&scenario(NET_ONLY)).unwrap();
+        let p = plan(&scenario(&net_only("\"ideal\""))).unwrap();
         let shape = Shape {
             prompt: 100,
             output: 10,
@@ -528,8 +520,7 @@ bandwidth = "8Mbit/s"
 
     #[test]
     fn compute_floor_adds_prefill_and_decode() {
-        let text = NET_ONLY.replace("device = \"ideal\"", "device = \"a100-80g\"")
-            + "[baseline]\ndevice = \"h100-sxm\"\n";
+        let text = net_only("\"a100-80g\"").raw("[baseline]\ndevice = \"h100-sxm\"");
         let p = plan(&scenario(&text)).unwrap();
         let shape = Shape {
             prompt: 100,
@@ -545,19 +536,14 @@ bandwidth = "8Mbit/s"
 
     #[test]
     fn inline_device_table_is_a_profile() {
-        let inline = r#"device = { memory = "24GB", flops = "100TFLOP/s", mem_bandwidth = "1TB/s", efficiency = { compute = 0.5, memory = 0.5 } }"#;
-        let p = plan(&scenario(&NET_ONLY.replace("device = \"ideal\"", inline))).unwrap();
+        let inline = r#"{ memory = "24GB", flops = "100TFLOP/s", mem_bandwidth = "1TB/s", efficiency = { compute = 0.5, memory = 0.5 } }"#;
+        let p = plan(&scenario(&net_only(inline))).unwrap();
         let stage = p.nodes[0].stage.as_ref().unwrap();
         assert_eq!(stage.device.name, "inline");
         // Decode reads the layers and the LM head (13.15 GB) at 0.5 TB/s effective: 26.3 ms.
         assert!(stage.decode(100) >= Duration::from_micros(26_300));
-        let bad = NET_ONLY.replace(
-            "device = \"ideal\"",
-            &inline.replace("compute = 0.5", "compute = 1.5"),
-        );
-        let e = scenario::parse(Path::new("t.toml"), &bad, &ProfileLibrary::built_in())
-            .unwrap_err()
-            .to_string();
+        let bad = net_only(&inline.replace("compute = 0.5", "compute = 1.5"));
+        let e = bad.parse().unwrap_err().to_string();
         assert!(
             e.contains("efficiency.compute") && e.contains("(0, 1]"),
             "{e}"
@@ -566,8 +552,7 @@ bandwidth = "8Mbit/s"
 
     #[test]
     fn ring_is_not_planned() {
-        let text =
-            NET_ONLY.to_string() + "[topology]\nkind = \"ring\"\npath = [\"client\", \"gpu\"]\n";
+        let text = net_only("\"ideal\"").topology("ring", &["client", "gpu"], "");
         let e = plan(&scenario(&text)).unwrap_err();
         assert!(matches!(
             e,

@@ -93,6 +93,14 @@ impl ScenarioText {
         self
     }
 
+    /// A `[[link]]` in one direction, `from` to `to`, with its parameters: two of them
+    /// make a link whose directions differ.
+    pub fn one_way(mut self, from: &str, to: &str, fields: &str) -> Self {
+        let _ = writeln!(self.body, "[[link]]\nfrom = \"{from}\"\nto = \"{to}\"");
+        push_line(&mut self.body, fields);
+        self
+    }
+
     /// `[topology]` of `kind` along `path`, with any further fields.
     pub fn topology(mut self, kind: &str, path: &[&str], fields: &str) -> Self {
         let names: Vec<String> = path.iter().map(|n| format!("\"{n}\"")).collect();
