@@ -189,7 +189,6 @@ fn tensor_groups_under_load_never_deadlock() {
         "{ kind = \"closed\", concurrency = 4 }",
         12,
     ));
-    assert!(text.build().contains("closed"));
     let (_, m) = run(&scenario(&text));
     let r = &m.topology.as_ref().unwrap().record;
     assert_eq!((r.completed, r.failed), (12, 0), "{:?}", r.errors);
