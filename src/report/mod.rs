@@ -199,7 +199,8 @@ pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> 
     Ok(written)
 }
 
-/// Writes report.md and report.html for these results into `out`.
+/// Writes report.md and report.html for these results into `out`, with the comparisons
+/// saved in their folders.
 pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries: Vec<model::Entry> = loaded
         .iter()
@@ -208,14 +209,32 @@ pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<V
             comparison: l.saved.as_ref(),
         })
         .collect();
+    write_entry_reports(&entries, out, "")
+}
+
+/// Writes report.md and report.html for these entries into `out`; `appendix` (Markdown
+/// text, shown as is in the HTML) ends both.
+pub fn write_entry_reports(
+    entries: &[model::Entry],
+    out: &Path,
+    appendix: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let md = out.join("report.md");
-    write_atomic(
-        &md,
-        markdown::render(&entries, "inferlat report").as_bytes(),
-    )?;
+    let mut text = markdown::render(entries, "inferlat report");
+    text.push_str(appendix);
+    write_atomic(&md, text.as_bytes())?;
     let html = out.join("report.html");
-    write_atomic(&html, html::render(&entries, "inferlat report").as_bytes())?;
+    let mut page = html::render(entries, "inferlat report");
+    if !appendix.is_empty() {
+        let escaped = appendix
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let block = format!("<section><pre>{escaped}</pre></section>\n</main>");
+        page = page.replacen("</main>", &block, 1);
+    }
+    write_atomic(&html, page.as_bytes())?;
     Ok(vec![md, html])
 }
 
