@@ -381,6 +381,77 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 
+    /// Two writers of one folder and a reader, many times over: every read and the folder
+    /// left at the end hold the files of one write, and no `.tmp` folder is left.
+    #[test]
+    fn concurrent_writers_never_mix_a_folder() {
+        const FILES: [&str; 4] = [
+            "summary.json",
+            "topology.e2e.hgrm",
+            "topology.hlog",
+            "compare.json",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("s");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let read_one = || {
+            stable(
+                &dest,
+                || -> Result<Vec<Vec<u8>>, String> {
+                    FILES
+                        .iter()
+                        .map(|f| std::fs::read(dest.join(f)).map_err(|e| e.to_string()))
+                        .collect()
+                },
+                |why| why,
+            )
+        };
+        std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..2)
+                .map(|w| {
+                    let dest = &dest;
+                    scope.spawn(move || {
+                        for i in 0..100 {
+                            let mut s = Staged::new(dest).unwrap();
+                            let tag = format!("writer {w} write {i} {}", s.run_id());
+                            for f in FILES {
+                                s.write(f, tag.as_bytes()).unwrap();
+                            }
+                            s.commit().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            scope.spawn(|| {
+                let mut reads = 0;
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(files) = read_one() {
+                        assert!(files.iter().all(|f| *f == files[0]), "a mixed read");
+                        reads += 1;
+                    }
+                }
+                assert!(reads > 0);
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            done.store(true, Ordering::Relaxed);
+        });
+        let files = read_one().unwrap();
+        let tag = String::from_utf8(files[0].clone()).unwrap();
+        assert!(
+            files.iter().all(|f| *f == files[0]),
+            "the folder mixes writes"
+        );
+        assert!(tag.ends_with(&run_id(&dest).unwrap()), "{tag}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("s")]);
+    }
+
     #[test]
     fn file_names_stay_inside_the_folder() {
         let dir = tempfile::tempdir().unwrap();
