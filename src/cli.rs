@@ -414,26 +414,23 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             outcome
         });
         runtime.shutdown_background();
-        match outcome {
-            Ok(true) => {}
-            Ok(false) => code = EXIT_RUN_FAILED,
+        let staged = match outcome {
+            Ok((ok, staged)) => {
+                if !ok {
+                    code = EXIT_RUN_FAILED;
+                }
+                staged
+            }
             Err(e) => {
                 eprintln!("error: {}: {e:#}", s.name);
                 code = EXIT_RUN_FAILED;
                 continue;
             }
-        }
+        };
         let dir = args.out.join(&s.name);
-        if let Some(name) = &args.baseline {
-            let base_dir = args.out.join("baselines").join(name).join(&s.name);
-            let base = compare::load(&base_dir).map_err(|e| Failure::BadInput(e.into()))?;
-            let new = compare::load(&dir).map_err(|e| Failure::BadInput(e.into()))?;
-            let c = compare::compare(&base, &new, args.threshold);
-            let verdict =
-                finish_comparison(&c, &dir.join("compare.json"), args.fail_on_regression)?;
-            if verdict != EXIT_OK {
-                code = code.max(verdict);
-            }
+        let verdict = compare_staged(staged, &args)?;
+        if verdict != EXIT_OK {
+            code = code.max(verdict);
         }
         // After the comparison, so one name can be compared with and then replaced.
         if let Some(name) = &args.save_baseline {
@@ -443,6 +440,40 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         }
     }
     Ok(code)
+}
+
+/// Compares a run's staged folder with `--baseline` and writes its `compare.json` into it
+/// before the folder is swapped into place, so the verdicts belong to the folder's run.
+fn compare_staged(mut staged: report::folder::Staged, args: &RunArgs) -> Result<i32, Failure> {
+    let verdict = match &args.baseline {
+        Some(name) => verdicts_into(&mut staged, name, args),
+        None => Ok(EXIT_OK),
+    };
+    // The results are written whatever the comparison said.
+    staged.commit().map_err(|e| Failure::Run(e.into()))?;
+    verdict
+}
+
+fn verdicts_into(
+    staged: &mut report::folder::Staged,
+    name: &str,
+    args: &RunArgs,
+) -> Result<i32, Failure> {
+    let dest = staged.dest().to_path_buf();
+    let scenario = dest.file_name().map(PathBuf::from).unwrap_or_default();
+    let base_dir = args.out.join("baselines").join(name).join(scenario);
+    let base = compare::load(&base_dir).map_err(|e| Failure::BadInput(e.into()))?;
+    let mut new = compare::load(staged.path()).map_err(|e| Failure::BadInput(e.into()))?;
+    for n in &mut new {
+        n.dir = dest.clone();
+    }
+    let c = compare::compare(&base, &new, args.threshold);
+    let (verdict, bytes) = judge_comparison(&c, args.fail_on_regression)?;
+    staged
+        .write("compare.json", &bytes)
+        .map_err(|e| Failure::Run(e.into()))?;
+    println!("verdicts: {}", dest.join("compare.json").display());
+    Ok(verdict)
 }
 
 /// `inferlat report`.
@@ -484,13 +515,19 @@ fn compare_command(args: &CompareArgs) -> Result<i32, Failure> {
 
 /// Prints a comparison, writes its JSON, and maps it to an exit code.
 fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result<i32, Failure> {
+    let (code, bytes) = judge_comparison(c, fail)?;
+    report::write_atomic(json, &bytes).map_err(Failure::BadInput)?;
+    println!("verdicts: {}", json.display());
+    Ok(code)
+}
+
+/// Prints a comparison and maps it to an exit code; returns the code and the JSON.
+fn judge_comparison(c: &compare::Comparison, fail: bool) -> Result<(i32, Vec<u8>), Failure> {
     print!("{}", compare::render(c));
     let mut bytes = serde_json::to_vec_pretty(c)
         .context("encoding the comparison")
         .map_err(Failure::Run)?;
     bytes.push(b'\n');
-    report::write_atomic(json, &bytes).map_err(Failure::BadInput)?;
-    println!("verdicts: {}", json.display());
     if c.scenarios.is_empty() {
         return Err(Failure::BadInput(anyhow!(
             "no scenario is in both folders: nothing was compared"
@@ -502,7 +539,7 @@ fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result
         }
     }
     if c.counts.refused > 0 {
-        return Ok(EXIT_BAD_INPUT);
+        return Ok((EXIT_BAD_INPUT, bytes));
     }
     if fail && c.counts.regressed > 0 {
         eprintln!(
@@ -513,9 +550,9 @@ fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result
                 format!("{} metrics", c.counts.regressed)
             }
         );
-        return Ok(EXIT_RUN_FAILED);
+        return Ok((EXIT_RUN_FAILED, bytes));
     }
-    Ok(EXIT_OK)
+    Ok((EXIT_OK, bytes))
 }
 
 /// Makes sure results can be written before anything runs.
@@ -537,7 +574,7 @@ async fn run_one(
     args: &RunArgs,
     clock: &Clock,
     cancel: &CancellationToken,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, report::folder::Staged)> {
     for note in &p.notes {
         eprintln!("note: {}: {note}", s.name);
     }
@@ -561,7 +598,7 @@ async fn run_one(
         environment: Environment::capture(started),
     };
     let dir = args.out.join(&s.name);
-    report::write_all(&results, &dir)?;
+    let staged = report::stage(&results, &dir)?;
     print!("{}", report::table::render(&results));
     if clock.kind() == ClockKind::Virtual {
         println!(
@@ -585,7 +622,7 @@ async fn run_one(
             dir.join("summary.json").display()
         );
     }
-    Ok(results.complete() && completed)
+    Ok((results.complete() && completed, staged))
 }
 
 /// Prints progress to stderr: a line rewritten in place on a terminal, a line every

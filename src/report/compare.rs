@@ -113,6 +113,8 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
             source,
         })?
         .flatten()
+        // A `.name.*.tmp` folder is a write in progress (report::folder), not a result.
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
         .map(|e| e.path())
         .filter(|p| p.join("summary.json").is_file())
         .collect();
@@ -126,7 +128,19 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
     Ok(out)
 }
 
+/// Reads one folder, again if another run swapped a new one in while it was read.
 fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
+    super::folder::stable(
+        dir,
+        || load_files(dir),
+        |why| LoadError::Bad {
+            path: dir.to_path_buf(),
+            why,
+        },
+    )
+}
+
+fn load_files(dir: &Path) -> Result<Loaded, LoadError> {
     let path = dir.join("summary.json");
     let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
         path: path.clone(),

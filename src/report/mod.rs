@@ -6,6 +6,7 @@
 
 pub mod bencher;
 pub mod compare;
+pub mod folder;
 pub mod hgrm;
 pub mod hlog;
 pub mod html;
@@ -168,33 +169,38 @@ pub fn exporters() -> Vec<Box<dyn Exporter>> {
     ]
 }
 
-/// Writes every exporter's files into `dir`, each atomically. Returns the paths written.
-pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut written = Vec::new();
+/// Writes every exporter's files into a temporary folder that will replace `dir` (see
+/// [`folder`]); add files (a `compare.json`) with [`folder::Staged::write`], then commit it.
+pub fn stage(results: &Results, dir: &Path) -> anyhow::Result<folder::Staged> {
+    let mut staged =
+        folder::Staged::new(dir).with_context(|| format!("writing {}", dir.display()))?;
     for e in exporters() {
         for (name, bytes) in e.render(results)? {
-            let path = dir.join(name);
-            write_atomic(&path, &bytes)?;
-            written.push(path);
+            staged.write(&name, &bytes)?;
         }
     }
-    // Histograms of an earlier run in this folder that this run did not make (a metric
-    // with no values, a baseline since removed) would be read as this run's: remove them.
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
-                && !written.contains(&path)
-            {
-                let _ = std::fs::remove_file(&path);
-            }
-        }
+    Ok(staged)
+}
+
+/// Writes every exporter's files as one folder that replaces `dir` whole: a reader sees
+/// the old folder or the new one, never a mix. Returns the paths written.
+pub fn write_all(results: &Results, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let staged = stage(results, dir)?;
+    let mut written: Vec<PathBuf> = Vec::new();
+    for e in std::fs::read_dir(staged.path())
+        .with_context(|| format!("reading {}", staged.path().display()))?
+        .flatten()
+    {
+        written.push(dir.join(e.file_name()));
     }
+    written.sort();
+    staged.commit()?;
+    written.push(dir.join(folder::MANIFEST));
     Ok(written)
 }
 
-/// Writes report.md and report.html for these results into `out`.
+/// Writes report.md and report.html for these results into `out`, with the comparisons
+/// saved in their folders.
 pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let entries: Vec<model::Entry> = loaded
         .iter()
@@ -203,37 +209,64 @@ pub fn write_reports(loaded: &[compare::Loaded], out: &Path) -> anyhow::Result<V
             comparison: l.saved.as_ref(),
         })
         .collect();
+    write_entry_reports(&entries, out, "")
+}
+
+/// Writes report.md and report.html for these entries into `out`; `appendix` (Markdown
+/// text, shown as is in the HTML) ends both.
+pub fn write_entry_reports(
+    entries: &[model::Entry],
+    out: &Path,
+    appendix: &str,
+) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let md = out.join("report.md");
-    write_atomic(
-        &md,
-        markdown::render(&entries, "inferlat report").as_bytes(),
-    )?;
+    let mut text = markdown::render(entries, "inferlat report");
+    text.push_str(appendix);
+    write_atomic(&md, text.as_bytes())?;
     let html = out.join("report.html");
-    write_atomic(&html, html::render(&entries, "inferlat report").as_bytes())?;
+    let mut page = html::render(entries, "inferlat report");
+    if !appendix.is_empty() {
+        let escaped = appendix
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        let block = format!("<section><pre>{escaped}</pre></section>\n</main>");
+        page = page.replacen("</main>", &block, 1);
+    }
+    write_atomic(&html, page.as_bytes())?;
     Ok(vec![md, html])
 }
 
 /// Copies what a comparison reads of a scenario's results (summary.json and the .hgrm and
-/// .hlog files) into a baseline folder, replacing what was there.
+/// .hlog files, all of one run) into a baseline folder, replacing it whole.
 pub fn save_baseline(results: &Path, baseline: &Path) -> anyhow::Result<()> {
-    if baseline.is_dir() {
-        std::fs::remove_dir_all(baseline)
-            .with_context(|| format!("replacing {}", baseline.display()))?;
+    let files = folder::stable(
+        results,
+        || -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+            let entries = std::fs::read_dir(results)
+                .with_context(|| format!("reading {}", results.display()))?;
+            let mut files = Vec::new();
+            for e in entries.flatten() {
+                let p = e.path();
+                let keep = p.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
+                    || p.file_name().is_some_and(|n| n == "summary.json");
+                if keep && p.is_file() {
+                    let bytes =
+                        std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+                    files.push((e.file_name().to_string_lossy().into_owned(), bytes));
+                }
+            }
+            Ok(files)
+        },
+        |why| anyhow::anyhow!("{}: {why}", results.display()),
+    )?;
+    let mut staged = folder::Staged::new(baseline)
+        .with_context(|| format!("replacing {}", baseline.display()))?;
+    for (name, bytes) in files {
+        staged.write(&name, &bytes)?;
     }
-    std::fs::create_dir_all(baseline)
-        .with_context(|| format!("creating {}", baseline.display()))?;
-    let entries =
-        std::fs::read_dir(results).with_context(|| format!("reading {}", results.display()))?;
-    for e in entries.flatten() {
-        let p = e.path();
-        let keep = p.extension().is_some_and(|x| x == "hgrm" || x == "hlog")
-            || p.file_name().is_some_and(|n| n == "summary.json");
-        if keep && p.is_file() {
-            let bytes = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
-            write_atomic(&baseline.join(e.file_name()), &bytes)?;
-        }
-    }
+    staged.commit()?;
     Ok(())
 }
 
