@@ -236,6 +236,10 @@ pub struct RunRecord {
     pub errors: BTreeMap<String, u64>,
     /// Measure phase start -> last completion of a measured request.
     pub elapsed: Duration,
+    /// The measured window that throughput and goodput count over: the measured phase as
+    /// scheduled, the same for the topology and the baseline (see
+    /// `plan::schedule::window`). Failed requests are in it as much as completed ones.
+    pub window: Duration,
     /// The values of each 1-second interval of the measured phase (its number since the
     /// phase's start) and metric, in nanoseconds. Kept as values, not histograms: a
     /// histogram of nanoseconds holds ~200 KB of counters however few values it has, so one
@@ -259,6 +263,7 @@ impl Default for RunRecord {
             good: 0,
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            window: Duration::ZERO,
             intervals: BTreeMap::new(),
         }
     }
@@ -404,16 +409,32 @@ impl RunRecord {
         })
     }
 
+    /// Completed requests per second of the measured window.
     pub fn requests_per_s(&self) -> f64 {
-        per_s(self.completed, self.elapsed)
+        per_s(self.completed, self.window)
     }
 
+    /// Output tokens of completed requests per second of the measured window.
     pub fn output_tokens_per_s(&self) -> f64 {
-        per_s(self.output_tokens, self.elapsed)
+        per_s(self.output_tokens, self.window)
     }
 
+    /// Requests that completed and met every SLO objective, per second of the window.
     pub fn goodput_per_s(&self) -> f64 {
-        per_s(self.good, self.elapsed)
+        per_s(self.good, self.window)
+    }
+
+    /// Measured requests: completed and failed.
+    pub fn requests(&self) -> u64 {
+        self.completed + self.failed
+    }
+
+    /// The fraction of the measured requests that failed; 0 with none.
+    pub fn failed_fraction(&self) -> f64 {
+        match self.requests() {
+            0 => 0.0,
+            n => self.failed as f64 / n as f64,
+        }
     }
 
     /// Adds another record's values (for merging runs or hosts).
@@ -458,6 +479,7 @@ impl RunRecord {
             *self.errors.entry(e.clone()).or_default() += n;
         }
         self.elapsed = self.elapsed.max(other.elapsed);
+        self.window = self.window.max(other.window);
         for (&i, metrics) in &other.intervals {
             let mine = self.intervals.entry(i).or_default();
             for (&m, values) in metrics {
@@ -523,12 +545,14 @@ mod tests {
         };
         r.record(&slow, &slo);
         r.record_failure("reset");
-        r.elapsed = Duration::from_secs(2);
+        r.window = Duration::from_secs(2);
         assert_eq!(r.completed, 2);
         assert_eq!(r.good, 1);
         assert_eq!(r.failed, 1);
         assert_eq!(r.histogram(Metric::Itl).len(), 3);
         assert_eq!(r.output_tokens_per_s(), 2.5);
+        assert_eq!(r.requests_per_s(), 1.0);
+        assert!((r.failed_fraction() - 1.0 / 3.0).abs() < 1e-12);
         let l = r.ladder(Metric::Ttft);
         assert_eq!(l.count, 2);
         assert!(
