@@ -246,6 +246,28 @@ pub struct RunRecord {
     /// per interval and metric would cost gigabytes over a long run; [`Self::intervals`]
     /// builds each interval's histogram when it is asked for.
     intervals: BTreeMap<u64, BTreeMap<Metric, Vec<u64>>>,
+    /// Each completed request's service time and its own queue, compute and network, so
+    /// the requests at a percentile can be decomposed ([`Self::request_at`]).
+    parts: Vec<Parts>,
+}
+
+/// One request's service time and where it went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub service: Duration,
+    pub queue: Duration,
+    pub compute: Duration,
+    pub network: Duration,
+}
+
+impl Parts {
+    pub fn get(&self, share: Share) -> Duration {
+        match share {
+            Share::Queue => self.queue,
+            Share::Compute => self.compute,
+            Share::Network => self.network,
+        }
+    }
 }
 
 impl Default for RunRecord {
@@ -265,6 +287,7 @@ impl Default for RunRecord {
             elapsed: Duration::ZERO,
             window: Duration::ZERO,
             intervals: BTreeMap::new(),
+            parts: Vec::new(),
         }
     }
 }
@@ -337,6 +360,12 @@ impl RunRecord {
                 d,
             );
         }
+        self.parts.push(Parts {
+            service: s.service(),
+            queue: s.queue,
+            compute: s.compute,
+            network: s.network(),
+        });
         for (name, queue, compute) in &s.nodes {
             let h = self
                 .nodes
@@ -424,6 +453,17 @@ impl RunRecord {
         per_s(self.good, self.window)
     }
 
+    /// The completed request whose service time is at quantile `q` (nearest rank: the
+    /// smallest time that at least `q` of the requests do not exceed), with its own queue,
+    /// compute and network: one real request, whose parts add up to its service time.
+    pub fn request_at(&self, q: f64) -> Option<Parts> {
+        let mut sorted = self.parts.clone();
+        sorted.sort_by_key(|p| (p.service, p.queue, p.compute));
+        let n = sorted.len();
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n.max(1));
+        sorted.get(rank - 1).copied()
+    }
+
     /// Measured requests: completed and failed.
     pub fn requests(&self) -> u64 {
         self.completed + self.failed
@@ -480,6 +520,7 @@ impl RunRecord {
         }
         self.elapsed = self.elapsed.max(other.elapsed);
         self.window = self.window.max(other.window);
+        self.parts.extend_from_slice(&other.parts);
         for (&i, metrics) in &other.intervals {
             let mine = self.intervals.entry(i).or_default();
             for (&m, values) in metrics {
@@ -553,6 +594,15 @@ mod tests {
         assert_eq!(r.output_tokens_per_s(), 2.5);
         assert_eq!(r.requests_per_s(), 1.0);
         assert!((r.failed_fraction() - 1.0 / 3.0).abs() < 1e-12);
+        // The request at p50 is the faster one, decomposed as itself.
+        let p50 = r.request_at(0.5).unwrap();
+        assert_eq!(
+            (p50.service, p50.queue, p50.compute),
+            (ms(128), ms(5), ms(60))
+        );
+        assert_eq!(p50.network, ms(63));
+        assert_eq!(r.request_at(0.99).unwrap().service, ms(208));
+        assert_eq!(RunRecord::new().request_at(0.5), None);
         let l = r.ladder(Metric::Ttft);
         assert_eq!(l.count, 2);
         assert!(
