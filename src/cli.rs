@@ -31,7 +31,7 @@ pub const EXIT_BAD_INPUT: i32 = 2;
     long_about = "inferlat builds the topology a scenario file describes (clients, relays and GPU workers joined by \
 emulated links) from real QUIC endpoints, drives it with a load generator that times every request from its \
 scheduled start, runs the same workload on a local-GPU baseline, and writes HdrHistograms and a JSON summary.\n\n\
-Exit codes: 0 success, 1 the run failed or was interrupted, 2 bad input.",
+Exit codes: 0 success, 1 the run failed, was invalid (too many requests failed) or was interrupted, 2 bad input.",
     after_help = "Start with: inferlat run scenarios/quickstart.toml"
 )]
 struct Cli {
@@ -101,6 +101,10 @@ struct RunArgs {
     /// Override the measured phase with a number of requests
     #[arg(long, value_name = "N", value_parser = parse_requests)]
     requests: Option<u64>,
+    /// The failed share of measured requests past which a run is invalid (exit 1), like 5%;
+    /// overrides the scenario's `[workload] max_failed` [default: 5%]
+    #[arg(long, value_name = "PCT", value_parser = parse_max_failed)]
+    max_failed: Option<f64>,
     /// Override the scenario's seed
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
@@ -150,6 +154,10 @@ fn parse_threshold(s: &str) -> Result<f64, String> {
         return Err("a threshold of 100% or more would hide every change".into());
     }
     Ok(f)
+}
+
+fn parse_max_failed(s: &str) -> Result<f64, String> {
+    Ok(crate::scenario::units::Fraction::parse(s)?.get())
 }
 
 fn parse_baseline_name(s: &str) -> Result<String, String> {
@@ -363,6 +371,9 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         if let Some(n) = args.requests {
             s.workload.measure = Extent::Requests(n);
         }
+        if let Some(f) = args.max_failed {
+            s.workload.max_failed = f;
+        }
         if let Some(seed) = args.seed {
             s.seed = seed;
         }
@@ -566,8 +577,8 @@ fn check_out_dir(out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one scenario, writes its results and prints its table. Ok(false): interrupted or
-/// nothing completed.
+/// Runs one scenario, writes its results and prints its table. Ok(false): interrupted,
+/// nothing completed, or invalid (too many requests failed).
 async fn run_one(
     s: &Scenario,
     p: &Plan,
@@ -615,14 +626,24 @@ async fn run_one(
         .topology
         .as_ref()
         .is_some_and(|t| t.record.completed > 0);
+    let validity = results.validity();
     if !completed && results.complete() {
         eprintln!(
             "error: {}: no request completed; see the errors above and in {}",
             s.name,
             dir.join("summary.json").display()
         );
+    } else if !validity.reasons.is_empty() {
+        eprintln!(
+            "error: {}: the run is invalid: {}",
+            s.name,
+            validity.reasons.join("; ")
+        );
     }
-    Ok((results.complete() && completed, staged))
+    Ok((
+        results.complete() && completed && validity.reasons.is_empty(),
+        staged,
+    ))
 }
 
 /// Prints progress to stderr: a line rewritten in place on a terminal, a line every

@@ -236,12 +236,38 @@ pub struct RunRecord {
     pub errors: BTreeMap<String, u64>,
     /// Measure phase start -> last completion of a measured request.
     pub elapsed: Duration,
+    /// The measured window that throughput and goodput count over: the measured phase as
+    /// scheduled, the same for the topology and the baseline (see
+    /// `plan::schedule::window`). Failed requests are in it as much as completed ones.
+    pub window: Duration,
     /// The values of each 1-second interval of the measured phase (its number since the
     /// phase's start) and metric, in nanoseconds. Kept as values, not histograms: a
     /// histogram of nanoseconds holds ~200 KB of counters however few values it has, so one
     /// per interval and metric would cost gigabytes over a long run; [`Self::intervals`]
     /// builds each interval's histogram when it is asked for.
     intervals: BTreeMap<u64, BTreeMap<Metric, Vec<u64>>>,
+    /// Each completed request's service time and its own queue, compute and network, so
+    /// the requests at a percentile can be decomposed ([`Self::request_at`]).
+    parts: Vec<Parts>,
+}
+
+/// One request's service time and where it went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Parts {
+    pub service: Duration,
+    pub queue: Duration,
+    pub compute: Duration,
+    pub network: Duration,
+}
+
+impl Parts {
+    pub fn get(&self, share: Share) -> Duration {
+        match share {
+            Share::Queue => self.queue,
+            Share::Compute => self.compute,
+            Share::Network => self.network,
+        }
+    }
 }
 
 impl Default for RunRecord {
@@ -259,7 +285,9 @@ impl Default for RunRecord {
             good: 0,
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            window: Duration::ZERO,
             intervals: BTreeMap::new(),
+            parts: Vec::new(),
         }
     }
 }
@@ -332,6 +360,12 @@ impl RunRecord {
                 d,
             );
         }
+        self.parts.push(Parts {
+            service: s.service(),
+            queue: s.queue,
+            compute: s.compute,
+            network: s.network(),
+        });
         for (name, queue, compute) in &s.nodes {
             let h = self
                 .nodes
@@ -404,16 +438,43 @@ impl RunRecord {
         })
     }
 
+    /// Completed requests per second of the measured window.
     pub fn requests_per_s(&self) -> f64 {
-        per_s(self.completed, self.elapsed)
+        per_s(self.completed, self.window)
     }
 
+    /// Output tokens of completed requests per second of the measured window.
     pub fn output_tokens_per_s(&self) -> f64 {
-        per_s(self.output_tokens, self.elapsed)
+        per_s(self.output_tokens, self.window)
     }
 
+    /// Requests that completed and met every SLO objective, per second of the window.
     pub fn goodput_per_s(&self) -> f64 {
-        per_s(self.good, self.elapsed)
+        per_s(self.good, self.window)
+    }
+
+    /// The completed request whose service time is at quantile `q` (nearest rank: the
+    /// smallest time that at least `q` of the requests do not exceed), with its own queue,
+    /// compute and network: one real request, whose parts add up to its service time.
+    pub fn request_at(&self, q: f64) -> Option<Parts> {
+        let mut sorted = self.parts.clone();
+        sorted.sort_by_key(|p| (p.service, p.queue, p.compute));
+        let n = sorted.len();
+        let rank = ((q.clamp(0.0, 1.0) * n as f64).ceil() as usize).clamp(1, n.max(1));
+        sorted.get(rank - 1).copied()
+    }
+
+    /// Measured requests: completed and failed.
+    pub fn requests(&self) -> u64 {
+        self.completed + self.failed
+    }
+
+    /// The fraction of the measured requests that failed; 0 with none.
+    pub fn failed_fraction(&self) -> f64 {
+        match self.requests() {
+            0 => 0.0,
+            n => self.failed as f64 / n as f64,
+        }
     }
 
     /// Adds another record's values (for merging runs or hosts).
@@ -458,6 +519,8 @@ impl RunRecord {
             *self.errors.entry(e.clone()).or_default() += n;
         }
         self.elapsed = self.elapsed.max(other.elapsed);
+        self.window = self.window.max(other.window);
+        self.parts.extend_from_slice(&other.parts);
         for (&i, metrics) in &other.intervals {
             let mine = self.intervals.entry(i).or_default();
             for (&m, values) in metrics {
@@ -523,12 +586,23 @@ mod tests {
         };
         r.record(&slow, &slo);
         r.record_failure("reset");
-        r.elapsed = Duration::from_secs(2);
+        r.window = Duration::from_secs(2);
         assert_eq!(r.completed, 2);
         assert_eq!(r.good, 1);
         assert_eq!(r.failed, 1);
         assert_eq!(r.histogram(Metric::Itl).len(), 3);
         assert_eq!(r.output_tokens_per_s(), 2.5);
+        assert_eq!(r.requests_per_s(), 1.0);
+        assert!((r.failed_fraction() - 1.0 / 3.0).abs() < 1e-12);
+        // The request at p50 is the faster one, decomposed as itself.
+        let p50 = r.request_at(0.5).unwrap();
+        assert_eq!(
+            (p50.service, p50.queue, p50.compute),
+            (ms(128), ms(5), ms(60))
+        );
+        assert_eq!(p50.network, ms(63));
+        assert_eq!(r.request_at(0.99).unwrap().service, ms(208));
+        assert_eq!(RunRecord::new().request_at(0.5), None);
         let l = r.ladder(Metric::Ttft);
         assert_eq!(l.count, 2);
         assert!(

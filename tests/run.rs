@@ -173,3 +173,119 @@ fn ctrl_c_stops_within_two_seconds_and_writes_partial_results() {
             .exists()
     );
 }
+
+/// A link that loses everything from 1 s into the measured phase: the requests of the first
+/// second complete, the other eight of ten get no answer within the drain timeout.
+const OUTAGE: &str = r#"
+name = "outage"
+seed = 3
+
+[model]
+preset = "llama-2-7b"
+
+[workload]
+prompt_tokens = 128
+output_tokens = 32
+arrival = { kind = "constant", rate = 2 }
+requests = 10
+
+[[node]]
+name = "client"
+role = "client"
+
+[[node]]
+name = "gpu-a"
+role = "worker"
+device = "a100-80g"
+
+[[link]]
+between = ["client", "gpu-a"]
+rtt = "40ms"
+bandwidth = "1Gbit/s"
+
+[[link.change]]
+at = "1s"
+loss = "100%"
+
+[baseline]
+device = "h100-sxm"
+"#;
+
+/// Runs the outage scenario on the virtual clock with extra arguments; returns the exit
+/// code, stdout and the summary.
+fn outage(extra: &[&str]) -> (Option<i32>, String, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("outage.toml");
+    std::fs::write(&file, OUTAGE).unwrap();
+    let out = dir.path().join("out");
+    let output = Command::cargo_bin("inferlat")
+        .unwrap()
+        .arg("run")
+        .arg(&file)
+        .args(["--clock", "virtual", "--quiet", "--out"])
+        .arg(&out)
+        .args(extra)
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.join("outage/summary.json")).unwrap()).unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        summary,
+    )
+}
+
+#[test]
+fn a_run_with_most_requests_failed_is_invalid_said_first_and_exits_1() {
+    let (code, stdout, summary) = outage(&[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    let first = stdout.lines().find(|l| !l.trim().is_empty()).unwrap();
+    assert!(first.starts_with("invalid"), "{stdout}");
+    assert!(stdout.contains("no answer within"), "{stdout}");
+    assert!(!stdout.contains("req/s"), "throughput shown:\n{stdout}");
+    assert!(
+        !stdout.lines().any(|l| l.trim_start().starts_with("tax ")),
+        "tax shown:\n{stdout}"
+    );
+    assert_eq!(key(&summary, "valid"), false);
+    let t = key(&summary, "runs.topology");
+    let (completed, failed) = (
+        key(t, "requests.completed").as_u64().unwrap(),
+        key(t, "requests.failed").as_u64().unwrap(),
+    );
+    assert_eq!(completed + failed, 10);
+    assert!(failed >= 6, "{completed} completed, {failed} failed");
+    let reasons = key(&summary, "validity.reasons").as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].as_str().unwrap().starts_with("topology:"),
+        "{reasons:?}"
+    );
+    // Throughput counts over the window as scheduled (10 requests over 10 gaps of 0.5 s),
+    // not up to the last survivor.
+    assert_eq!(key(t, "throughput.window_s"), 5.0);
+    assert_eq!(
+        key(t, "throughput.requests_per_s").as_f64().unwrap(),
+        completed as f64 / 5.0
+    );
+    assert_eq!(
+        key(&summary, "runs.baseline.throughput.requests_per_s"),
+        2.0
+    );
+}
+
+#[test]
+fn failures_within_the_limit_leave_the_run_valid_and_exit_0() {
+    let (code, stdout, summary) = outage(&["--max-failed", "90%"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(!stdout.contains("invalid"), "{stdout}");
+    assert_eq!(key(&summary, "valid"), true);
+    assert_eq!(key(&summary, "validity.max_failed"), 0.9);
+    assert_eq!(key(&summary, "validity.reasons"), &Value::Array(vec![]));
+    assert!(
+        stdout.lines().any(|l| l.trim_start().starts_with("tax ")),
+        "{stdout}"
+    );
+}

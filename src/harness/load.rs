@@ -106,6 +106,11 @@ pub struct PhaseResult {
     pub started: Instant,
     /// The last completion of a request of this phase.
     pub last_done: Option<Instant>,
+    /// The measured window throughput counts over: the phase as scheduled (its duration,
+    /// or up to where request N + 1 would have started for `requests = N` in an open
+    /// loop), or for a closed loop with a number of requests, up to its last answer or
+    /// failure; cut at the interruption when the phase was cancelled.
+    pub window: Duration,
     /// Whether the phase was cut short by cancellation.
     pub interrupted: bool,
 }
@@ -190,13 +195,18 @@ impl Driver {
             failures: Vec::new(),
             started,
             last_done: None,
+            window: Duration::ZERO,
             interrupted: false,
         };
+        let scheduled_end = schedule::window(&self.workload, extent, self.seed, phase);
+        let mut last_outcome: Option<Instant> = None;
+        let mut cancelled_at: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
         let mut generating = true;
         let mut received = 0u64;
         loop {
             if self.cancel.is_cancelled() {
+                cancelled_at.get_or_insert(self.clock.now());
                 let grace = self.clock.now() + self.grace;
                 deadline = Some(deadline.map_or(grace, |d| d.min(grace)));
             }
@@ -220,6 +230,7 @@ impl Driver {
                 break;
             };
             received += 1;
+            last_outcome = Some(self.clock.now());
             match r {
                 Ok(t) => {
                     result.last_done = result.last_done.max(t.tokens.last().copied());
@@ -240,6 +251,13 @@ impl Driver {
             result.failures.push(reason.to_string());
         }
         self.progress.abandon(unfinished);
+        let since = |t: Instant| t.saturating_duration_since(started);
+        let mut window =
+            scheduled_end.unwrap_or_else(|| last_outcome.map(since).unwrap_or_default());
+        if let Some(c) = cancelled_at {
+            window = window.min(since(c));
+        }
+        result.window = window;
         result
     }
 

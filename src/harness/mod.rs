@@ -697,6 +697,7 @@ async fn drive(
         .last_done
         .map(|d| d.saturating_duration_since(measured.started))
         .unwrap_or_default();
+    record.window = measured.window;
     !measured.interrupted
 }
 

@@ -131,6 +131,26 @@ pub fn open_loop(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -
     out
 }
 
+/// The end of a phase's measured window, from its start: the extent's duration, or for
+/// `requests = N` in an open loop, the instant request N + 1 would have been scheduled (N
+/// requests over N gaps, so a run that keeps up shows the offered rate). `None` for a
+/// closed loop with a number of requests: it has no schedule, and its window ends with
+/// its last request.
+pub fn window(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -> Option<Duration> {
+    match (extent, &workload.arrival) {
+        (Extent::Duration(d), _) => Some(d),
+        (Extent::Requests(_), Arrival::Closed { .. }) => None,
+        (Extent::Requests(n), _) => {
+            let mut gaps = Gaps::new(workload, seed, phase);
+            let mut at = Duration::ZERO;
+            for _ in 0..n {
+                at += gaps.next_gap()?;
+            }
+            Some(at)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +165,7 @@ mod tests {
             arrival,
             measure: Extent::Duration(Duration::from_secs(100)),
             warmup: Extent::Requests(0),
+            max_failed: crate::scenario::DEFAULT_MAX_FAILED,
         }
     }
 
@@ -213,5 +234,26 @@ mod tests {
     fn closed_loop_has_no_schedule() {
         let w = workload(Arrival::Closed { concurrency: 4 });
         assert!(open_loop(&w, w.measure, 0, Phase::Measure).is_empty());
+    }
+
+    #[test]
+    fn the_window_of_n_requests_ends_where_request_n_plus_1_would_start() {
+        let w = workload(Arrival::Constant { rate: 2.0 });
+        let e = Extent::Requests(5);
+        assert_eq!(
+            window(&w, e, 0, Phase::Measure),
+            Some(Duration::from_millis(2500))
+        );
+        let p = workload(Arrival::Poisson { rate: 3.0 });
+        let plan = open_loop(&p, e, 9, Phase::Measure);
+        let end = window(&p, e, 9, Phase::Measure).unwrap();
+        assert!(end > plan.last().unwrap().at, "{end:?} {plan:?}");
+        let d = Extent::Duration(Duration::from_secs(7));
+        assert_eq!(
+            window(&p, d, 9, Phase::Measure),
+            Some(Duration::from_secs(7))
+        );
+        let closed = workload(Arrival::Closed { concurrency: 2 });
+        assert_eq!(window(&closed, e, 9, Phase::Measure), None);
     }
 }

@@ -92,7 +92,7 @@ impl Loaded {
     pub fn throughput_interval(&self, run: &str) -> Option<(f64, f64)> {
         let r = self.summary.run(run)?;
         let n = r.requests.completed as f64;
-        let t = Some(r.measured_s).filter(|t| *t > 0.0)?;
+        let t = Some(r.throughput.window_s.unwrap_or(r.measured_s)).filter(|t| *t > 0.0)?;
         let half = 1.96 * n.sqrt();
         Some(((n - half).max(0.0) / t, (n + half) / t))
     }

@@ -33,6 +33,7 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
             .map(|&m| (m.name().to_string(), r.ladder(m).into()))
             .collect(),
         throughput: Throughput {
+            window_s: Some(r.window.as_secs_f64()),
             requests_per_s: r.requests_per_s(),
             output_tokens_per_s: r.output_tokens_per_s(),
             goodput_requests_per_s: has_slo.then(|| r.goodput_per_s()),
@@ -141,6 +142,7 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
         })
     });
     let warnings = super::warnings(results);
+    let validity = results.validity();
     Ok(Summary {
         schema_version: SCHEMA_VERSION,
         tool: Tool {
@@ -156,6 +158,8 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
         },
         clock: m.clock.name().into(),
         complete: results.complete(),
+        valid: Some(validity.reasons.is_empty()),
+        validity: Some(validity),
         emulator: Emulator {
             lateness: m
                 .emulator_lateness

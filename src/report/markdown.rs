@@ -58,6 +58,9 @@ fn scenario(o: &mut String, e: &Entry) {
     let s = &l.summary;
     let (topo, base) = (s.run("topology"), s.run("baseline"));
     let _ = writeln!(o, "\n## {}\n", l.name);
+    if let Some(why) = model::invalid(s) {
+        let _ = writeln!(o, "> **{why}.**\n");
+    }
     let _ = writeln!(
         o,
         "{} clock, seed {}, {}{}.\n",
@@ -71,15 +74,19 @@ fn scenario(o: &mut String, e: &Entry) {
         }
     );
     table(o, &model::latencies(s, METRICS));
-    let _ = writeln!(
-        o,
-        "\nThroughput: topology {}; baseline {}.",
-        model::throughput(topo),
-        model::throughput(base)
-    );
+    if model::is_invalid(s) {
+        let _ = writeln!(o, "\nThroughput: not a result (the run is invalid).");
+    } else {
+        let _ = writeln!(
+            o,
+            "\nThroughput: topology {}; baseline {}.",
+            model::throughput(topo),
+            model::throughput(base)
+        );
+    }
     for stat in ["p50", "p99"] {
-        if let Some(sh) = model::shares(topo, stat) {
-            let _ = writeln!(o, "Where the time goes at {stat}: {sh}.");
+        if let Some(p) = model::parts(topo, stat) {
+            let _ = writeln!(o, "Each part of the time at its own {stat}: {p}.");
         }
     }
     if let Some(r) = &s.reference {

@@ -19,7 +19,7 @@ pub mod table;
 use crate::harness::{Measured, RunOutput};
 use crate::plan::{Floor, Plan};
 use crate::record::Metric;
-use crate::scenario::{RefValue, Scenario};
+use crate::scenario::{RefValue, Scenario, units};
 use anyhow::Context as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -88,6 +88,45 @@ pub fn lateness_warning(
 impl Results<'_> {
     pub fn complete(&self) -> bool {
         self.measured.complete(self.plan.baseline.is_some())
+    }
+
+    /// The validity rule (DESIGN §11): a run is invalid when, in the topology run or the
+    /// baseline, the failed fraction of the measured requests passes `max_failed`, or no
+    /// request completed. Each reason names the run, the counts, the limit and the failure
+    /// reasons with their counts.
+    pub fn validity(&self) -> summary::Validity {
+        let limit = self.scenario.workload.max_failed;
+        let pct = |f: f64| units::Fraction::new(f).to_string();
+        let mut reasons = Vec::new();
+        for (run, out) in self.runs() {
+            let r = &out.record;
+            let why: Vec<String> = r.errors.iter().map(|(e, n)| format!("{n} x {e}")).collect();
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.join("; "))
+            };
+            if r.failed_fraction() > limit {
+                reasons.push(format!(
+                    "{run}: {} of {} measured requests failed ({:.1}%), past the limit of {} (max_failed){why}",
+                    r.failed,
+                    r.requests(),
+                    100.0 * r.failed_fraction(),
+                    pct(limit)
+                ));
+            } else if r.completed == 0 && out.complete {
+                reasons.push(format!("{run}: no measured request completed{why}"));
+            }
+        }
+        summary::Validity {
+            max_failed: limit,
+            reasons,
+        }
+    }
+
+    /// Whether the results are valid: see [`Self::validity`].
+    pub fn valid(&self) -> bool {
+        self.validity().reasons.is_empty()
     }
 
     pub fn runs(&self) -> impl Iterator<Item = (&'static str, &RunOutput)> {

@@ -98,26 +98,45 @@ pub fn verdict_counts(c: &ScenarioComparison) -> String {
     )
 }
 
-/// The share of each part of the time at a percentile, from the breakdown ladders.
-pub fn shares(run: Option<&RunSummary>, stat: &str) -> Option<String> {
+/// Each part of the time at its own percentile, from the breakdown ladders, as
+/// "network 40.3 ms, compute 317 ms, queue 11 us". No shares: each part's percentile
+/// comes from different requests, so they decompose no request (the terminal table
+/// decomposes the request at each percentile itself).
+pub fn parts(run: Option<&RunSummary>, stat: &str) -> Option<String> {
     let b = &run?.breakdown;
     let parts = ["network", "compute", "queue"];
     let vals: Vec<f64> = parts
         .iter()
         .map(|p| b.part(p)?.stat(stat))
         .collect::<Option<_>>()?;
-    let total: f64 = vals.iter().sum();
-    if total <= 0.0 {
-        return None;
-    }
     Some(
         parts
             .iter()
             .zip(&vals)
-            .map(|(p, v)| format!("{p} {:.0}% ({})", v / total * 100.0, fmt_ms(*v)))
+            .map(|(p, v)| format!("{p} {}", fmt_ms(*v)))
             .collect::<Vec<_>>()
             .join(", "),
     )
+}
+
+/// The sentence that opens an invalid scenario's section: "invalid: ..." with each reason.
+pub fn invalid(s: &Summary) -> Option<String> {
+    if s.valid != Some(false) {
+        return None;
+    }
+    let reasons = s
+        .validity
+        .as_ref()
+        .map(|v| v.reasons.join("; "))
+        .unwrap_or_default();
+    Some(format!(
+        "invalid: {reasons}. The latencies rest only on the requests that completed; tax and throughput are not results"
+    ))
+}
+
+/// Whether a summary says its run is invalid.
+pub fn is_invalid(s: &Summary) -> bool {
+    s.valid == Some(false)
 }
 
 /// A run's requests, as "29 completed, 0 failed".
@@ -126,13 +145,22 @@ pub fn requests(run: Option<&RunSummary>) -> String {
     format!("{c} completed, {f} failed")
 }
 
-/// A run's throughput, as "1.44 req/s, 46.2 tok/s", or "-".
+/// A run's throughput, as "1.44 req/s, 46.2 tok/s" (with its goodput and the window when
+/// the file has them), or "-".
 pub fn throughput(run: Option<&RunSummary>) -> String {
     run.map(|r| {
-        format!(
+        let t = &r.throughput;
+        let mut text = format!(
             "{:.2} req/s, {:.1} tok/s",
-            r.throughput.requests_per_s, r.throughput.output_tokens_per_s
-        )
+            t.requests_per_s, t.output_tokens_per_s
+        );
+        if let Some(g) = t.goodput_requests_per_s {
+            text.push_str(&format!(", goodput {g:.2} req/s (meeting the SLO)"));
+        }
+        if let Some(w) = t.window_s {
+            text.push_str(&format!(" over {w:.1} s"));
+        }
+        text
     })
     .unwrap_or_else(|| "-".into())
 }
@@ -174,7 +202,11 @@ pub fn overview(entries: &[Entry], anchors: Option<&[String]>) -> Table {
                 e.loaded.clock.as_str().into(),
                 ms(t.and_then(|t| t.value("ttft", "p50"))).into(),
                 ms(t.and_then(|t| t.value("e2e", "p99"))).into(),
-                ratio(s.tax_at("e2e", "p50")).into(),
+                if is_invalid(s) {
+                    "invalid".into()
+                } else {
+                    ratio(s.tax_at("e2e", "p50")).into()
+                },
                 reference_word(s.reference.as_ref()).into(),
                 e.comparison
                     .map(verdict_counts)
@@ -207,14 +239,19 @@ pub fn latencies(s: &Summary, metrics: &[&str]) -> Table {
         .iter()
         .map(|&m| {
             let v = |r: Option<&RunSummary>, stat| ms(r.and_then(|r| r.value(m, stat)));
+            // An invalid run's tax rests on the survivors: not a result.
+            let tax = |stat| match is_invalid(s) {
+                true => "-".to_string(),
+                false => ratio(s.tax_at(m, stat)),
+            };
             vec![
                 m.into(),
                 v(topo, "p50").into(),
                 v(base, "p50").into(),
-                ratio(s.tax_at(m, "p50")).into(),
+                tax("p50").into(),
                 v(topo, "p99").into(),
                 v(base, "p99").into(),
-                ratio(s.tax_at(m, "p99")).into(),
+                tax("p99").into(),
                 ms(s.floor.topology.get(m)).into(),
             ]
         })

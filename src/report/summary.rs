@@ -54,6 +54,14 @@ pub struct Summary {
     pub scenario: ScenarioInfo,
     pub clock: String,
     pub complete: bool,
+    /// `false` when a run's failed fraction passed its limit or no request completed: the
+    /// latencies then rest on the survivors, and tax and throughput are no results.
+    /// Absent from files written before it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<bool>,
+    /// The limit and why the run is invalid (absent from older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity: Option<Validity>,
     /// The link emulator's own timing: how late it delivered datagrams.
     pub emulator: Emulator,
     pub environment: Environment,
@@ -106,6 +114,15 @@ impl Summary {
             _ => None,
         }
     }
+}
+
+/// The validity rule (DESIGN §11) as applied to a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Validity {
+    /// The failed fraction past which a run is invalid, in [0, 1].
+    pub max_failed: f64,
+    /// Why the run is invalid, one sentence each; empty when it is valid.
+    pub reasons: Vec<String>,
 }
 
 /// Converts a value another module serializes into its mirror here.
@@ -268,6 +285,9 @@ pub struct Requests {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Throughput {
+    /// The measured window both rates count over, in seconds (absent from older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<f64>,
     pub requests_per_s: f64,
     pub output_tokens_per_s: f64,
     /// Requests/s meeting every objective of `[slo]`; null without one.

@@ -16,6 +16,23 @@ fn ms(d: Duration) -> String {
 pub fn render(r: &Results) -> String {
     let s = r.scenario;
     let mut o = String::new();
+    let validity = r.validity();
+    let valid = validity.reasons.is_empty();
+    if !valid {
+        // Said first (DESIGN §11): what follows rests on the requests that survived.
+        let _ = writeln!(
+            o,
+            "\ninvalid: {}: the results below are not results",
+            s.name
+        );
+        for why in &validity.reasons {
+            let _ = writeln!(o, "  {why}");
+        }
+        let _ = writeln!(
+            o,
+            "  the latencies rest only on the requests that completed; tax and throughput are not shown (raise the limit with [workload] max_failed or --max-failed)"
+        );
+    }
     let _ = writeln!(
         o,
         "\n{}  (seed {}, {} clock{})",
@@ -33,32 +50,44 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         o,
-        "\n  {:<8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "metric", "run", "p50", "p90", "p99", "p99.9", "max"
+        "\n  {:<8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+        "metric", "run", "p50", "p90", "p99", "p99.9", "max", "requests", "failed"
     );
     let floors = r.floors();
     for m in [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2e] {
         let mut first = true;
         for (run, out) in r.runs() {
-            let h = out.record.histogram(m);
+            let rec = &out.record;
+            let h = rec.histogram(m);
             let name = if first { m.name() } else { "" };
             first = false;
+            // The requests the row rests on: those with a value (tpot and itl need two
+            // tokens), and the measured requests that failed.
+            let rests_on = match m {
+                Metric::Itl => rec.histogram(Metric::Tpot).len(),
+                _ => h.len(),
+            };
             if h.is_empty() {
-                let _ = writeln!(o, "  {name:<8} {run:<9} {:>10}", "-");
+                let _ = writeln!(
+                    o,
+                    "  {name:<8} {run:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {rests_on:>9} {:>7}",
+                    "-", "", "", "", "", rec.failed
+                );
                 continue;
             }
-            let l = out.record.ladder(m);
+            let l = rec.ladder(m);
             let _ = writeln!(
                 o,
-                "  {name:<8} {run:<9} {:>10} {:>10} {:>10} {:>10} {:>10}",
+                "  {name:<8} {run:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {rests_on:>9} {:>7}",
                 fmt_ms(l.p50),
                 fmt_ms(l.p90),
                 fmt_ms(l.p99),
                 fmt_ms(l.p999),
-                fmt_ms(l.max)
+                fmt_ms(l.max),
+                rec.failed
             );
         }
-        if let (Some(p50), Some(p99)) = (r.tax(m, 0.5), r.tax(m, 0.99)) {
+        if valid && let (Some(p50), Some(p99)) = (r.tax(m, 0.5), r.tax(m, 0.99)) {
             let _ = writeln!(
                 o,
                 "  {:<8} {:<9} {:>9.2}x {:>10} {:>9.2}x",
@@ -82,28 +111,43 @@ pub fn render(r: &Results) -> String {
             fmt_ms(floor.as_secs_f64() * 1e3)
         );
     }
-    requests_lines(&mut o, r);
+    requests_lines(&mut o, r, valid);
     topology_lines(&mut o, r);
     trailer_lines(&mut o, r);
     o
 }
 
-/// Each run's requests, throughput and errors.
-fn requests_lines(o: &mut String, r: &Results) {
+/// Each run's requests, throughput (over the measured window, failures included; not
+/// shown for an invalid run) and errors.
+fn requests_lines(o: &mut String, r: &Results, valid: bool) {
     let s = r.scenario;
     let _ = writeln!(o);
     for (run, out) in r.runs() {
         let rec = &out.record;
         let _ = write!(
             o,
-            "  {run:<9} {} completed, {} failed, {:.2} req/s, {:.1} output tok/s",
+            "  {run:<9} {} completed, {} failed of {} measured ({:.1}% failed)",
             rec.completed,
             rec.failed,
-            rec.requests_per_s(),
-            rec.output_tokens_per_s()
+            rec.requests(),
+            100.0 * rec.failed_fraction()
         );
-        if !s.slo.is_empty() {
-            let _ = write!(o, ", goodput {:.2} req/s", rec.goodput_per_s());
+        if valid {
+            let _ = write!(
+                o,
+                ", {:.2} req/s, {:.1} output tok/s over {:.1} s",
+                rec.requests_per_s(),
+                rec.output_tokens_per_s(),
+                rec.window.as_secs_f64()
+            );
+            if !s.slo.is_empty() {
+                let _ = write!(
+                    o,
+                    ", goodput {:.2} req/s (SLO {})",
+                    rec.goodput_per_s(),
+                    slo_text(&s.slo)
+                );
+            }
         }
         let _ = writeln!(o);
         for (e, n) in &rec.errors {
@@ -112,33 +156,51 @@ fn requests_lines(o: &mut String, r: &Results) {
     }
 }
 
+/// The objectives of an SLO, as "ttft <= 500 ms, tpot <= 50.0 ms".
+fn slo_text(slo: &crate::scenario::Slo) -> String {
+    [
+        ("ttft", slo.ttft),
+        ("tpot", slo.tpot),
+        ("itl", slo.itl),
+        ("e2e", slo.e2e),
+    ]
+    .into_iter()
+    .filter_map(|(name, d)| Some(format!("{name} <= {}", ms(d?))))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
 /// The topology run's breakdown, clients, hedging, handshake and schedule lag.
 fn topology_lines(o: &mut String, r: &Results) {
     if let Some(t) = &r.measured.topology {
         let rec = &t.record;
-        let parts: Vec<(Share, f64, f64)> = Share::ALL
-            .iter()
-            .map(|&p| {
-                let l = ladder(rec.part(p));
-                (p, l.p50, l.p99)
-            })
+        // The request at each percentile of service time, decomposed as itself: its own
+        // queue, compute and network add up to its service time. (Each part's own p99
+        // would come from different requests and decompose none.)
+        let at: Vec<(&str, crate::record::Parts)> = [("p50", 0.5), ("p99", 0.99)]
+            .into_iter()
+            .filter_map(|(name, q)| Some((name, rec.request_at(q)?)))
             .collect();
-        let total50: f64 = parts.iter().map(|p| p.1).sum();
-        let total99: f64 = parts.iter().map(|p| p.2).sum();
-        if total50 > 0.0 {
-            let _ = write!(o, "\n  where the time goes (topology, p50 of each part):");
-            for (p, v50, v99) in &parts {
-                let _ = write!(
-                    o,
-                    "  {} {} ({:.0}%, p99 {} {:.0}%)",
-                    p.name(),
-                    fmt_ms(*v50),
-                    100.0 * v50 / total50,
-                    fmt_ms(*v99),
-                    100.0 * v99 / total99.max(f64::MIN_POSITIVE)
-                );
+        if !at.is_empty() {
+            let _ = writeln!(
+                o,
+                "\n  where the time goes (topology; the request at each percentile of service time, its own parts):"
+            );
+            for (name, p) in &at {
+                let total: Duration = Share::ALL.iter().map(|&sh| p.get(sh)).sum();
+                let _ = write!(o, "    {name} request, service {}:", ms(p.service));
+                for sh in Share::ALL {
+                    let v = p.get(sh);
+                    let _ = write!(
+                        o,
+                        "  {} {} ({:.0}%)",
+                        sh.name(),
+                        ms(v),
+                        100.0 * v.as_secs_f64() / total.as_secs_f64().max(f64::MIN_POSITIVE)
+                    );
+                }
+                let _ = writeln!(o);
             }
-            let _ = writeln!(o);
             let nodes: Vec<_> = rec.nodes().collect();
             if nodes.len() > 1 {
                 for (name, q, c) in nodes {

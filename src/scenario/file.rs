@@ -144,6 +144,7 @@ pub(super) struct RawWorkload {
     pub(super) requests: Option<u64>,
     pub(super) warmup: Option<Dur>,
     pub(super) warmup_requests: Option<u64>,
+    pub(super) max_failed: Option<Fraction>,
 }
 
 /// Reads a TOML inline table field by field and rejects leftovers.

@@ -174,7 +174,15 @@ pub struct Workload {
     pub arrival: Arrival,
     pub measure: Extent,
     pub warmup: Extent,
+    /// The failed fraction of a run's measured requests past which the run is invalid
+    /// (`[workload] max_failed`, `--max-failed`; default [`DEFAULT_MAX_FAILED`]). Not in
+    /// summary.json's `scenario.workload`: it is written under `validity`.
+    #[serde(skip)]
+    pub max_failed: f64,
 }
+
+/// The default limit on a run's failed fraction: 5 %.
+pub const DEFAULT_MAX_FAILED: f64 = 0.05;
 
 #[derive(Clone, Debug)]
 pub struct Node {

@@ -237,6 +237,13 @@ fn numbers(o: &mut String, l: &Loaded) {
         esc(&s.scenario.file),
         esc(l.sha256.get(..12).unwrap_or(&l.sha256))
     );
+    if let Some(why) = model::invalid(s) {
+        w!(
+            o,
+            "<p class=\"warn invalid\"><strong>{}.</strong></p>\n",
+            esc(&why)
+        );
+    }
     if let Some(w) = &s.emulator.warning {
         w!(
             o,
@@ -245,15 +252,23 @@ fn numbers(o: &mut String, l: &Loaded) {
         );
     }
     table(o, &model::latencies(s, PERCENTILE_METRICS), None);
-    w!(
-        o,
-        "<p>Throughput: topology {}; baseline {}.</p>\n",
-        model::throughput(topo),
-        model::throughput(base)
-    );
+    if model::is_invalid(s) {
+        w!(o, "<p>Throughput: not a result (the run is invalid).</p>\n");
+    } else {
+        w!(
+            o,
+            "<p>Throughput: topology {}; baseline {}.</p>\n",
+            esc(&model::throughput(topo)),
+            esc(&model::throughput(base))
+        );
+    }
     for stat in ["p50", "p99"] {
-        if let Some(sh) = model::shares(topo, stat) {
-            w!(o, "<p>Where the time goes at {stat}: {}.</p>\n", esc(&sh));
+        if let Some(p) = model::parts(topo, stat) {
+            w!(
+                o,
+                "<p>Each part of the time at its own {stat}: {}.</p>\n",
+                esc(&p)
+            );
         }
     }
     if let Some(r) = &s.reference {

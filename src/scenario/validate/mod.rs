@@ -155,6 +155,10 @@ pub(super) fn validate(
             arrival: raw.workload.arrival.0,
             measure,
             warmup,
+            max_failed: raw
+                .workload
+                .max_failed
+                .map_or(crate::scenario::DEFAULT_MAX_FAILED, |f| f.get()),
         },
         nodes,
         links,
