@@ -150,11 +150,18 @@ fn main() {
         let _ = std::fs::remove_file(dir.join("compare.json"));
         match compare::load(&base_root.join(&s.name)) {
             Ok(base) => {
-                let c = compare::compare(&base, &new, a.threshold);
-                print!("{}", compare::render(&c));
+                let c = match compare::compare(&base, &new, a.threshold) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        println!("{}: cannot compare: {e}", s.name);
+                        refused += 1;
+                        continue;
+                    }
+                };
+                print!("{}", compare::render(&c, false));
                 regressed += c.counts.regressed;
                 improved += c.counts.improved;
-                unchanged += c.counts.no_significant_change;
+                unchanged += c.counts.unchanged;
                 refused += c.counts.refused;
                 let mut bytes = serde_json::to_vec_pretty(&c).expect("json");
                 bytes.push(b'\n');

@@ -7,7 +7,7 @@ use crate::plan::{self, Plan};
 use crate::report::{self, Environment, Results, compare};
 pub use crate::report::{save_baseline, write_reports};
 use crate::scenario::units::Dur;
-use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
+use crate::scenario::{self, Extent, Override, ProfileLibrary, Scenario};
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write as _};
@@ -57,9 +57,11 @@ Ctrl-C stops within 2 seconds and still writes what was measured, marked \"compl
     #[command(
         after_help = "BASE and NEW are result folders: one scenario's (with summary.json) or a folder of them, \
 like results/ or results/baselines/NAME/. Scenarios are matched by name.\n\n\
-A percentile regresses (or improves) when it moved by more than --threshold and the 95% confidence \
-intervals of that percentile in the two runs do not overlap; anything else is \"no significant change\". \
-Runs of different scenario files or different clocks are refused.\n\n\
+Virtual clock (deterministic): a value that moved by more than --threshold regressed or improved, exactly. \
+Real clock: the 95% confidence interval of the relative change decides: wholly past --threshold is a verdict, \
+wholly within it is \"no change\", anything else \"inconclusive\". \
+Results of different identities (scenario text or traces, device profiles, seed, overrides, clock, tool version) \
+are refused, naming what differs. Only metrics that changed are listed unless --verbose.\n\n\
 Exit codes: 0 compared (no regression, or regressions without --fail-on-regression); \
 1 a regression with --fail-on-regression; 2 bad input: a missing or unreadable folder, or a refused pair."
     )]
@@ -142,6 +144,9 @@ struct CompareArgs {
     /// Where to write the verdicts as JSON [default: NEW/compare.json]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// List every compared metric, not only those that changed
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {
@@ -358,13 +363,13 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             )));
         }
         if let Some(d) = args.duration {
-            s.workload.measure = Extent::Duration(d.get());
+            s.apply(Override::Duration(d.get()));
         }
         if let Some(n) = args.requests {
-            s.workload.measure = Extent::Requests(n);
+            s.apply(Override::Requests(n));
         }
         if let Some(seed) = args.seed {
-            s.seed = seed;
+            s.apply(Override::Seed(seed));
         }
     }
     let plans: Vec<Plan> = scenarios
@@ -428,9 +433,14 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             let base_dir = args.out.join("baselines").join(name).join(&s.name);
             let base = compare::load(&base_dir).map_err(|e| Failure::BadInput(e.into()))?;
             let new = compare::load(&dir).map_err(|e| Failure::BadInput(e.into()))?;
-            let c = compare::compare(&base, &new, args.threshold);
-            let verdict =
-                finish_comparison(&c, &dir.join("compare.json"), args.fail_on_regression)?;
+            let c = compare::compare(&base, &new, args.threshold)
+                .map_err(|e| Failure::BadInput(e.into()))?;
+            let verdict = finish_comparison(
+                &c,
+                &dir.join("compare.json"),
+                args.fail_on_regression,
+                false,
+            )?;
             if verdict != EXIT_OK {
                 code = code.max(verdict);
             }
@@ -474,17 +484,23 @@ fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Fail
 fn compare_command(args: &CompareArgs) -> Result<i32, Failure> {
     let base = compare::load(&args.base).map_err(|e| Failure::BadInput(e.into()))?;
     let new = compare::load(&args.new).map_err(|e| Failure::BadInput(e.into()))?;
-    let c = compare::compare(&base, &new, args.threshold);
+    let c =
+        compare::compare(&base, &new, args.threshold).map_err(|e| Failure::BadInput(e.into()))?;
     let json = args
         .json
         .clone()
         .unwrap_or_else(|| args.new.join("compare.json"));
-    finish_comparison(&c, &json, args.fail_on_regression)
+    finish_comparison(&c, &json, args.fail_on_regression, args.verbose)
 }
 
 /// Prints a comparison, writes its JSON, and maps it to an exit code.
-fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result<i32, Failure> {
-    print!("{}", compare::render(c));
+fn finish_comparison(
+    c: &compare::Comparison,
+    json: &Path,
+    fail: bool,
+    verbose: bool,
+) -> Result<i32, Failure> {
+    print!("{}", compare::render(c, verbose));
     let mut bytes = serde_json::to_vec_pretty(c)
         .context("encoding the comparison")
         .map_err(Failure::Run)?;
