@@ -300,7 +300,7 @@ pub fn compared(rows: &[&Row]) -> Table {
     }
 }
 
-/// The rows of a comparison whose verdict is not "no significant change".
+/// The rows of a comparison whose verdict is not "no change".
 pub fn changed(c: &ScenarioComparison) -> Vec<&Row> {
     c.rows
         .iter()
