@@ -15,7 +15,7 @@
 //!
 //! Under `cargo test --benches` each scenario runs once, briefly, on the virtual clock into a
 //! temporary folder: a smoke test. The last line is for CI logs:
-//! `inferlat-bench: scenarios=N regressed=N improved=N unchanged=N refused=N no_baseline=N verdict=pass|fail`.
+//! `inferlat-bench: scenarios=N regressed=N improved=N unchanged=N inconclusive=N refused=N no_baseline=N verdict=pass|fail`.
 //! A regression makes the bench exit 1; so does a scenario whose comparison was refused or
 //! that has no baseline, unless `--allow-missing-baseline`.
 
@@ -125,6 +125,7 @@ struct Tally {
     regressed: usize,
     improved: usize,
     unchanged: usize,
+    inconclusive: usize,
     refused: usize,
     no_baseline: usize,
 }
@@ -143,8 +144,19 @@ fn judge(
         n.dir = staged.dest().to_path_buf();
     }
     let name = new[0].name.clone();
-    let c = compare::load(base).map(|b| compare::compare(&b, &new, a.threshold));
-    let Some(c) = c.ok().filter(|c| !c.scenarios.is_empty()) else {
+    let c = match compare::load(base) {
+        Ok(b) => match compare::compare(&b, &new, a.threshold) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                // An unreadable baseline (a missing histogram, mixed files) is refused.
+                println!("{name}: cannot compare with the baseline: {e}");
+                tally.refused += 1;
+                return (new.remove(0), None);
+            }
+        },
+        Err(_) => None,
+    };
+    let Some(c) = c.filter(|c| !c.scenarios.is_empty()) else {
         println!(
             "{name}: no baseline \"{}\" ({}); save one with: cargo bench --bench scenarios -- --save-baseline {}",
             a.baseline,
@@ -154,10 +166,11 @@ fn judge(
         tally.no_baseline += 1;
         return (new.remove(0), None);
     };
-    print!("{}", compare::render(&c));
+    print!("{}", compare::render(&c, false));
     tally.regressed += c.counts.regressed;
     tally.improved += c.counts.improved;
-    tally.unchanged += c.counts.no_significant_change;
+    tally.unchanged += c.counts.unchanged;
+    tally.inconclusive += c.counts.inconclusive;
     tally.refused += c.counts.refused;
     let mut bytes = serde_json::to_vec_pretty(&c).expect("json");
     bytes.push(b'\n');
@@ -318,11 +331,12 @@ fn main() {
         );
     }
     println!(
-        "inferlat-bench: scenarios={} regressed={} improved={} unchanged={} refused={} no_baseline={} seconds={:.0} verdict={}",
+        "inferlat-bench: scenarios={} regressed={} improved={} unchanged={} inconclusive={} refused={} no_baseline={} seconds={:.0} verdict={}",
         all.len(),
         tally.regressed,
         tally.improved,
         tally.unchanged,
+        tally.inconclusive,
         tally.refused,
         tally.no_baseline,
         t0.elapsed().as_secs_f64(),

@@ -7,7 +7,7 @@ use crate::plan::{self, Plan};
 use crate::report::{self, Environment, Results, compare};
 pub use crate::report::{save_baseline, write_reports};
 use crate::scenario::units::Dur;
-use crate::scenario::{self, Extent, ProfileLibrary, Scenario};
+use crate::scenario::{self, Extent, Override, ProfileLibrary, Scenario};
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use std::io::{IsTerminal, Write as _};
@@ -57,9 +57,11 @@ Ctrl-C stops within 2 seconds and still writes what was measured, marked \"compl
     #[command(
         after_help = "BASE and NEW are result folders: one scenario's (with summary.json) or a folder of them, \
 like results/ or results/baselines/NAME/. Scenarios are matched by name.\n\n\
-A percentile regresses (or improves) when it moved by more than --threshold and the 95% confidence \
-intervals of that percentile in the two runs do not overlap; anything else is \"no significant change\". \
-Runs of different scenario files or different clocks are refused.\n\n\
+Virtual clock (deterministic): a value that moved by more than --threshold regressed or improved, exactly. \
+Real clock: the 95% confidence interval of the relative change decides: wholly past --threshold is a verdict, \
+wholly within it is \"no change\", anything else \"inconclusive\". \
+Results of different identities (scenario text or traces, device profiles, seed, overrides, clock, tool version) \
+are refused, naming what differs. Only metrics that changed are listed unless --verbose.\n\n\
 Exit codes: 0 compared (no regression, or regressions without --fail-on-regression); \
 1 a regression with --fail-on-regression; 2 bad input: a missing or unreadable folder, or a refused pair."
     )]
@@ -146,6 +148,9 @@ struct CompareArgs {
     /// Where to write the verdicts as JSON [default: NEW/compare.json]
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// List every compared metric, not only those that changed
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn parse_threshold(s: &str) -> Result<f64, String> {
@@ -366,16 +371,16 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             )));
         }
         if let Some(d) = args.duration {
-            s.workload.measure = Extent::Duration(d.get());
+            s.apply(Override::Duration(d.get()));
         }
         if let Some(n) = args.requests {
-            s.workload.measure = Extent::Requests(n);
+            s.apply(Override::Requests(n));
         }
         if let Some(f) = args.max_failed {
             s.workload.max_failed = f;
         }
         if let Some(seed) = args.seed {
-            s.seed = seed;
+            s.apply(Override::Seed(seed));
         }
     }
     let plans: Vec<Plan> = scenarios
@@ -478,8 +483,9 @@ fn verdicts_into(
     for n in &mut new {
         n.dir = dest.clone();
     }
-    let c = compare::compare(&base, &new, args.threshold);
-    let (verdict, bytes) = judge_comparison(&c, args.fail_on_regression)?;
+    let c = compare::compare(&base, &new, args.threshold)
+        .map_err(|e| Failure::BadInput(e.into()))?;
+    let (verdict, bytes) = judge_comparison(&c, args.fail_on_regression, false)?;
     staged
         .write("compare.json", &bytes)
         .map_err(|e| Failure::Run(e.into()))?;
@@ -516,25 +522,35 @@ fn report_command(results: &[PathBuf], out: Option<PathBuf>) -> Result<i32, Fail
 fn compare_command(args: &CompareArgs) -> Result<i32, Failure> {
     let base = compare::load(&args.base).map_err(|e| Failure::BadInput(e.into()))?;
     let new = compare::load(&args.new).map_err(|e| Failure::BadInput(e.into()))?;
-    let c = compare::compare(&base, &new, args.threshold);
+    let c =
+        compare::compare(&base, &new, args.threshold).map_err(|e| Failure::BadInput(e.into()))?;
     let json = args
         .json
         .clone()
         .unwrap_or_else(|| args.new.join("compare.json"));
-    finish_comparison(&c, &json, args.fail_on_regression)
+    finish_comparison(&c, &json, args.fail_on_regression, args.verbose)
 }
 
 /// Prints a comparison, writes its JSON, and maps it to an exit code.
-fn finish_comparison(c: &compare::Comparison, json: &Path, fail: bool) -> Result<i32, Failure> {
-    let (code, bytes) = judge_comparison(c, fail)?;
+fn finish_comparison(
+    c: &compare::Comparison,
+    json: &Path,
+    fail: bool,
+    verbose: bool,
+) -> Result<i32, Failure> {
+    let (code, bytes) = judge_comparison(c, fail, verbose)?;
     report::write_atomic(json, &bytes).map_err(Failure::BadInput)?;
     println!("verdicts: {}", json.display());
     Ok(code)
 }
 
 /// Prints a comparison and maps it to an exit code; returns the code and the JSON.
-fn judge_comparison(c: &compare::Comparison, fail: bool) -> Result<(i32, Vec<u8>), Failure> {
-    print!("{}", compare::render(c));
+fn judge_comparison(
+    c: &compare::Comparison,
+    fail: bool,
+    verbose: bool,
+) -> Result<(i32, Vec<u8>), Failure> {
+    print!("{}", compare::render(c, verbose));
     let mut bytes = serde_json::to_vec_pretty(c)
         .context("encoding the comparison")
         .map_err(Failure::Run)?;

@@ -2,8 +2,8 @@
 //! back with hdrhistogram's own interval log parser and deserializer.
 
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::Deserializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+use hdrhistogram::serialization::{Deserializer, Serializer as _};
 use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Measured, Options};
 use inferlat::plan::{self, Plan};
@@ -204,4 +204,74 @@ fn interval_logs_hold_every_measured_request_by_completion_second() {
         let p50 = sum.value("e2e", "p50").unwrap();
         assert!((merged_p50 - p50).abs() <= p50 * 1e-3, "{run}");
     }
+}
+
+/// Standard base64 with padding.
+fn encode64(bytes: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in bytes.chunks(3) {
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A log of one interval whose histogram is the deflated `plain` bytes.
+fn log_of(plain: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(plain).unwrap();
+    let body = z.finish().unwrap();
+    let mut raw = 0x1c84_9314u32.to_be_bytes().to_vec();
+    raw.extend((body.len() as u32).to_be_bytes());
+    raw.extend(body);
+    format!("Tag=e2e,0.000,1.000,1.000,{}\n", encode64(&raw)).into_bytes()
+}
+
+/// A V2 header declaring `payload` bytes of counts, `digits` and values up to `high`.
+fn header(payload: u32, digits: u32, high: u64) -> Vec<u8> {
+    let mut h = 0x1c84_9313u32.to_be_bytes().to_vec();
+    h.extend(payload.to_be_bytes());
+    h.extend(0u32.to_be_bytes());
+    h.extend(digits.to_be_bytes());
+    h.extend(1u64.to_be_bytes());
+    h.extend(high.to_be_bytes());
+    h.extend(1f64.to_be_bytes());
+    h
+}
+
+#[test]
+fn crafted_logs_are_refused_before_anything_large_is_allocated() {
+    use inferlat::report::hlog;
+    // A declared 4 GB of counts that are not there.
+    let e = hlog::merged(&log_of(&header(u32::MAX, 3, 1 << 40))).unwrap_err();
+    assert!(e.to_string().contains("declares 4294967295 bytes"), "{e}");
+    // A range and precision that would need gigabytes of counters.
+    let e = hlog::merged(&log_of(&header(0, 5, u64::MAX))).unwrap_err();
+    assert!(e.to_string().contains("counters"), "{e}");
+    // A deflate bomb: 64 MiB of zeros in a few tens of kilobytes.
+    let mut bomb = header(64 << 20, 3, 1 << 40);
+    bomb.resize(bomb.len() + (64 << 20), 0);
+    let log = log_of(&bomb);
+    assert!(log.len() < 200_000, "{}", log.len());
+    let e = hlog::merged(&log).unwrap_err();
+    assert!(e.to_string().contains("decompresses to more than"), "{e}");
+    // A sound one still reads.
+    let mut h = inferlat::record::histogram();
+    h.record(5_000_000).unwrap();
+    let mut plain = Vec::new();
+    hdrhistogram::serialization::V2Serializer::new()
+        .serialize(&h, &mut plain)
+        .unwrap();
+    let merged = hlog::merged(&log_of(&plain)).unwrap();
+    assert_eq!(merged["e2e"].len(), 1);
 }

@@ -1,15 +1,26 @@
 //! `inferlat compare BASE NEW`: per scenario, run and metric, the change between two result
-//! folders and a three-valued verdict, computed from the files alone (`summary.json` and
-//! the `.hgrm` distributions), so CI can compare a run with a committed baseline.
+//! folders and a verdict, computed from the files alone, so CI can compare a run with a
+//! committed baseline.
 //!
-//! A latency percentile changes significantly when the distribution-free 95 % confidence
-//! intervals of that percentile in the two runs do not overlap (the order-statistic interval:
-//! the ranks n·q ± 1.96·√(n·q·(1-q))); it is a regression or an improvement only when the
-//! change is also larger than the noise threshold. Throughput's interval counts completed
-//! requests as a Poisson count (n ± 1.96·√n over the measured time).
+//! Two results are compared only when their identities (summary.json's `identity`: the
+//! scenario text and traces, every device profile's figures, the seed, the command-line
+//! overrides, the clock and the tool version) are equal; otherwise the pair is refused
+//! with the parts that differ.
+//!
+//! Every compared latency, printed or judged, comes from the run's `.hlog` (its full
+//! histograms), whose counts must match summary.json's: a missing or unreadable interval
+//! log is an error naming the file, never "no change".
+//!
+//! - Virtual clock: a run is a function of its identity, so there is no noise to allow
+//!   for; a value that moved past the threshold regressed or improved, exactly.
+//! - Real clock: the 95 % confidence interval of the relative change (from the
+//!   order-statistic intervals of the two runs' percentiles, each at 97.5 %, so both hold
+//!   together with 95 %) is judged against the threshold, as criterion does: wholly past
+//!   it is a verdict, wholly within it is "unchanged", anything else "inconclusive".
+//!   Throughput's interval counts completed requests as a Poisson count.
 
 use super::hgrm;
-use super::summary::Summary;
+use super::summary::{Identity, Summary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,12 +34,26 @@ pub const METRICS: &[&str] = &["ttft", "tpot", "itl", "e2e"];
 pub const PERCENTILES: &[(&str, f64)] = &[("p50", 0.5), ("p99", 0.99)];
 pub const RUNS: &[&str] = &["topology", "baseline"];
 
+/// The normal quantile of each run's interval: two independent 97.47 % intervals hold
+/// together with 95 %, so the relative change's interval built from them is a 95 % one.
+pub const Z: f64 = 2.236;
+
+/// The version of compare.json this build writes. 2: verdicts by clock, `inconclusive`,
+/// `change_interval`, `unchanged` for `no_significant_change`.
+pub const COMPARE_SCHEMA_VERSION: u32 = 2;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Improved,
     Regressed,
-    NoSignificantChange,
+    /// Virtual clock: within the threshold. Real clock: the whole interval of the change
+    /// is within the threshold.
+    #[serde(alias = "no_significant_change")]
+    Unchanged,
+    /// Real clock: the interval of the change reaches past the threshold without lying
+    /// wholly past it: the samples cannot decide.
+    Inconclusive,
 }
 
 impl Verdict {
@@ -36,12 +61,13 @@ impl Verdict {
         match self {
             Verdict::Improved => "improved",
             Verdict::Regressed => "regressed",
-            Verdict::NoSignificantChange => "no significant change",
+            Verdict::Unchanged => "no change",
+            Verdict::Inconclusive => "inconclusive",
         }
     }
 }
 
-/// Why a folder could not be compared.
+/// Why a folder could not be read or compared.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{}: no such folder", .0.display())]
@@ -61,6 +87,23 @@ pub enum LoadError {
     /// A histogram file that does not parse.
     #[error("{}: {why}", path.display())]
     Bad { path: PathBuf, why: String },
+    /// A run whose interval log is not there: without it there is nothing to judge.
+    #[error(
+        "{}: no such file: summary.json has a {run} run, and its latencies are compared from this interval log; the folder is incomplete (run the scenario again)",
+        path.display()
+    )]
+    NoHistogram { path: PathBuf, run: String },
+    /// A histogram that does not hold what summary.json counts: the files are of two runs.
+    #[error(
+        "{}: holds {found} {metric} values where summary.json counts {want}: the folder mixes files of different runs (run the scenario again)",
+        path.display()
+    )]
+    Mismatch {
+        path: PathBuf,
+        metric: String,
+        found: u64,
+        want: u64,
+    },
 }
 
 /// One scenario's results as read from its folder.
@@ -74,6 +117,9 @@ pub struct Loaded {
     pub summary: Summary,
     /// (run, metric) -> (value in ms, count) per distinct value, ascending.
     pub dists: BTreeMap<(String, String), Vec<(f64, u64)>>,
+    /// The runs whose distributions came from their `.hlog` (full histograms), not from
+    /// the `.hgrm` percentile ticks; only those are compared.
+    pub full: Vec<String>,
     /// The comparison a `run --baseline` left in the folder (`compare.json`), if any.
     pub saved: Option<ScenarioComparison>,
 }
@@ -88,13 +134,45 @@ impl Loaded {
         Some(self.summary.run(run)?.throughput.requests_per_s)
     }
 
-    /// The 95 % interval of the request rate, counting completions as a Poisson count.
-    pub fn throughput_interval(&self, run: &str) -> Option<(f64, f64)> {
+    /// The interval of the request rate at normal quantile `z`, counting completions as a
+    /// Poisson count.
+    pub fn throughput_interval(&self, run: &str, z: f64) -> Option<(f64, f64)> {
         let r = self.summary.run(run)?;
         let n = r.requests.completed as f64;
         let t = Some(r.throughput.window_s.unwrap_or(r.measured_s)).filter(|t| *t > 0.0)?;
-        let half = 1.96 * n.sqrt();
+        let half = z * n.sqrt();
         Some(((n - half).max(0.0) / t, (n + half) / t))
+    }
+
+    /// The distribution of `run.metric` compared: from the run's interval log, or an
+    /// error naming the file that should hold it. `None`: the run measured no value.
+    fn compared_dist(&self, run: &str, metric: &str) -> Result<Option<&[(f64, u64)]>, LoadError> {
+        let want = self
+            .summary
+            .run(run)
+            .and_then(|r| r.metrics.get(metric))
+            .map_or(0, |l| l.count);
+        let path = self.dir.join(format!("{run}.hlog"));
+        if !self.full.iter().any(|r| r == run) {
+            if want == 0 {
+                return Ok(None);
+            }
+            return Err(LoadError::NoHistogram {
+                path,
+                run: run.into(),
+            });
+        }
+        let d = self.dists.get(&(run.to_string(), metric.to_string()));
+        let found: u64 = d.map_or(0, |d| d.iter().map(|x| x.1).sum());
+        if found != want {
+            return Err(LoadError::Mismatch {
+                path,
+                metric: metric.into(),
+                found,
+                want,
+            });
+        }
+        Ok(d.map(Vec::as_slice).filter(|d| !d.is_empty()))
     }
 }
 
@@ -128,6 +206,27 @@ pub fn load(dir: &Path) -> Result<Vec<Loaded>, LoadError> {
     Ok(out)
 }
 
+/// The most bytes read from a `summary.json`, `.hgrm` or `compare.json`.
+const MAX_TEXT: u64 = 64 << 20;
+
+/// A file's text, reading at most `MAX_TEXT` bytes of it.
+fn read_text(path: &Path) -> Result<String, LoadError> {
+    let bytes = super::hlog::read_bounded(path, MAX_TEXT).map_err(|e| match e {
+        super::hlog::ReadError::Io(source) => LoadError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        e => LoadError::Bad {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        },
+    })?;
+    String::from_utf8(bytes).map_err(|_| LoadError::Bad {
+        path: path.to_path_buf(),
+        why: "not UTF-8 text".into(),
+    })
+}
+
 /// Reads one folder, again if another run swapped a new one in while it was read.
 fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
     super::folder::stable(
@@ -142,50 +241,37 @@ fn load_one(dir: &Path) -> Result<Loaded, LoadError> {
 
 fn load_files(dir: &Path) -> Result<Loaded, LoadError> {
     let path = dir.join("summary.json");
-    let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    let text = read_text(&path)?;
     let summary = Summary::parse(&text).map_err(|source| LoadError::Summary {
         path: path.clone(),
         source,
     })?;
     let name = summary.scenario.name.clone();
-    let sha256 = summary.scenario.sha256.clone();
-    let clock = summary.clock.clone();
-    let seed = summary.scenario.seed;
     let mut dists = BTreeMap::new();
+    let mut full = Vec::new();
     for run in RUNS {
         // The interval log holds the full histograms; the .hgrm only rows at its
         // percentile ticks (every count between two ticks shows as the upper tick's value).
         let p = dir.join(format!("{run}.hlog"));
-        if let Ok(bytes) = std::fs::read(&p) {
-            let merged = super::hlog::merged(&bytes).map_err(|why| LoadError::Bad {
+        if p.is_file() {
+            let merged = super::hlog::merged_file(&p).map_err(|e| LoadError::Bad {
                 path: p.clone(),
-                why,
+                why: e.to_string(),
             })?;
             for (tag, h) in merged {
                 if METRICS.contains(&tag.as_str()) && !h.is_empty() {
-                    let d: Vec<(f64, u64)> = h
-                        .iter_recorded()
-                        .map(|v| {
-                            (
-                                h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6,
-                                v.count_at_value(),
-                            )
-                        })
-                        .collect();
-                    dists.insert((run.to_string(), tag), d);
+                    dists.insert((run.to_string(), tag), distribution(&h));
                 }
             }
+            full.push(run.to_string());
             continue;
         }
         for metric in METRICS {
             let p = dir.join(format!("{run}.{metric}.hgrm"));
-            let Ok(text) = std::fs::read_to_string(&p) else {
+            if !p.is_file() {
                 continue;
-            };
-            let (rows, _) = hgrm::parse(&text).map_err(|why| LoadError::Bad {
+            }
+            let (rows, _) = hgrm::parse(&read_text(&p)?).map_err(|why| LoadError::Bad {
                 path: p.clone(),
                 why,
             })?;
@@ -200,7 +286,7 @@ fn load_files(dir: &Path) -> Result<Loaded, LoadError> {
             dists.insert((run.to_string(), metric.to_string()), d);
         }
     }
-    let saved = std::fs::read_to_string(dir.join("compare.json"))
+    let saved = read_text(&dir.join("compare.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<SavedComparison>(&text).ok())
         .and_then(|c| c.scenarios.into_iter().find(|s| s.name == name));
@@ -208,12 +294,25 @@ fn load_files(dir: &Path) -> Result<Loaded, LoadError> {
         dir: dir.to_path_buf(),
         saved,
         name,
-        sha256,
-        clock,
-        seed,
+        sha256: summary.scenario.sha256.clone(),
+        clock: summary.clock.clone(),
+        seed: summary.scenario.seed,
         summary,
         dists,
+        full,
     })
+}
+
+/// A histogram of ns as (value in ms, count) per distinct value, ascending.
+fn distribution(h: &hdrhistogram::Histogram<u64>) -> Vec<(f64, u64)> {
+    h.iter_recorded()
+        .map(|v| {
+            (
+                h.highest_equivalent(v.value_iterated_to()) as f64 / 1e6,
+                v.count_at_value(),
+            )
+        })
+        .collect()
 }
 
 /// The value at 1-based rank `r` of a distribution.
@@ -228,17 +327,24 @@ fn at_rank(d: &[(f64, u64)], r: u64) -> f64 {
     d.last().map_or(f64::NAN, |x| x.0)
 }
 
-/// The 95 % confidence interval of the `q` quantile from order statistics; a side that
-/// the samples cannot bound (a p99 of 50 samples has no upper bound) is open.
-pub fn quantile_interval(d: &[(f64, u64)], q: f64) -> Option<(f64, f64)> {
+/// The `q` quantile of a distribution as HdrHistogram (and so summary.json) reports it:
+/// the value at rank ⌈q·n⌉.
+pub fn quantile(d: &[(f64, u64)], q: f64) -> Option<f64> {
+    let n: u64 = d.iter().map(|x| x.1).sum();
+    (n > 0).then(|| at_rank(d, ((q * n as f64).ceil() as u64).max(1)))
+}
+
+/// The confidence interval of the `q` quantile from order statistics, at normal quantile
+/// `z` (1.96 for 95 %): the values at ranks n·q ± z·√(n·q·(1-q)). A side the samples
+/// cannot bound (a p99 of 50 samples has no upper bound) is open: 0 or infinity.
+pub fn quantile_interval(d: &[(f64, u64)], q: f64, z: f64) -> Option<(f64, f64)> {
     let n: u64 = d.iter().map(|x| x.1).sum();
     if n == 0 {
         return None;
     }
     let nf = n as f64;
-    let half = 1.96 * (nf * q * (1.0 - q)).sqrt();
+    let half = z * (nf * q * (1.0 - q)).sqrt();
     let (lo, hi) = ((nf * q - half).floor(), (nf * q + half).ceil());
-    // Too few samples to bound the quantile on a side: that side is open.
     let low = if lo < 1.0 { 0.0 } else { at_rank(d, lo as u64) };
     let high = if hi > nf {
         f64::INFINITY
@@ -248,17 +354,17 @@ pub fn quantile_interval(d: &[(f64, u64)], q: f64) -> Option<(f64, f64)> {
     Some((low, high))
 }
 
-/// A 95 % confidence interval; `hi` is null when the samples cannot bound it from above.
+/// A confidence interval; a bound is null when the samples cannot give it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
-    pub lo: f64,
+    pub lo: Option<f64>,
     pub hi: Option<f64>,
 }
 
 impl From<(f64, f64)> for Interval {
     fn from((lo, hi): (f64, f64)) -> Self {
         Interval {
-            lo,
+            lo: lo.is_finite().then_some(lo),
             hi: hi.is_finite().then_some(hi),
         }
     }
@@ -276,9 +382,14 @@ pub struct Row {
     pub new: f64,
     /// new / base - 1.
     pub change: f64,
-    /// 95 % confidence intervals of the value in each run, when the files allow one.
+    /// Real clock: the 97.5 % intervals of the value in each run and the 95 % interval of
+    /// the relative change; null on the virtual clock, which has no noise.
+    #[serde(default)]
     pub base_interval: Option<Interval>,
+    #[serde(default)]
     pub new_interval: Option<Interval>,
+    #[serde(default)]
+    pub change_interval: Option<Interval>,
     pub verdict: Verdict,
 }
 
@@ -288,6 +399,9 @@ pub struct ScenarioComparison {
     pub name: String,
     pub base: PathBuf,
     pub new: PathBuf,
+    /// The clock both ran on, which decides how verdicts are made.
+    #[serde(default)]
+    pub clock: String,
     pub refused: Option<String>,
     pub rows: Vec<Row>,
 }
@@ -296,8 +410,20 @@ pub struct ScenarioComparison {
 pub struct Counts {
     pub regressed: usize,
     pub improved: usize,
-    pub no_significant_change: usize,
+    pub unchanged: usize,
+    pub inconclusive: usize,
     pub refused: usize,
+}
+
+impl Counts {
+    fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Regressed => self.regressed += 1,
+            Verdict::Improved => self.improved += 1,
+            Verdict::Unchanged => self.unchanged += 1,
+            Verdict::Inconclusive => self.inconclusive += 1,
+        }
+    }
 }
 
 /// What a reader takes of a `compare.json`: its scenarios.
@@ -318,25 +444,40 @@ pub struct Comparison {
     pub counts: Counts,
 }
 
-/// The verdict on a change of a value where smaller is better; without confidence
-/// intervals there is no verdict.
-pub fn verdict(
-    change: f64,
-    threshold: f64,
-    intervals: Option<((f64, f64), (f64, f64))>,
-) -> Verdict {
-    // Without intervals nothing can be called significant.
-    let (slower, faster) = match intervals {
-        Some(((blo, bhi), (nlo, nhi))) => (nlo > bhi, nhi < blo),
-        None => (false, false),
-    };
-    if change > threshold && slower {
+/// The verdict on an exact change of a value where smaller is better (virtual clock).
+pub fn exact_verdict(change: f64, threshold: f64) -> Verdict {
+    if change > threshold {
         Verdict::Regressed
-    } else if change < -threshold && faster {
+    } else if change < -threshold {
         Verdict::Improved
     } else {
-        Verdict::NoSignificantChange
+        Verdict::Unchanged
     }
+}
+
+/// The verdict on the confidence interval `(lo, hi)` of the relative change of a value
+/// where smaller is better (real clock), as criterion judges one: wholly past the
+/// threshold is a verdict, wholly within it is no change, anything else inconclusive.
+pub fn interval_verdict((lo, hi): (f64, f64), threshold: f64) -> Verdict {
+    if lo > threshold {
+        Verdict::Regressed
+    } else if hi < -threshold {
+        Verdict::Improved
+    } else if lo >= -threshold && hi <= threshold {
+        Verdict::Unchanged
+    } else {
+        Verdict::Inconclusive
+    }
+}
+
+/// The interval of new / base - 1 from an interval of each (all values positive).
+pub fn change_interval(base: (f64, f64), new: (f64, f64)) -> (f64, f64) {
+    let lo = if base.1.is_infinite() {
+        -1.0
+    } else {
+        relative(base.1, new.0)
+    };
+    (lo, relative(base.0, new.1))
 }
 
 fn relative(base: f64, new: f64) -> f64 {
@@ -347,96 +488,144 @@ fn relative(base: f64, new: f64) -> f64 {
     }
 }
 
+/// Why two results cannot be compared, if they cannot.
+fn refusal(base: &Loaded, new: &Loaded) -> Option<String> {
+    const RESAVE: &str = "save it again with this version: `cargo bench --bench scenarios -- --save-baseline ci` for the suite, or `inferlat run FILE --save-baseline NAME`";
+    let (Some(b), Some(n)) = (&base.summary.identity, &new.summary.identity) else {
+        let which = if base.summary.identity.is_none() {
+            &base.dir
+        } else {
+            &new.dir
+        };
+        return Some(format!(
+            "{} predates identities: its summary.json (schema_version {}) does not record what its numbers depend on, so a difference in profiles, seed or overrides could not be seen; {RESAVE}",
+            which.display(),
+            if base.summary.identity.is_none() {
+                base.summary.schema_version
+            } else {
+                new.summary.schema_version
+            },
+        ));
+    };
+    let diffs = b.differences(n);
+    (!diffs.is_empty()).then(|| {
+        format!(
+            "{}: results of different inputs are not comparable; {RESAVE}",
+            diffs.join("; ")
+        )
+    })
+}
+
 /// Compares two scenarios' results.
-pub fn compare_one(base: &Loaded, new: &Loaded, threshold: f64) -> ScenarioComparison {
+pub fn compare_one(
+    base: &Loaded,
+    new: &Loaded,
+    threshold: f64,
+) -> Result<ScenarioComparison, LoadError> {
     let mut out = ScenarioComparison {
         name: new.name.clone(),
         base: base.dir.clone(),
         new: new.dir.clone(),
-        refused: None,
+        clock: new.clock.clone(),
+        refused: refusal(base, new),
         rows: Vec::new(),
     };
-    if base.sha256 != new.sha256 {
-        out.refused = Some(format!(
-            "the scenario differs (sha256 {} in the base, {} in the new run): results of different scenarios are not comparable; save a new baseline",
-            base.sha256.chars().take(12).collect::<String>(),
-            new.sha256.chars().take(12).collect::<String>()
-        ));
-        return out;
+    if out.refused.is_some() {
+        return Ok(out);
     }
-    if base.clock != new.clock {
-        out.refused = Some(format!(
-            "the clocks differ ({} in the base, {} in the new run): virtual time leaves out the harness's own costs, so the two do not measure the same thing",
-            base.clock, new.clock
-        ));
-        return out;
-    }
+    let exact = new.summary.identity.as_ref().is_some_and(is_virtual);
     for run in RUNS {
         for metric in METRICS {
-            let key = (run.to_string(), metric.to_string());
+            let (Some(bd), Some(nd)) = (
+                base.compared_dist(run, metric)?,
+                new.compared_dist(run, metric)?,
+            ) else {
+                continue;
+            };
             for &(stat, q) in PERCENTILES {
-                let (Some(b), Some(n)) =
-                    (base.value(run, metric, stat), new.value(run, metric, stat))
-                else {
+                let (Some(b), Some(n)) = (quantile(bd, q), quantile(nd, q)) else {
                     continue;
                 };
-                let bi = base.dists.get(&key).and_then(|d| quantile_interval(d, q));
-                let ni = new.dists.get(&key).and_then(|d| quantile_interval(d, q));
-                let change = relative(b, n);
-                out.rows.push(Row {
-                    run: run.to_string(),
-                    metric: metric.to_string(),
-                    stat: stat.into(),
-                    unit: "ms".into(),
-                    base: b,
-                    new: n,
-                    change,
-                    base_interval: bi.map(Into::into),
-                    new_interval: ni.map(Into::into),
-                    verdict: verdict(change, threshold, bi.zip(ni)),
-                });
+                let intervals = (!exact)
+                    .then(|| quantile_interval(bd, q, Z).zip(quantile_interval(nd, q, Z)))
+                    .flatten();
+                out.rows
+                    .push(row(run, metric, stat, "ms", (b, n), intervals, threshold));
             }
         }
         if let (Some(b), Some(n)) = (base.throughput(run), new.throughput(run)) {
-            // Larger is better: a drop is the regression. The intervals swap roles.
-            let change = relative(b, n);
-            let (bi, ni) = (base.throughput_interval(run), new.throughput_interval(run));
-            let v = verdict(-change, threshold, bi.zip(ni).map(|(b, n)| (n, b)));
-            out.rows.push(Row {
-                run: run.to_string(),
-                metric: "throughput".into(),
-                stat: "requests_per_s".into(),
-                unit: "req/s".into(),
-                base: b,
-                new: n,
-                change,
-                base_interval: bi.map(Into::into),
-                new_interval: ni.map(Into::into),
-                verdict: v,
-            });
+            let intervals = (!exact)
+                .then(|| {
+                    base.throughput_interval(run, Z)
+                        .zip(new.throughput_interval(run, Z))
+                })
+                .flatten();
+            out.rows.push(row(
+                run,
+                "throughput",
+                "requests_per_s",
+                "req/s",
+                (b, n),
+                intervals,
+                threshold,
+            ));
         }
     }
-    out
+    Ok(out)
+}
+
+fn is_virtual(i: &Identity) -> bool {
+    i.clock == "virtual"
+}
+
+/// A row: the exact verdict without intervals (virtual clock), the interval's with them.
+/// Throughput is larger-is-better: its change is judged negated.
+fn row(
+    run: &str,
+    metric: &str,
+    stat: &str,
+    unit: &str,
+    (b, n): (f64, f64),
+    intervals: Option<((f64, f64), (f64, f64))>,
+    threshold: f64,
+) -> Row {
+    let larger_is_better = metric == "throughput";
+    let change = relative(b, n);
+    let ci = intervals.map(|(bi, ni)| change_interval(bi, ni));
+    let verdict = match ci {
+        None => exact_verdict(if larger_is_better { -change } else { change }, threshold),
+        Some((lo, hi)) if larger_is_better => interval_verdict((-hi, -lo), threshold),
+        Some(ci) => interval_verdict(ci, threshold),
+    };
+    Row {
+        run: run.into(),
+        metric: metric.into(),
+        stat: stat.into(),
+        unit: unit.into(),
+        base: b,
+        new: n,
+        change,
+        base_interval: intervals.map(|(b, _)| b.into()),
+        new_interval: intervals.map(|(_, n)| n.into()),
+        change_interval: ci.map(Into::into),
+        verdict,
+    }
 }
 
 /// Compares every scenario present in both lists, matched by name.
-pub fn compare(base: &[Loaded], new: &[Loaded], threshold: f64) -> Comparison {
+pub fn compare(base: &[Loaded], new: &[Loaded], threshold: f64) -> Result<Comparison, LoadError> {
     let mut scenarios = Vec::new();
     let mut counts = Counts::default();
     for n in new {
         let Some(b) = base.iter().find(|b| b.name == n.name) else {
             continue;
         };
-        let c = compare_one(b, n, threshold);
+        let c = compare_one(b, n, threshold)?;
         if c.refused.is_some() {
             counts.refused += 1;
         }
         for r in &c.rows {
-            match r.verdict {
-                Verdict::Regressed => counts.regressed += 1,
-                Verdict::Improved => counts.improved += 1,
-                Verdict::NoSignificantChange => counts.no_significant_change += 1,
-            }
+            counts.add(r.verdict);
         }
         scenarios.push(c);
     }
@@ -446,14 +635,14 @@ pub fn compare(base: &[Loaded], new: &[Loaded], threshold: f64) -> Comparison {
             .map(|x| x.name.clone())
             .collect()
     };
-    Comparison {
-        schema_version: 1,
+    Ok(Comparison {
+        schema_version: COMPARE_SCHEMA_VERSION,
         threshold,
         only_in_base: names(base, new),
         only_in_new: names(new, base),
         scenarios,
         counts,
-    }
+    })
 }
 
 fn fmt_value(v: f64, unit: &str) -> String {
@@ -472,27 +661,45 @@ fn fmt_change(c: f64) -> String {
     }
 }
 
-/// The comparison as a terminal table.
-pub fn render(c: &Comparison) -> String {
+fn fmt_interval(i: Option<Interval>) -> String {
+    let side =
+        |v: Option<f64>, open: &str| v.map_or(open.to_string(), |v| format!("{:+.1}%", v * 100.0));
+    i.map_or(String::new(), |i| {
+        format!("[{}, {}]", side(i.lo, "-inf"), side(i.hi, "+inf"))
+    })
+}
+
+/// The comparison as a terminal table: the rows whose verdict is not "no change", or
+/// every row with `verbose`.
+pub fn render(c: &Comparison, verbose: bool) -> String {
     let mut o = String::new();
     for s in &c.scenarios {
         let _ = writeln!(
             o,
-            "\n{}  ({} -> {})",
+            "\n{}  ({} -> {}, {} clock)",
             s.name,
             s.base.display(),
-            s.new.display()
+            s.new.display(),
+            s.clock
         );
         if let Some(why) = &s.refused {
             let _ = writeln!(o, "  refused: {why}");
             continue;
         }
-        let _ = writeln!(
-            o,
-            "  {:<9} {:<11} {:<6} {:>10} {:>10} {:>8}  verdict",
-            "run", "metric", "stat", "base", "new", "change"
-        );
-        for r in &s.rows {
+        let shown: Vec<&Row> = s
+            .rows
+            .iter()
+            .filter(|r| verbose || r.verdict != Verdict::Unchanged)
+            .collect();
+        let hidden = s.rows.len() - shown.len();
+        if !shown.is_empty() {
+            let _ = writeln!(
+                o,
+                "  {:<9} {:<11} {:<6} {:>10} {:>10} {:>8}  {:<14} interval of the change",
+                "run", "metric", "stat", "base", "new", "change", "verdict"
+            );
+        }
+        for r in shown {
             let stat = if r.stat == "requests_per_s" {
                 ""
             } else {
@@ -500,15 +707,19 @@ pub fn render(c: &Comparison) -> String {
             };
             let _ = writeln!(
                 o,
-                "  {:<9} {:<11} {:<6} {:>10} {:>10} {:>8}  {}",
+                "  {:<9} {:<11} {:<6} {:>10} {:>10} {:>8}  {:<14} {}",
                 r.run,
                 r.metric,
                 stat,
                 fmt_value(r.base, &r.unit),
                 fmt_value(r.new, &r.unit),
                 fmt_change(r.change),
-                r.verdict.text()
+                r.verdict.text(),
+                fmt_interval(r.change_interval)
             );
+        }
+        if hidden > 0 {
+            let _ = writeln!(o, "  {hidden} more unchanged (--verbose lists them)");
         }
     }
     for n in &c.only_in_base {
@@ -520,10 +731,11 @@ pub fn render(c: &Comparison) -> String {
     let k = &c.counts;
     let _ = writeln!(
         o,
-        "\ncompare: {} regressed, {} improved, {} no significant change, {} refused (threshold {:.1}%)",
+        "\ncompare: {} regressed, {} improved, {} no change, {} inconclusive, {} refused (threshold {:.1}%)",
         k.regressed,
         k.improved,
-        k.no_significant_change,
+        k.unchanged,
+        k.inconclusive,
         k.refused,
         c.threshold * 100.0
     );
@@ -547,21 +759,14 @@ mod tests {
         d
     }
 
+    /// The real-clock verdict on the `q` quantile of two samples.
     fn judge(base: &[f64], new: &[f64], q: f64) -> Verdict {
         let (b, n) = (dist(base), dist(new));
-        let (bi, ni) = (
-            quantile_interval(&b, q).unwrap(),
-            quantile_interval(&n, q).unwrap(),
+        let ci = change_interval(
+            quantile_interval(&b, q, Z).unwrap(),
+            quantile_interval(&n, q, Z).unwrap(),
         );
-        let rank = |d: &[(f64, u64)]| {
-            let total: u64 = d.iter().map(|x| x.1).sum();
-            at_rank(d, ((total as f64 * q).ceil() as u64).max(1))
-        };
-        verdict(
-            relative(rank(&b), rank(&n)),
-            DEFAULT_THRESHOLD,
-            Some((bi, ni)),
-        )
+        interval_verdict(ci, DEFAULT_THRESHOLD)
     }
 
     /// A spread of latencies around `center`, the same shape every time.
@@ -572,14 +777,14 @@ mod tests {
     }
 
     #[test]
-    fn identical_runs_show_no_change() {
-        let a = spread(100.0, 500);
-        assert_eq!(judge(&a, &a, 0.5), Verdict::NoSignificantChange);
-        assert_eq!(judge(&a, &a, 0.99), Verdict::NoSignificantChange);
+    fn real_clock_identical_large_samples_show_no_change() {
+        let a = spread(100.0, 5000);
+        assert_eq!(judge(&a, &a, 0.5), Verdict::Unchanged);
+        assert_eq!(judge(&a, &a, 0.99), Verdict::Unchanged);
     }
 
     #[test]
-    fn a_clearly_slower_run_regresses_and_a_faster_one_improves() {
+    fn real_clock_a_clearly_slower_run_regresses_and_a_faster_one_improves() {
         let a = spread(100.0, 500);
         let slow = spread(130.0, 500);
         assert_eq!(judge(&a, &slow, 0.5), Verdict::Regressed);
@@ -587,37 +792,54 @@ mod tests {
     }
 
     #[test]
-    fn changes_within_noise_or_threshold_are_not_verdicts() {
-        // 3 % slower: below the 5 % threshold, however many samples.
-        let a = spread(100.0, 5000);
-        assert_eq!(
-            judge(&a, &spread(103.0, 5000), 0.5),
-            Verdict::NoSignificantChange
-        );
-        // 20 % slower at p99 but from ten samples: the intervals overlap.
+    fn real_clock_samples_that_cannot_decide_are_inconclusive() {
+        // 20 % slower at p99 but from ten samples: the p99 has no upper bound.
         let few = spread(100.0, 10);
-        assert_eq!(
-            judge(&few, &spread(120.0, 10), 0.99),
-            Verdict::NoSignificantChange
-        );
+        assert_eq!(judge(&few, &spread(120.0, 10), 0.99), Verdict::Inconclusive);
+        // Identical but small: the interval reaches past the threshold.
+        let some = spread(100.0, 50);
+        assert_eq!(judge(&some, &some, 0.5), Verdict::Inconclusive);
     }
 
     #[test]
-    fn without_intervals_there_is_no_verdict() {
-        assert_eq!(
-            verdict(0.5, DEFAULT_THRESHOLD, None),
-            Verdict::NoSignificantChange
+    fn virtual_clock_verdicts_are_exact() {
+        assert_eq!(exact_verdict(0.5, DEFAULT_THRESHOLD), Verdict::Regressed);
+        assert_eq!(exact_verdict(0.051, DEFAULT_THRESHOLD), Verdict::Regressed);
+        assert_eq!(exact_verdict(0.02, DEFAULT_THRESHOLD), Verdict::Unchanged);
+        assert_eq!(exact_verdict(-0.02, DEFAULT_THRESHOLD), Verdict::Unchanged);
+        assert_eq!(exact_verdict(-0.5, DEFAULT_THRESHOLD), Verdict::Improved);
+    }
+
+    #[test]
+    fn throughput_judges_a_drop_as_the_regression() {
+        let r = row(
+            "topology",
+            "throughput",
+            "requests_per_s",
+            "req/s",
+            (10.0, 5.0),
+            None,
+            DEFAULT_THRESHOLD,
         );
-        assert_eq!(
-            verdict(-0.5, DEFAULT_THRESHOLD, None),
-            Verdict::NoSignificantChange
+        assert_eq!(r.verdict, Verdict::Regressed);
+        let r = row(
+            "topology",
+            "throughput",
+            "requests_per_s",
+            "req/s",
+            (10.0, 5.0),
+            Some(((9.9, 10.1), (4.9, 5.1))),
+            DEFAULT_THRESHOLD,
         );
+        assert_eq!(r.verdict, Verdict::Regressed);
     }
 
     #[test]
     fn quantile_interval_brackets_the_quantile() {
         let d = dist(&(1..=1000).map(|x| x as f64).collect::<Vec<_>>());
-        let (lo, hi) = quantile_interval(&d, 0.5).unwrap();
+        let (lo, hi) = quantile_interval(&d, 0.5, 1.96).unwrap();
         assert!(lo < 500.0 && hi > 500.0 && hi - lo < 80.0, "{lo} {hi}");
+        assert_eq!(quantile(&d, 0.5), Some(500.0));
+        assert_eq!(quantile(&d, 0.99), Some(990.0));
     }
 }

@@ -3,9 +3,9 @@
 //! changes meaning or goes away, or a section is added.
 
 use super::summary::{
-    Breakdown, ClientSummary, Emulator, Floors, Hedging, Ladder, ModelInfo, Network, NodeBreakdown,
-    ReferenceCheck, Requests, RunSummary, Runs, ScenarioInfo, Summary, SummaryError, Tax,
-    Throughput, Tool, transcode, what_ran,
+    Breakdown, ClientSummary, Emulator, Floors, Hedging, Identity, Ladder, ModelInfo, Network,
+    NodeBreakdown, ReferenceCheck, Requests, RunSummary, Runs, ScenarioInfo, Summary, SummaryError,
+    Tax, Throughput, Tool, transcode, what_ran,
 };
 use super::{Exporter, Results};
 use crate::harness::RunOutput;
@@ -175,6 +175,7 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
         environment: results.environment.clone(),
         topology: Some(what_ran(s, results.plan)),
         model: Some(ModelInfo::from(&s.model)),
+        identity: Some(Identity::of(s, m.clock.name())),
         runs: Runs {
             topology: m
                 .topology

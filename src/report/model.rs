@@ -91,10 +91,11 @@ pub fn verdict_counts(c: &ScenarioComparison) -> String {
     }
     let n = |v: Verdict| c.rows.iter().filter(|r| r.verdict == v).count();
     format!(
-        "{} regressed, {} improved, {} no significant change",
+        "{} regressed, {} improved, {} no change, {} inconclusive",
         n(Verdict::Regressed),
         n(Verdict::Improved),
-        n(Verdict::NoSignificantChange)
+        n(Verdict::Unchanged),
+        n(Verdict::Inconclusive)
     )
 }
 
@@ -277,7 +278,8 @@ fn verdict_class(v: Verdict) -> &'static str {
     match v {
         Verdict::Regressed => "regressed",
         Verdict::Improved => "improved",
-        Verdict::NoSignificantChange => "same",
+        Verdict::Unchanged => "same",
+        Verdict::Inconclusive => "inconclusive",
     }
 }
 
@@ -335,10 +337,10 @@ pub fn compared(rows: &[&Row]) -> Table {
     }
 }
 
-/// The rows of a comparison whose verdict is not "no significant change".
+/// The rows of a comparison whose verdict is not "no change".
 pub fn changed(c: &ScenarioComparison) -> Vec<&Row> {
     c.rows
         .iter()
-        .filter(|r| r.verdict != Verdict::NoSignificantChange)
+        .filter(|r| r.verdict != Verdict::Unchanged)
         .collect()
 }

@@ -4,7 +4,8 @@
 //!
 //! Version 2 adds `topology` (what ran: the kind, the path and every node with its role,
 //! part, device figures, layers and batching limit) and `model`. Both are absent from
-//! version-1 files and read as `None`; everything else is as version 1 wrote it, so
+//! version-1 files and read as `None`; so is `identity` (what the numbers depend on, which
+//! `compare` checks), added to version 2 later; everything else is as version 1 wrote it, so
 //! readers take both versions.
 //!
 //! Parts that other modules own and serialize (the workload, the link reports, quinn's
@@ -71,6 +72,10 @@ pub struct Summary {
     /// The model (version 2 on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelInfo>,
+    /// Everything the numbers depend on (version 2, from inferlat 0.1 with identities):
+    /// `compare` refuses two results whose identities differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     pub runs: Runs,
     pub tax: BTreeMap<String, Tax>,
     pub floor: Floors,
@@ -661,6 +666,178 @@ impl From<&crate::scenario::Model> for ModelInfo {
             tied_embeddings: m.tied_embeddings,
         }
     }
+}
+
+/// What a result's numbers depend on (DESIGN §11): the scenario text and the traces it
+/// reads, every resolved device profile's figures (wherever the profile was found), the
+/// seed, every command-line override, the clock and the tool version. Two results with
+/// equal identities on the virtual clock are equal, bit for bit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Identity {
+    /// SHA-256 of the scenario file's text.
+    pub scenario_sha256: String,
+    /// SHA-256 of each mahimahi trace's delivery opportunities, by the file as written.
+    pub traces: BTreeMap<String, String>,
+    /// Each resolved device profile, by where it is used: a node's name, or `[baseline]`.
+    pub profiles: BTreeMap<String, ProfileIdentity>,
+    /// The seed the run used (the scenario's, or `--seed`).
+    pub seed: u64,
+    /// Command-line overrides by flag (`duration`, `requests`, `seed`), as given.
+    pub overrides: BTreeMap<String, String>,
+    pub clock: String,
+    pub tool_version: String,
+}
+
+/// A device profile in an identity: its name and the SHA-256 of its figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileIdentity {
+    pub name: String,
+    /// SHA-256 of the figures as summary.json writes them (name, description and sources
+    /// left out: they do not change a number).
+    pub figures_sha256: String,
+}
+
+impl ProfileIdentity {
+    fn of(d: &DeviceProfile) -> Self {
+        let mut figures = DeviceInfo::from(d);
+        figures.name = String::new();
+        // serde_json writes a struct's fields in declaration order and floats in their
+        // shortest round-trip form: a canonical text of the figures.
+        let text = serde_json::to_string(&figures).unwrap_or_default();
+        ProfileIdentity {
+            name: d.name.clone(),
+            figures_sha256: sha256_hex(text.as_bytes()),
+        }
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+impl Identity {
+    /// The identity of a run of `scenario` (overrides applied) on `clock`.
+    pub fn of(scenario: &Scenario, clock: &str) -> Identity {
+        let mut traces = BTreeMap::new();
+        for l in &scenario.links {
+            let params = std::iter::once(&l.params).chain(l.changes.iter().map(|c| &c.params));
+            for t in params.filter_map(|p| p.trace.as_deref()) {
+                let bytes: Vec<u8> = t
+                    .opportunities
+                    .iter()
+                    .flat_map(|o| o.to_le_bytes())
+                    .collect();
+                traces.insert(t.file.clone(), sha256_hex(&bytes));
+            }
+        }
+        let mut profiles: BTreeMap<String, ProfileIdentity> = scenario
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), ProfileIdentity::of(n.device.as_ref()?))))
+            .collect();
+        if let Some(b) = &scenario.baseline {
+            profiles.insert("[baseline]".into(), ProfileIdentity::of(&b.device));
+        }
+        Identity {
+            scenario_sha256: scenario.text_sha256.clone(),
+            traces,
+            profiles,
+            seed: scenario.seed,
+            overrides: scenario.overrides.clone(),
+            clock: clock.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+
+    /// The parts in which `new` differs from `self` (the base), each said for a person;
+    /// empty when the two are the same.
+    pub fn differences(&self, new: &Identity) -> Vec<String> {
+        let mut out = Vec::new();
+        let (b, n) = (self, new);
+        if b.scenario_sha256 != n.scenario_sha256 {
+            out.push(format!(
+                "the scenario text differs (sha256 {} in the base, {} in the new run)",
+                short(&b.scenario_sha256),
+                short(&n.scenario_sha256)
+            ));
+        }
+        out.extend(map_differences("trace", &b.traces, &n.traces, |h| {
+            format!("sha256 {}", short(h))
+        }));
+        out.extend(map_differences(
+            "the device profile of",
+            &b.profiles,
+            &n.profiles,
+            |p| format!("{}, figures sha256 {}", p.name, short(&p.figures_sha256)),
+        ));
+        if b.seed != n.seed {
+            out.push(format!(
+                "the seed differs ({} in the base, {} in the new run)",
+                b.seed, n.seed
+            ));
+        }
+        if b.overrides != n.overrides {
+            out.push(format!(
+                "the command-line overrides differ ({} in the base, {} in the new run)",
+                overrides_text(&b.overrides),
+                overrides_text(&n.overrides)
+            ));
+        }
+        if b.clock != n.clock {
+            out.push(format!(
+                "the clocks differ ({} in the base, {} in the new run): virtual time leaves out the harness's own costs, so the two do not measure the same thing",
+                b.clock, n.clock
+            ));
+        }
+        if b.tool_version != n.tool_version {
+            out.push(format!(
+                "the tool versions differ (inferlat {} in the base, {} in the new run)",
+                b.tool_version, n.tool_version
+            ));
+        }
+        out
+    }
+}
+
+fn overrides_text(o: &BTreeMap<String, String>) -> String {
+    if o.is_empty() {
+        return "none".into();
+    }
+    o.iter()
+        .map(|(k, v)| format!("--{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The keys of two maps whose values differ, or that only one has.
+fn map_differences<V: PartialEq>(
+    what: &str,
+    base: &BTreeMap<String, V>,
+    new: &BTreeMap<String, V>,
+    show: impl Fn(&V) -> String,
+) -> Vec<String> {
+    let mut keys: Vec<&String> = base.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let side = |v: Option<&V>| v.map_or_else(|| "absent".to_string(), &show);
+    keys.into_iter()
+        .filter(|k| base.get(*k) != new.get(*k))
+        .map(|k| {
+            format!(
+                "{what} {k} differs ({} in the base, {} in the new run)",
+                side(base.get(k)),
+                side(new.get(k))
+            )
+        })
+        .collect()
 }
 
 /// What ran, from the plan and the scenario. The one function that maps the plan's and

@@ -40,6 +40,11 @@ pub struct Scenario {
     pub file: PathBuf,
     /// SHA-256 of the file's bytes (and of the traces it reads), in hex.
     pub sha256: String,
+    /// SHA-256 of the file's text alone, in hex.
+    pub text_sha256: String,
+    /// The command-line overrides applied ([`Scenario::apply`]), by flag, as given: a
+    /// result's identity covers them.
+    pub overrides: BTreeMap<String, String>,
     pub model: Model,
     pub workload: Workload,
     pub nodes: Vec<Node>,
@@ -53,7 +58,37 @@ pub struct Scenario {
     pub reference: Option<Reference>,
 }
 
+/// A command-line override of a scenario's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Override {
+    /// `--duration`: the measured phase's length.
+    Duration(Duration),
+    /// `--requests`: the measured phase's number of requests.
+    Requests(u64),
+    /// `--seed`.
+    Seed(u64),
+}
+
 impl Scenario {
+    /// Applies a command-line override and records it.
+    pub fn apply(&mut self, o: Override) {
+        let (flag, value) = match o {
+            Override::Duration(d) => {
+                self.workload.measure = Extent::Duration(d);
+                ("duration", units::format_duration(d))
+            }
+            Override::Requests(n) => {
+                self.workload.measure = Extent::Requests(n);
+                ("requests", n.to_string())
+            }
+            Override::Seed(s) => {
+                self.seed = s;
+                ("seed", s.to_string())
+            }
+        };
+        self.overrides.insert(flag.into(), value);
+    }
+
     pub fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n.name == name)
     }
@@ -338,6 +373,7 @@ pub fn parse(
     match validate::validate(raw, profiles, dir) {
         Ok(mut s) => {
             s.file = file.to_path_buf();
+            s.text_sha256 = sha256.clone();
             s.sha256 = with_traces(sha256, &s);
             Ok(s)
         }

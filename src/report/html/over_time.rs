@@ -23,12 +23,14 @@ pub(super) struct IntervalStats {
 
 /// Per tag, the statistics of each interval of a `.hlog` file, in ms.
 pub(super) fn read_hlog(path: &Path) -> Result<BTreeMap<String, Vec<IntervalStats>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", file_name(path)))?;
+    let hlog = super::super::hlog::read_bounded(path, super::super::hlog::MAX_FILE)
+        .map_err(|e| format!("{}: {e}", file_name(path)))?;
     let mut out: BTreeMap<String, Vec<IntervalStats>> = BTreeMap::new();
-    for i in super::super::hlog::read(&bytes).map_err(|e| format!("{}: {e}", file_name(path)))? {
+    // One interval at a time: a long run's log never sits decoded in memory whole.
+    super::super::hlog::visit(&hlog, |i, _| {
         let h = &i.histogram;
         if h.is_empty() {
-            continue;
+            return Ok(());
         }
         let start = i.start.as_secs_f64();
         let q = |x: f64| h.value_at_quantile(x) as f64 / 1e6;
@@ -40,7 +42,9 @@ pub(super) fn read_hlog(path: &Path) -> Result<BTreeMap<String, Vec<IntervalStat
             p99: q(0.99),
             max: h.max() as f64 / 1e6,
         });
-    }
+        Ok(())
+    })
+    .map_err(|e| format!("{}: {e}", file_name(path)))?;
     Ok(out)
 }
 

@@ -148,6 +148,8 @@ pub(super) fn validate(
         seed: raw.seed,
         file: PathBuf::new(),
         sha256: String::new(),
+        text_sha256: String::new(),
+        overrides: Default::default(),
         model,
         workload: Workload {
             prompt_tokens: raw.workload.prompt_tokens.0,
