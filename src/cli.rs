@@ -483,8 +483,8 @@ fn verdicts_into(
     for n in &mut new {
         n.dir = dest.clone();
     }
-    let c = compare::compare(&base, &new, args.threshold)
-        .map_err(|e| Failure::BadInput(e.into()))?;
+    let c =
+        compare::compare(&base, &new, args.threshold).map_err(|e| Failure::BadInput(e.into()))?;
     let (verdict, bytes) = judge_comparison(&c, args.fail_on_regression, false)?;
     staged
         .write("compare.json", &bytes)
