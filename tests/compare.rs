@@ -302,8 +302,8 @@ fn results_of_other_inputs_are_refused_naming_the_difference() {
     });
     refused(&old, &["predates identities", "--save-baseline ci"]);
 
-    // The committed v1 baselines are refused the same way, saying how to save them again.
-    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/baselines/ci/quickstart");
+    // A version-1 result folder is refused the same way, saying how to save it again.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/quickstart");
     let (code, _, err, _) = compare(&v1, &a, &json, &[]);
     assert_eq!(code, 2, "{err}");
     assert!(

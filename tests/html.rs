@@ -353,9 +353,9 @@ fn the_topology_drawing_shows_recorded_roles_and_parts_and_v1_folders_still_draw
     assert!(topo.contains(">worker · tensor-root<"), "{topo}");
     assert!(topo.contains(">worker · tensor-member<"), "{topo}");
 
-    // The committed CI baselines are schema version 1, without the recorded parts: their
-    // drawing still names the roles, guessed from the traffic.
-    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/baselines/ci");
+    // Version-1 folders have no recorded parts: their drawing still names the roles,
+    // guessed from the traffic.
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
     let to = tmp.path().join("v1");
     let (code, stdout, stderr) = inferlat(&[
         "report",
