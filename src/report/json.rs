@@ -139,6 +139,7 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
             measured,
             tolerance: r.tolerance,
             within_tolerance: within,
+            fitted: r.fitted,
         })
     });
     let warnings = super::warnings(results);

@@ -97,8 +97,8 @@ fn scenario(o: &mut String, e: &Entry) {
             r.metric,
             model::json_number(r.value),
             r.measured,
-            if r.within_tolerance {
-                "within tolerance"
+            if r.within_tolerance || r.fitted {
+                r.verdict()
             } else {
                 "**outside tolerance**"
             },

@@ -169,6 +169,7 @@ pub fn throughput(run: Option<&RunSummary>) -> String {
 /// Whether a reference was met, as the overview says it.
 pub fn reference_word(r: Option<&ReferenceCheck>) -> &'static str {
     match r {
+        Some(r) if r.fitted => "fitted",
         Some(r) if r.within_tolerance => "within tolerance",
         Some(_) => "OUTSIDE tolerance",
         None => "-",

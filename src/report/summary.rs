@@ -430,6 +430,22 @@ pub struct ReferenceCheck {
     pub measured: f64,
     pub tolerance: f64,
     pub within_tolerance: bool,
+    /// A figure of the scenario or its profiles was calibrated on this value (absent in
+    /// older files: false).
+    #[serde(default)]
+    pub fitted: bool,
+}
+
+impl ReferenceCheck {
+    /// What the check says: a fitted reference is never a reproduction.
+    pub fn verdict(&self) -> &'static str {
+        match (self.fitted, self.within_tolerance) {
+            (true, true) => "fitted (within tolerance; not a reproduction)",
+            (true, false) => "fitted, yet outside tolerance",
+            (false, true) => "within tolerance",
+            (false, false) => "outside tolerance",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -306,10 +306,11 @@ fn trailer_lines(o: &mut String, r: &Results) {
             o,
             "  reference {}: published {expected:.3}, measured {measured:.3}: {} (tolerance {:.0}%; {})",
             reference.metric,
-            if within {
-                "within tolerance"
-            } else {
-                "OUTSIDE tolerance"
+            match (reference.fitted, within) {
+                (true, true) => "fitted (within tolerance; not a reproduction)",
+                (true, false) => "fitted, yet OUTSIDE tolerance",
+                (false, true) => "within tolerance",
+                (false, false) => "OUTSIDE tolerance",
             },
             reference.tolerance * 100.0,
             reference.source

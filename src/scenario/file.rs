@@ -601,4 +601,7 @@ pub(super) struct RawReference {
     pub(super) metric: String,
     pub(super) value: toml::Value,
     pub(super) tolerance: Fraction,
+    /// Whether a figure of the scenario or its profiles was calibrated on this value.
+    #[serde(default)]
+    pub(super) fitted: bool,
 }

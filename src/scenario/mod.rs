@@ -279,6 +279,9 @@ pub struct Reference {
     pub metric: String,
     pub value: RefValue,
     pub tolerance: f64,
+    /// A figure of the scenario or of its profiles was calibrated on this value: meeting it
+    /// shows nothing, and it is never called reproduced.
+    pub fitted: bool,
 }
 
 /// The metrics a reference may name.

@@ -279,8 +279,8 @@ fn numbers(o: &mut String, l: &Loaded) {
             esc(&r.metric),
             esc(&model::json_number(r.value)),
             r.measured,
-            if r.within_tolerance {
-                "within tolerance"
+            if r.within_tolerance || r.fitted {
+                r.verdict()
             } else {
                 "<strong class=\"regressed\">outside tolerance</strong>"
             },

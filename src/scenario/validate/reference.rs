@@ -67,5 +67,6 @@ pub(super) fn check(cx: &mut Context, raw: Option<&RawReference>) -> Option<Refe
         metric: r.metric.clone(),
         value,
         tolerance: r.tolerance.get(),
+        fitted: r.fitted,
     })
 }
