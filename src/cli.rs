@@ -387,6 +387,11 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         .iter()
         .map(|s| plan::plan(s).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", s.file.display()))))
         .collect::<Result<_, _>>()?;
+    for (s, p) in scenarios.iter().zip(&plans) {
+        for w in &p.warnings {
+            eprintln!("warning: {}: {w}", s.name);
+        }
+    }
     check_out_dir(&args.out).map_err(Failure::BadInput)?;
     if let Some(name) = &args.baseline {
         for s in &scenarios {

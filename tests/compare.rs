@@ -20,7 +20,7 @@ fn inferlat(args: &[&str]) -> (i32, String, String) {
     let out = Command::cargo_bin("inferlat")
         .unwrap()
         .args(args)
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(600))
         .output()
         .unwrap();
     (

@@ -313,3 +313,92 @@ fn a_request_with_no_answer_within_the_drain_timeout_fails_instead_of_stalling_t
         r.errors
     );
 }
+
+/// The two taxes take the total apart: with the baseline on the topology's own device, the
+/// device tax is 1 and the network tax is all of it; the network tax of TTFT is the link's
+/// round trip over the compute, and the network adds nothing to TPOT on a link with no
+/// jitter. With a faster baseline device, the device tax is the ratio of the two devices'
+/// decode steps (from their datasheet figures) and the network tax does not move. The
+/// co-located run is a run of its own (the same nodes over ideal links), so none of these
+/// ratios is computed from the model's floor.
+#[test]
+fn network_tax_is_the_link_alone_and_device_tax_the_devices_alone() {
+    use inferlat::report::{Environment, Results};
+    let run_with = |baseline: &str| {
+        let s = scenario(&text(
+            "a100-80g",
+            "40ms",
+            128,
+            16,
+            8,
+            0.5,
+            &format!("bandwidth = \"10Gbit/s\"\n[baseline]\ndevice = \"{baseline}\""),
+        ));
+        let plan = plan::plan(&s).expect("plannable");
+        let m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
+        (s, plan, m)
+    };
+    let taxes = |baseline: &str| {
+        let (s, plan, m) = run_with(baseline);
+        let r = Results {
+            scenario: &s,
+            plan: &plan,
+            measured: &m,
+            environment: Environment::capture(std::time::SystemTime::now()),
+        };
+        let topo = &m.topology.as_ref().unwrap().record;
+        let colo = &m.colocated.as_ref().expect("a co-located run").record;
+        assert_eq!(colo.completed, 8);
+        let gap = ms(topo.histogram(Metric::Ttft), 0.5) - ms(colo.histogram(Metric::Ttft), 0.5);
+        let t = |f: &dyn Fn(Metric, f64) -> Option<f64>, m| f(m, 0.5).expect("a tax");
+        (
+            gap,
+            t(&|m, q| r.network_tax(m, q), Metric::Ttft),
+            t(&|m, q| r.network_tax(m, q), Metric::Tpot),
+            t(&|m, q| r.device_tax(m, q), Metric::Ttft),
+            t(&|m, q| r.device_tax(m, q), Metric::Tpot),
+            t(&|m, q| r.tax(m, q), Metric::Tpot),
+            plan.floor(Shape {
+                prompt: 128,
+                output: 16,
+            }),
+            plan.baseline_floor(Shape {
+                prompt: 128,
+                output: 16,
+            })
+            .unwrap(),
+        )
+    };
+    let (gap, net_ttft, net_tpot, dev_ttft, dev_tpot, _, _, _) = taxes("a100-80g");
+    // One round trip (the request out, the first token back) and a few hundred bytes at
+    // 10 Gbit/s: 40 ms and a little more, nothing like two.
+    assert!((40.0..42.0).contains(&gap), "ttft gap {gap:.3} ms");
+    assert!(net_ttft > 4.0, "network tax of ttft {net_ttft:.2}");
+    assert!(
+        (net_tpot - 1.0).abs() < 0.01,
+        "network tax of tpot {net_tpot:.4}"
+    );
+    // The same device on both sides: no device tax at all.
+    assert!(
+        (dev_ttft - 1.0).abs() < 0.01,
+        "device tax of ttft {dev_ttft:.4}"
+    );
+    assert!(
+        (dev_tpot - 1.0).abs() < 0.01,
+        "device tax of tpot {dev_tpot:.4}"
+    );
+
+    let (gap2, net_ttft2, net_tpot2, _, dev_tpot2, tax_tpot2, floor, base_floor) =
+        taxes("h100-sxm");
+    // The topology and its co-located twin did not change: neither does the network tax.
+    assert!((gap2 - gap).abs() < 0.01, "{gap2} against {gap}");
+    assert!((net_ttft2 - net_ttft).abs() < 0.01);
+    assert!((net_tpot2 - net_tpot).abs() < 0.01);
+    // The device tax is the A100's decode step over the H100's; the total is the product.
+    let steps = floor.tpot.as_secs_f64() / base_floor.tpot.as_secs_f64();
+    assert!(
+        (dev_tpot2 / steps - 1.0).abs() < 0.01,
+        "device tax {dev_tpot2:.4} against the steps' ratio {steps:.4}"
+    );
+    assert!((tax_tpot2 / (net_tpot2 * dev_tpot2) - 1.0).abs() < 0.01);
+}

@@ -29,7 +29,7 @@ fn run_writes_the_summary_contract_and_matching_hgrm_files() {
         .unwrap()
         .args(["run", quickstart(), "--requests", "8", "--quiet", "--out"])
         .arg(out.path())
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(600))
         .assert()
         .success();
     let dir = out.path().join("quickstart");
@@ -225,7 +225,7 @@ fn outage(extra: &[&str]) -> (Option<i32>, String, Value) {
         .args(["--clock", "virtual", "--quiet", "--out"])
         .arg(&out)
         .args(extra)
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(600))
         .output()
         .unwrap();
     let summary: Value =

@@ -66,7 +66,7 @@ fn run(scenario: &Path, name: &str, out: &Path) -> PathBuf {
         .arg(scenario)
         .args(["--clock", "virtual", "--quiet", "--out"])
         .arg(out)
-        .timeout(Duration::from_secs(120))
+        .timeout(Duration::from_secs(600))
         .assert()
         .success();
     out.join(name)
@@ -265,6 +265,9 @@ fn a_summary_with_nulls_and_without_optional_parts_matches_the_schema() {
     assert_eq!(
         names,
         [
+            "schema-variety/colocated/e2e",
+            "schema-variety/colocated/throughput",
+            "schema-variety/colocated/ttft",
             "schema-variety/topology/e2e",
             "schema-variety/topology/throughput",
             "schema-variety/topology/ttft",
@@ -284,6 +287,10 @@ fn a_summary_with_nulls_and_without_optional_parts_matches_the_schema() {
             "schema-variety topology ttft p99",
             "schema-variety topology e2e p50",
             "schema-variety topology e2e p99",
+            "schema-variety colocated ttft p50",
+            "schema-variety colocated ttft p99",
+            "schema-variety colocated e2e p50",
+            "schema-variety colocated e2e p99",
         ]
     );
 }
@@ -398,7 +405,7 @@ fn close(a: f64, b: f64) -> bool {
 #[test]
 fn bencher_and_benchmark_action_files_carry_the_summary_values() {
     let (_out, dir, summary) = quickstart_summary();
-    let runs = ["topology", "baseline"];
+    let runs = ["topology", "colocated", "baseline"];
     let metrics = ["ttft", "tpot", "itl", "e2e"];
 
     let bmf = read_json(&dir.join("bencher.json"));

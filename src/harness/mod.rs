@@ -238,6 +238,8 @@ pub struct RunOutput {
 #[derive(Debug)]
 pub struct Measured {
     pub topology: Option<RunOutput>,
+    /// The same devices with no network between them (see [`Plan::colocated`]).
+    pub colocated: Option<RunOutput>,
     pub baseline: Option<RunOutput>,
     pub links: Vec<LinkReport>,
     pub connections: Vec<ConnectionReport>,
@@ -259,6 +261,7 @@ pub struct Measured {
 impl Measured {
     pub fn complete(&self, has_baseline: bool) -> bool {
         self.topology.as_ref().is_some_and(|r| r.complete)
+            && self.colocated.as_ref().is_none_or(|r| r.complete)
             && (!has_baseline || self.baseline.as_ref().is_some_and(|r| r.complete))
     }
 }
@@ -272,6 +275,8 @@ pub struct Options {
     pub grace: Duration,
     pub max_frame: u32,
     pub transport: TransportSettings,
+    /// Also run the same devices with no network between them, for the network tax.
+    pub colocated: bool,
 }
 
 impl Default for Options {
@@ -281,6 +286,7 @@ impl Default for Options {
             grace: Duration::from_millis(1000),
             max_frame: DEFAULT_MAX_FRAME,
             transport: TransportSettings::default(),
+            colocated: true,
         }
     }
 }
@@ -511,6 +517,7 @@ pub async fn run(
     };
     let mut measured = Measured {
         topology: None,
+        colocated: None,
         baseline: None,
         links: Vec::new(),
         connections: Vec::new(),
@@ -528,40 +535,17 @@ pub async fn run(
     let cpu_start = (cpu_time(), clock.now());
 
     // Topology.
-    progress.begin_run("topology");
-    let mut record = RunRecord::new();
-    let topo = tokio::select! {
-        biased;
-        t = Topology::build(scenario, plan, &clock, options, cancel.child_token()) => t?,
-        _ = cancel.cancelled() => {
-            measured.topology = Some(RunOutput { record, complete: false });
-            return Ok(measured);
-        }
-    };
-    for &c in &topo.connects {
-        record.record_connect(c);
-    }
-    let target = Target::Remote {
-        clients: Arc::new(
-            topo.clients
-                .iter()
-                .zip(&plan.clients)
-                .map(|(c, p)| (c.clone(), p.share))
-                .collect(),
-        ),
-    };
-    let complete = drive(
-        scenario,
-        target,
-        &clock,
-        options,
-        &progress,
-        &cancel,
-        &mut record,
-        Some(&topo.net),
+    let Some(topo) = run_topology(
+        scenario, plan, "topology", &clock, options, &progress, &cancel,
     )
-    .await;
-    progress.set_phase(Phase::Teardown);
+    .await?
+    else {
+        measured.topology = Some(RunOutput {
+            record: RunRecord::new(),
+            complete: false,
+        });
+        return Ok(measured);
+    };
     if let (Some(cpu0), Some(cpu1)) = (cpu_start.0, cpu_time())
         && clock.kind() == ClockKind::Real
     {
@@ -570,22 +554,42 @@ pub async fn run(
             measured.cpu_load = Some((cpu1 - cpu0).as_secs_f64() / wall.as_secs_f64());
         }
     }
-    for (from, to, conn) in &topo.connections {
-        measured
-            .connections
-            .push(ConnectionReport::new(from, to, &conn.stats()));
+    measured.connections = topo.connections;
+    measured.links = topo.links;
+    measured.emulator_lateness = Some(topo.lateness);
+    measured.malformed_frames = topo.malformed_frames;
+    measured.unroutable = topo.unroutable;
+    measured.inbox_overflow = topo.inbox_overflow;
+    measured.topology = Some(topo.output);
+
+    // Co-located: the same devices with no network between them (the network tax's
+    // denominator).
+    if options.colocated {
+        let plan = plan.colocated();
+        let run = match cancel.is_cancelled() {
+            true => None,
+            false => {
+                run_topology(
+                    scenario,
+                    &plan,
+                    "colocated",
+                    &clock,
+                    options,
+                    &progress,
+                    &cancel,
+                )
+                .await?
+            }
+        };
+        // Interrupted before it ran: an incomplete run with nothing measured.
+        measured.colocated = Some(run.map_or_else(
+            || RunOutput {
+                record: RunRecord::new(),
+                complete: false,
+            },
+            |r| r.output,
+        ));
     }
-    topo.shutdown().await;
-    measured.links = topo.link_reports(scenario, plan);
-    measured.emulator_lateness = Some(topo.net.lateness().histogram());
-    measured.malformed_frames = topo
-        .nodes
-        .iter()
-        .map(|n| n.stats.malformed.load(Ordering::Relaxed))
-        .sum();
-    measured.unroutable = topo.net.unroutable();
-    measured.inbox_overflow = topo.net.inbox_overflow();
-    measured.topology = Some(RunOutput { record, complete });
 
     // Baseline: the same seeded workload on the local device, no network.
     if let Some(stage) = plan.baseline.clone()
@@ -611,6 +615,80 @@ pub async fn run(
     }
     measured.simulated = clock.now().saturating_duration_since(run_start);
     Ok(measured)
+}
+
+/// What a run of a built topology measured, with its network's statistics.
+struct TopologyRun {
+    output: RunOutput,
+    connections: Vec<ConnectionReport>,
+    links: Vec<LinkReport>,
+    lateness: Histogram<u64>,
+    malformed_frames: u64,
+    unroutable: u64,
+    inbox_overflow: u64,
+}
+
+/// Builds `plan`'s topology, drives the workload through it and tears it down; `None` when
+/// cancelled before it was built.
+async fn run_topology(
+    scenario: &Scenario,
+    plan: &Plan,
+    run: &'static str,
+    clock: &Clock,
+    options: &Options,
+    progress: &Arc<Progress>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Option<TopologyRun>> {
+    progress.begin_run(run);
+    let mut record = RunRecord::new();
+    let topo = tokio::select! {
+        biased;
+        t = Topology::build(scenario, plan, clock, options, cancel.child_token()) => t?,
+        _ = cancel.cancelled() => return Ok(None),
+    };
+    for &c in &topo.connects {
+        record.record_connect(c);
+    }
+    let target = Target::Remote {
+        clients: Arc::new(
+            topo.clients
+                .iter()
+                .zip(&plan.clients)
+                .map(|(c, p)| (c.clone(), p.share))
+                .collect(),
+        ),
+    };
+    let complete = drive(
+        scenario,
+        target,
+        clock,
+        options,
+        progress,
+        cancel,
+        &mut record,
+        Some(&topo.net),
+    )
+    .await;
+    progress.set_phase(Phase::Teardown);
+    let connections = topo
+        .connections
+        .iter()
+        .map(|(from, to, conn)| ConnectionReport::new(from, to, &conn.stats()))
+        .collect();
+    topo.shutdown().await;
+    Ok(Some(TopologyRun {
+        output: RunOutput { record, complete },
+        connections,
+        links: topo.link_reports(scenario, plan),
+        lateness: topo.net.lateness().histogram(),
+        malformed_frames: topo
+            .nodes
+            .iter()
+            .map(|n| n.stats.malformed.load(Ordering::Relaxed))
+            .sum(),
+        unroutable: topo.net.unroutable(),
+        inbox_overflow: topo.net.inbox_overflow(),
+    }))
 }
 
 /// A seed for one part of a run, derived from the scenario's seed and stable names (node

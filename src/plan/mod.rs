@@ -75,6 +75,9 @@ pub struct Plan {
     pub typical: Shape,
     /// What the user should know about how this version runs the plan.
     pub notes: Vec<String>,
+    /// What in the scenario looks like a mistake without stopping it (a declared link the
+    /// topology never uses).
+    pub warnings: Vec<String>,
     names: Vec<String>,
     links: Vec<((usize, usize), Hop)>,
 }
@@ -110,6 +113,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     let client_indices: Vec<usize> = clients.iter().map(|c| c.index).collect();
     let connections = route.connections(&client_indices);
     let links = links_of(s, &names, &connections);
+    let unused = unused_links(s, &names, &links);
     if links.iter().any(|(_, h)| !h.changes.is_empty()) {
         notes.push("links change during the run; the floor uses each link as it starts".into());
     }
@@ -164,6 +168,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             output: s.workload.output_tokens.median(),
         },
         notes,
+        warnings: unused,
         clients,
         nodes,
         names,
@@ -246,6 +251,30 @@ fn client_plans(s: &Scenario, kind: &dyn Kind) -> Vec<ClientPlan> {
 }
 
 /// Both directions of every connection's link, ideal where the scenario declares none.
+/// A warning for each declared link that no connection of the route crosses in either
+/// direction: its settings change nothing, which is most often a typo in a name or a path.
+fn unused_links(s: &Scenario, names: &[String], used: &[((usize, usize), Hop)]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen: Vec<(usize, usize)> = Vec::new();
+    for l in &s.links {
+        let pair = (l.from.min(l.to), l.from.max(l.to));
+        if seen.contains(&pair) {
+            continue;
+        }
+        seen.push(pair);
+        let crossed = used
+            .iter()
+            .any(|((a, b), _)| (*a, *b) == (l.from, l.to) || (*a, *b) == (l.to, l.from));
+        if !crossed {
+            out.push(format!(
+                "the link between \"{}\" and \"{}\" is declared but the {} topology never uses it: its settings change nothing (check the names and [topology] path)",
+                names[pair.0], names[pair.1], s.topology.kind
+            ));
+        }
+    }
+    out
+}
+
 fn links_of(
     s: &Scenario,
     names: &[String],
@@ -411,6 +440,23 @@ impl Plan {
                     .unwrap_or_default(),
             })
             .sum()
+    }
+
+    /// The same nodes, devices, layers, batching and route with no network between them:
+    /// every link direction ideal (no delay, jitter, loss, duplication or rate limit, no MTU)
+    /// and without its changes. The topology run against this plan's run is the network's
+    /// cost alone (the network tax); this plan's run against the baseline is the devices'
+    /// (the device tax). Each device keeps its own memory and layers, so any topology has
+    /// one: "co-located" means joined by a perfect interconnect, not merged into one device.
+    pub fn colocated(&self) -> Plan {
+        let mut plan = self.clone();
+        for (_, hop) in plan.links.iter_mut() {
+            hop.link = LinkParams::ideal();
+            hop.preset = None;
+            hop.changes.clear();
+        }
+        plan.hops = plan.links.iter().map(|(_, h)| h.clone()).collect();
+        plan
     }
 
     /// The analytic floor of a request through the topology, from the first client.

@@ -354,6 +354,19 @@ pub fn quantile_interval(d: &[(f64, u64)], q: f64, z: f64) -> Option<(f64, f64)>
     Some((low, high))
 }
 
+/// The fewest samples whose order statistics bound the `q` quantile on both sides at
+/// normal quantile `z` (see [`quantile_interval`]): with fewer, a real-clock verdict on it
+/// can only be inconclusive. At [`Z`]: 9 for p50, 45 for p90, 495 for p99.
+pub fn decidable_from(q: f64, z: f64) -> u64 {
+    (1..10_000_000u64)
+        .find(|&n| {
+            let nf = n as f64;
+            let half = z * (nf * q * (1.0 - q)).sqrt();
+            (nf * q - half).floor() >= 1.0 && (nf * q + half).ceil() <= nf
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// A confidence interval; a bound is null when the samples cannot give it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -671,6 +684,58 @@ fn fmt_interval(i: Option<Interval>) -> String {
 
 /// The comparison as a terminal table: the rows whose verdict is not "no change", or
 /// every row with `verbose`.
+/// On the real clock, which percentiles these sample counts cannot decide: their interval
+/// is open on a side, so no verdict but inconclusive can come of them, however large the
+/// change. (The virtual clock decides every one exactly.)
+fn undecidable_line(o: &mut String, s: &ScenarioComparison) {
+    let open: Vec<String> = s
+        .rows
+        .iter()
+        .filter(|r| {
+            r.change_interval
+                .is_some_and(|i| i.lo.is_none() || i.hi.is_none())
+        })
+        .map(|r| format!("{} {} {}", r.run, r.metric, r.stat))
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    let stats: std::collections::BTreeSet<&str> = s
+        .rows
+        .iter()
+        .filter(|r| {
+            r.change_interval
+                .is_some_and(|i| i.lo.is_none() || i.hi.is_none())
+        })
+        .map(|r| r.stat.as_str())
+        .collect();
+    let needs: Vec<String> = stats
+        .iter()
+        .filter_map(|st| {
+            let q = match *st {
+                "p50" => 0.5,
+                "p90" => 0.9,
+                "p99" => 0.99,
+                _ => return None,
+            };
+            Some(format!(
+                "{st} needs {} requests per run",
+                decidable_from(q, Z)
+            ))
+        })
+        .collect();
+    let _ = writeln!(
+        o,
+        "  undecidable with these runs' sample counts (inconclusive whatever the change): {}{}",
+        open.join(", "),
+        if needs.is_empty() {
+            String::new()
+        } else {
+            format!("; {} (docs/ci.md)", needs.join(", "))
+        }
+    );
+}
+
 pub fn render(c: &Comparison, verbose: bool) -> String {
     let mut o = String::new();
     for s in &c.scenarios {
@@ -721,6 +786,7 @@ pub fn render(c: &Comparison, verbose: bool) -> String {
         if hidden > 0 {
             let _ = writeln!(o, "  {hidden} more unchanged (--verbose lists them)");
         }
+        undecidable_line(&mut o, s);
     }
     for n in &c.only_in_base {
         let _ = writeln!(o, "\n{n}: only in the base, not compared");
@@ -745,6 +811,22 @@ pub fn render(c: &Comparison, verbose: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_percentile_is_decidable_from_the_sample_count_where_both_bounds_exist() {
+        for (q, n) in [(0.5, 9), (0.9, 45), (0.99, 495)] {
+            assert_eq!(decidable_from(q, Z), n, "q {q}");
+            let values = |n: u64| dist(&(1..=n).map(|x| x as f64).collect::<Vec<_>>());
+            let (lo, hi) = quantile_interval(&values(n), q, Z).unwrap();
+            assert!(lo > 0.0 && hi.is_finite(), "q {q} n {n}: {lo} {hi}");
+            let (lo, hi) = quantile_interval(&values(n - 1), q, Z).unwrap();
+            assert!(
+                lo == 0.0 || hi.is_infinite(),
+                "q {q} n {}: {lo} {hi}",
+                n - 1
+            );
+        }
+    }
 
     fn dist(values: &[f64]) -> Vec<(f64, u64)> {
         let mut v = values.to_vec();

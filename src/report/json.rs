@@ -118,28 +118,40 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
     let m = results.measured;
     let has_slo = !s.slo.is_empty();
     let (floor, baseline_floor) = results.floors();
-    let tax = [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2e]
-        .into_iter()
-        .map(|metric| {
-            (
-                metric.name().to_string(),
-                Tax {
-                    p50: results.tax(metric, 0.5),
-                    p99: results.tax(metric, 0.99),
-                },
-            )
-        })
-        .collect();
+    let taxes = |f: &dyn Fn(Metric, f64) -> Option<f64>| {
+        [Metric::Ttft, Metric::Tpot, Metric::Itl, Metric::E2e]
+            .into_iter()
+            .map(|metric| {
+                let t = Tax {
+                    p50: f(metric, 0.5),
+                    p99: f(metric, 0.99),
+                };
+                (metric.name().to_string(), t)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let tax = taxes(&|m, q| results.tax(m, q));
+    let network_tax = match m.colocated {
+        Some(_) => taxes(&|m, q| results.network_tax(m, q)),
+        None => Default::default(),
+    };
+    let device_tax = match (&m.colocated, &m.baseline) {
+        (Some(_), Some(_)) => taxes(&|m, q| results.device_tax(m, q)),
+        _ => Default::default(),
+    };
     let reference = s.reference.as_ref().and_then(|r| {
-        let (value, measured, within) = results.reference_measured()?;
+        let m = results.reference_measured()?;
         Some(ReferenceCheck {
             source: r.source.clone(),
             metric: r.metric.clone(),
-            value,
-            measured,
+            value: m.expected,
+            measured: m.measured,
             tolerance: r.tolerance,
-            within_tolerance: within,
+            within_tolerance: m.within,
             fitted: r.fitted,
+            unit: Some(m.unit.into()),
+            run: Some(m.run.into()),
+            note: r.note.clone(),
         })
     });
     let warnings = super::warnings(results);
@@ -182,9 +194,15 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
                 .topology
                 .as_ref()
                 .map(|r| run_summary(r, has_slo, results.plan.hedge_after.is_some())),
+            colocated: m
+                .colocated
+                .as_ref()
+                .map(|r| run_summary(r, has_slo, results.plan.hedge_after.is_some())),
             baseline: m.baseline.as_ref().map(|r| run_summary(r, has_slo, false)),
         },
         tax,
+        network_tax,
+        device_tax,
         floor: Floors {
             prompt_tokens: results.plan.typical.prompt,
             output_tokens: results.plan.typical.output,

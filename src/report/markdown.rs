@@ -5,6 +5,7 @@
 //! can rebuild it from any result folders.
 
 use super::model::{self, Align, Table};
+use super::summary::Outcome;
 use std::fmt::Write as _;
 
 pub use super::model::Entry;
@@ -36,6 +37,9 @@ pub fn render(entries: &[Entry], title: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "# {title}\n");
     table(&mut o, &model::overview(entries, None));
+    if let Some(counts) = model::reference_counts(entries) {
+        let _ = writeln!(o, "\n{counts}");
+    }
     for e in entries {
         scenario(&mut o, e);
     }
@@ -90,21 +94,15 @@ fn scenario(o: &mut String, e: &Entry) {
         }
     }
     if let Some(r) = &s.reference {
-        let unit = model::reference_unit(r);
-        let _ = writeln!(
-            o,
-            "Reference {}: published {}{unit}, measured {:.3}{unit}, {} (tolerance {:.0}%; {}).",
-            r.metric,
-            model::json_number(r.value),
-            r.measured,
-            if r.within_tolerance || r.fitted {
-                r.verdict()
-            } else {
-                "**outside tolerance**"
-            },
-            r.tolerance * 100.0,
-            r.source
-        );
+        let line = model::reference_line(r);
+        match r.outcome() {
+            Outcome::Missed => {
+                let _ = writeln!(o, "**{line}.**");
+            }
+            _ => {
+                let _ = writeln!(o, "{line}.");
+            }
+        }
     }
     if let Some(w) = &s.emulator.warning {
         let _ = writeln!(o, "\n> **Warning:** {w}");

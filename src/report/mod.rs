@@ -19,7 +19,7 @@ pub mod table;
 use crate::harness::{Measured, RunOutput};
 use crate::plan::{Floor, Plan};
 use crate::record::Metric;
-use crate::scenario::{RefValue, Scenario, units};
+use crate::scenario::{RefRun, RefValue, Scenario, units};
 use anyhow::Context as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -132,21 +132,44 @@ impl Results<'_> {
     pub fn runs(&self) -> impl Iterator<Item = (&'static str, &RunOutput)> {
         [
             ("topology", self.measured.topology.as_ref()),
+            ("colocated", self.measured.colocated.as_ref()),
             ("baseline", self.measured.baseline.as_ref()),
         ]
         .into_iter()
         .filter_map(|(n, r)| r.map(|r| (n, r)))
     }
 
-    /// Topology / baseline for a metric at a quantile; `None` without a baseline or a value.
+    /// The total tax of a metric at a quantile: topology / baseline; `None` without a
+    /// baseline or a value.
     pub fn tax(&self, metric: Metric, quantile: f64) -> Option<f64> {
-        let t = self.measured.topology.as_ref()?.record.histogram(metric);
-        let b = self.measured.baseline.as_ref()?.record.histogram(metric);
-        if t.is_empty() || b.is_empty() {
-            return None;
-        }
-        let bv = b.value_at_quantile(quantile) as f64;
-        (bv > 0.0).then(|| t.value_at_quantile(quantile) as f64 / bv)
+        ratio(
+            self.measured.topology.as_ref(),
+            self.measured.baseline.as_ref(),
+            metric,
+            quantile,
+        )
+    }
+
+    /// The network's cost alone: the topology against the same devices with no network
+    /// between them (topology / colocated).
+    pub fn network_tax(&self, metric: Metric, quantile: f64) -> Option<f64> {
+        ratio(
+            self.measured.topology.as_ref(),
+            self.measured.colocated.as_ref(),
+            metric,
+            quantile,
+        )
+    }
+
+    /// The devices' cost: the topology's devices with no network against the baseline's
+    /// (colocated / baseline).
+    pub fn device_tax(&self, metric: Metric, quantile: f64) -> Option<f64> {
+        ratio(
+            self.measured.colocated.as_ref(),
+            self.measured.baseline.as_ref(),
+            metric,
+            quantile,
+        )
     }
 
     /// The analytic floors of the median request.
@@ -157,14 +180,22 @@ impl Results<'_> {
         )
     }
 
-    /// The measured value a `[reference]` names, in its unit (ms or a rate).
-    pub fn reference_measured(&self) -> Option<(f64, f64, bool)> {
+    /// The measured value a `[reference]` names, in its unit, from the run it names.
+    pub fn reference_measured(&self) -> Option<RefMeasured> {
         let r = self.scenario.reference.as_ref()?;
-        let run = &self.measured.topology.as_ref()?.record;
-        let (expected, measured) = match r.value {
+        let run = match r.run {
+            RefRun::Topology => self.measured.topology.as_ref(),
+            RefRun::Colocated => self.measured.colocated.as_ref(),
+            RefRun::Baseline => self.measured.baseline.as_ref(),
+        };
+        let run = &run?.record;
+        let (expected, measured, unit) = match r.value {
             RefValue::Latency(d) => {
                 let (metric, pct) = r.metric.rsplit_once('_')?;
                 let metric = Metric::ALL.into_iter().find(|m| m.name() == metric)?;
+                if run.histogram(metric).is_empty() {
+                    return None;
+                }
                 let l = run.ladder(metric);
                 let v = match pct {
                     "min" => l.min,
@@ -176,19 +207,44 @@ impl Results<'_> {
                     "max" => l.max,
                     _ => return None,
                 };
-                (d.as_secs_f64() * 1e3, v)
+                (d.as_secs_f64() * 1e3, v, "ms")
             }
-            RefValue::Number(n) => {
-                let v = match r.metric.as_str() {
-                    "requests_per_s" => run.requests_per_s(),
-                    _ => run.output_tokens_per_s(),
-                };
-                (n, v)
-            }
+            RefValue::Number(n) => match r.metric.as_str() {
+                "requests_per_s" => (n, run.requests_per_s(), "requests/s"),
+                _ => (n, run.output_tokens_per_s(), "output tokens/s"),
+            },
         };
         let within = expected > 0.0 && ((measured - expected) / expected).abs() <= r.tolerance;
-        Some((expected, measured, within))
+        Some(RefMeasured {
+            expected,
+            measured,
+            within,
+            unit,
+            run: r.run.name(),
+        })
     }
+}
+
+/// A `[reference]` figure against the run it names.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RefMeasured {
+    /// The published figure, in `unit`.
+    pub expected: f64,
+    pub measured: f64,
+    pub within: bool,
+    pub unit: &'static str,
+    /// The run it was compared with.
+    pub run: &'static str,
+}
+
+/// `a / b` for a metric at a quantile; `None` when either run or value is missing.
+fn ratio(a: Option<&RunOutput>, b: Option<&RunOutput>, metric: Metric, q: f64) -> Option<f64> {
+    let (a, b) = (a?.record.histogram(metric), b?.record.histogram(metric));
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let bv = b.value_at_quantile(q) as f64;
+    (bv > 0.0).then(|| a.value_at_quantile(q) as f64 / bv)
 }
 
 /// One output format.

@@ -4,7 +4,7 @@
 
 use super::compare::{Loaded, Row, ScenarioComparison, Verdict};
 use super::fmt_ms;
-use super::summary::{ReferenceCheck, RunSummary, Summary};
+use super::summary::{Outcome, ReferenceCheck, RunSummary, Summary};
 
 /// A scenario's results and, if there is one, its comparison with a baseline.
 pub struct Entry<'a> {
@@ -166,23 +166,54 @@ pub fn throughput(run: Option<&RunSummary>) -> String {
     .unwrap_or_else(|| "-".into())
 }
 
-/// Whether a reference was met, as the overview says it.
+/// How a reference came out, as the overview says it: reproduced, missed or fitted.
 pub fn reference_word(r: Option<&ReferenceCheck>) -> &'static str {
-    match r {
-        Some(r) if r.fitted => "fitted",
-        Some(r) if r.within_tolerance => "within tolerance",
-        Some(_) => "OUTSIDE tolerance",
-        None => "-",
-    }
+    r.map_or("-", |r| r.outcome().name())
 }
 
 /// The unit a reference's metric is in, as the text shows it.
-pub fn reference_unit(r: &ReferenceCheck) -> &'static str {
-    if r.metric.ends_with("_per_s") {
-        ""
-    } else {
-        " ms"
+pub fn reference_unit(r: &ReferenceCheck) -> String {
+    match r.unit.as_deref() {
+        Some(u) => format!(" {u}"),
+        None if r.metric.ends_with("_per_s") => String::new(),
+        None => " ms".into(),
     }
+}
+
+/// A reference check in one sentence: the figures with their unit and run, the verdict, the
+/// tolerance and the source (plain text; the HTML escapes it).
+pub fn reference_line(r: &ReferenceCheck) -> String {
+    let mut line = format!(
+        "Reference {}: {}: {} (tolerance {:.0}%; {})",
+        r.metric,
+        r.figures(),
+        r.verdict(),
+        r.tolerance * 100.0,
+        r.source
+    );
+    if let Some(note) = &r.note {
+        line.push_str(&format!(". Why: {}", note.trim()));
+    }
+    line
+}
+
+/// The references of these entries counted apart: "References: 1 reproduced, 2 missed, 1
+/// fitted", or `None` when no entry has one.
+pub fn reference_counts(entries: &[Entry]) -> Option<String> {
+    let refs: Vec<&ReferenceCheck> = entries
+        .iter()
+        .filter_map(|e| e.loaded.summary.reference.as_ref())
+        .collect();
+    if refs.is_empty() {
+        return None;
+    }
+    let n = |o: Outcome| refs.iter().filter(|r| r.outcome() == o).count();
+    Some(format!(
+        "References: {} reproduced, {} missed, {} fitted (a fitted figure was used to calibrate the scenario or its profiles, so meeting it shows nothing).",
+        n(Outcome::Reproduced),
+        n(Outcome::Missed),
+        n(Outcome::Fitted)
+    ))
 }
 
 /// The overview: one row per scenario; `anchors` give each name a link where the format
@@ -207,7 +238,12 @@ pub fn overview(entries: &[Entry], anchors: Option<&[String]>) -> Table {
                 if is_invalid(s) {
                     "invalid".into()
                 } else {
-                    ratio(s.tax_at("e2e", "p50")).into()
+                    ratio(s.network_tax_at("e2e", "p50")).into()
+                },
+                if is_invalid(s) {
+                    "invalid".into()
+                } else {
+                    ratio(s.device_tax_at("e2e", "p50")).into()
                 },
                 reference_word(s.reference.as_ref()).into(),
                 e.comparison
@@ -224,7 +260,8 @@ pub fn overview(entries: &[Entry], anchors: Option<&[String]>) -> Table {
             ("clock", Text),
             ("ttft p50", Number),
             ("e2e p99", Number),
-            ("e2e tax p50", Number),
+            ("e2e net tax p50", Number),
+            ("e2e dev tax p50", Number),
             ("reference", Text),
             ("vs baseline", Text),
         ]),
@@ -233,29 +270,32 @@ pub fn overview(entries: &[Entry], anchors: Option<&[String]>) -> Table {
     }
 }
 
-/// The latency table of a scenario: each metric's p50 and p99 in both runs, the taxes and
+/// The latency table of a scenario: each metric's p50 and p99 in the topology, the same
+/// devices with no network (colocated) and the baseline, the network and device taxes, and
 /// the floor.
 pub fn latencies(s: &Summary, metrics: &[&str]) -> Table {
-    let (topo, base) = (s.run("topology"), s.run("baseline"));
+    let (topo, colo, base) = (s.run("topology"), s.run("colocated"), s.run("baseline"));
     let rows = metrics
         .iter()
         .map(|&m| {
             let v = |r: Option<&RunSummary>, stat| ms(r.and_then(|r| r.value(m, stat)));
             // An invalid run's tax rests on the survivors: not a result.
-            let tax = |stat| match is_invalid(s) {
+            let tax = |t: Option<f64>| match is_invalid(s) {
                 true => "-".to_string(),
-                false => ratio(s.tax_at(m, stat)),
+                false => ratio(t),
             };
-            vec![
-                m.into(),
-                v(topo, "p50").into(),
-                v(base, "p50").into(),
-                tax("p50").into(),
-                v(topo, "p99").into(),
-                v(base, "p99").into(),
-                tax("p99").into(),
-                ms(s.floor.topology.get(m)).into(),
-            ]
+            let mut row = vec![m.into()];
+            for stat in ["p50", "p99"] {
+                row.extend([
+                    v(topo, stat).into(),
+                    v(colo, stat).into(),
+                    v(base, stat).into(),
+                    tax(s.network_tax_at(m, stat)).into(),
+                    tax(s.device_tax_at(m, stat)).into(),
+                ]);
+            }
+            row.push(ms(s.floor.topology.get(m)).into());
+            row
         })
         .collect();
     use Align::*;
@@ -263,11 +303,15 @@ pub fn latencies(s: &Summary, metrics: &[&str]) -> Table {
         columns: columns(&[
             ("metric", Label),
             ("topology p50", Number),
+            ("colocated p50", Number),
             ("baseline p50", Number),
-            ("tax p50", Number),
+            ("net tax p50", Number),
+            ("dev tax p50", Number),
             ("topology p99", Number),
+            ("colocated p99", Number),
             ("baseline p99", Number),
-            ("tax p99", Number),
+            ("net tax p99", Number),
+            ("dev tax p99", Number),
             ("floor", Number),
         ]),
         rows,

@@ -77,7 +77,14 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<Identity>,
     pub runs: Runs,
+    /// Topology / baseline: the network and the devices together.
     pub tax: BTreeMap<String, Tax>,
+    /// Topology / colocated: the network's cost alone (absent from older files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_tax: BTreeMap<String, Tax>,
+    /// Colocated / baseline: the devices' cost alone (absent from older files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub device_tax: BTreeMap<String, Tax>,
     pub floor: Floors,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceCheck>,
@@ -101,18 +108,33 @@ impl Summary {
         }
     }
 
-    /// A run by name (`topology` or `baseline`).
+    /// A run by name (`topology`, `colocated` or `baseline`).
     pub fn run(&self, name: &str) -> Option<&RunSummary> {
         match name {
             "topology" => self.runs.topology.as_ref(),
+            "colocated" => self.runs.colocated.as_ref(),
             "baseline" => self.runs.baseline.as_ref(),
             _ => None,
         }
     }
 
-    /// The tax of a metric at `p50` or `p99`.
+    /// The total tax of a metric at `p50` or `p99`.
     pub fn tax_at(&self, metric: &str, stat: &str) -> Option<f64> {
-        let t = self.tax.get(metric)?;
+        Self::at(&self.tax, metric, stat)
+    }
+
+    /// The network tax of a metric at `p50` or `p99`.
+    pub fn network_tax_at(&self, metric: &str, stat: &str) -> Option<f64> {
+        Self::at(&self.network_tax, metric, stat)
+    }
+
+    /// The device tax of a metric at `p50` or `p99`.
+    pub fn device_tax_at(&self, metric: &str, stat: &str) -> Option<f64> {
+        Self::at(&self.device_tax, metric, stat)
+    }
+
+    fn at(taxes: &BTreeMap<String, Tax>, metric: &str, stat: &str) -> Option<f64> {
+        let t = taxes.get(metric)?;
         match stat {
             "p50" => t.p50,
             "p99" => t.p99,
@@ -279,6 +301,10 @@ pub struct Emulator {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Runs {
     pub topology: Option<RunSummary>,
+    /// The same devices, layers and route with no network between them (absent from older
+    /// files and from runs made without it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub colocated: Option<RunSummary>,
     pub baseline: Option<RunSummary>,
 }
 
@@ -434,18 +460,93 @@ pub struct ReferenceCheck {
     /// older files: false).
     #[serde(default)]
     pub fitted: bool,
+    /// The unit of `value` and `measured`: ms, output tokens/s or requests/s (absent in
+    /// older files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// The run `measured` comes from: topology, colocated or baseline (absent in older
+    /// files: topology).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// The scenario's explanation of the outcome (`[reference] note`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// How a reference check came out, for counting: a fitted reference is its own class,
+/// never a reproduction nor a miss of a prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// A prediction within its tolerance of the published figure.
+    Reproduced,
+    /// A prediction outside its tolerance.
+    Missed,
+    /// A figure the scenario or its profiles were calibrated on.
+    Fitted,
+}
+
+impl Outcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Reproduced => "reproduced",
+            Outcome::Missed => "missed",
+            Outcome::Fitted => "fitted",
+        }
+    }
 }
 
 impl ReferenceCheck {
     /// What the check says: a fitted reference is never a reproduction.
     pub fn verdict(&self) -> &'static str {
+        verdict(self.fitted, self.within_tolerance)
+    }
+
+    pub fn outcome(&self) -> Outcome {
         match (self.fitted, self.within_tolerance) {
-            (true, true) => "fitted (within tolerance; not a reproduction)",
-            (true, false) => "fitted, yet outside tolerance",
-            (false, true) => "within tolerance",
-            (false, false) => "outside tolerance",
+            (true, _) => Outcome::Fitted,
+            (false, true) => Outcome::Reproduced,
+            (false, false) => Outcome::Missed,
         }
     }
+
+    /// "10.0 ms published, 9.52 ms measured (colocated run)".
+    pub fn figures(&self) -> String {
+        let unit = self.unit.as_deref().unwrap_or("");
+        let run = self.run.as_deref().unwrap_or("topology");
+        format!(
+            "{} {unit} published, {} {unit} measured ({run} run)",
+            sig(self.value),
+            sig(self.measured)
+        )
+    }
+}
+
+/// The words of a reference check: a fitted reference is never a reproduction.
+pub fn verdict(fitted: bool, within: bool) -> &'static str {
+    match (fitted, within) {
+        (true, true) => "fitted (within tolerance; not a reproduction)",
+        (true, false) => "fitted, yet outside tolerance",
+        (false, true) => "reproduced (within tolerance)",
+        (false, false) => "missed (outside tolerance)",
+    }
+}
+
+/// A number with three significant digits (at least the units digit).
+fn sig(v: f64) -> String {
+    if !v.is_finite() {
+        return "-".into();
+    }
+    let a = v.abs();
+    let decimals = if a >= 100.0 {
+        0
+    } else if a >= 10.0 {
+        1
+    } else if a >= 1.0 {
+        2
+    } else {
+        3
+    };
+    format!("{v:.decimals$}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

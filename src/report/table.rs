@@ -48,6 +48,9 @@ pub fn render(r: &Results) -> String {
     if let Some(d) = &s.description {
         let _ = writeln!(o, "  {}", d.trim());
     }
+    if valid {
+        tax_lines(&mut o, r);
+    }
     let _ = writeln!(
         o,
         "\n  {:<8} {:<9} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
@@ -87,12 +90,21 @@ pub fn render(r: &Results) -> String {
                 rec.failed
             );
         }
-        if valid && let (Some(p50), Some(p99)) = (r.tax(m, 0.5), r.tax(m, 0.99)) {
-            let _ = writeln!(
-                o,
-                "  {:<8} {:<9} {:>9.2}x {:>10} {:>9.2}x",
-                "", "tax", p50, "", p99
-            );
+        if valid {
+            let taxes: [(&str, &dyn Fn(Metric, f64) -> Option<f64>); 3] = [
+                ("net tax", &|m, q| r.network_tax(m, q)),
+                ("dev tax", &|m, q| r.device_tax(m, q)),
+                ("tax", &|m, q| r.tax(m, q)),
+            ];
+            for (name, tax) in taxes {
+                if let (Some(p50), Some(p99)) = (tax(m, 0.5), tax(m, 0.99)) {
+                    let _ = writeln!(
+                        o,
+                        "  {:<8} {:<9} {:>9.2}x {:>10} {:>9.2}x",
+                        "", name, p50, "", p99
+                    );
+                }
+            }
         }
         // What physics allows the median request on the topology: no queueing, no loss,
         // no congestion control.
@@ -115,6 +127,51 @@ pub fn render(r: &Results) -> String {
     topology_lines(&mut o, r);
     trailer_lines(&mut o, r);
     o
+}
+
+/// The lead of the table: what the network alone costs (the topology against the same
+/// devices with no network between them), then what the devices cost (those devices
+/// against the baseline's), at p50 and p99.
+fn tax_lines(o: &mut String, r: &Results) {
+    let metrics = [Metric::Ttft, Metric::Tpot, Metric::E2e];
+    let line = |f: &dyn Fn(Metric, f64) -> Option<f64>| -> Option<String> {
+        let parts: Vec<String> = metrics
+            .iter()
+            .filter_map(|&m| {
+                Some(format!(
+                    "{} {:.2}x p50, {:.2}x p99",
+                    m.name(),
+                    f(m, 0.5)?,
+                    f(m, 0.99)?
+                ))
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
+    };
+    let _ = writeln!(o);
+    match line(&|m, q| r.network_tax(m, q)) {
+        Some(l) => {
+            let _ = writeln!(
+                o,
+                "  network tax (topology / colocated: the same devices and layers, no network between them): {l}"
+            );
+        }
+        None if r.measured.colocated.is_none() => {
+            let _ = writeln!(
+                o,
+                "  network tax: not measured (the run had no co-located run of the same devices)"
+            );
+        }
+        None => {
+            let _ = writeln!(o, "  network tax: no value (a run measured no request)");
+        }
+    }
+    if let Some(l) = line(&|m, q| r.device_tax(m, q)) {
+        let _ = writeln!(
+            o,
+            "  device tax (colocated / baseline: those devices against the local baseline's): {l}"
+        );
+    }
 }
 
 /// Each run's requests, throughput (over the measured window, failures included; not
@@ -299,22 +356,24 @@ fn trailer_lines(o: &mut String, r: &Results) {
             .map(|f| format!("; baseline {}", floor_text(&f)))
             .unwrap_or_default()
     );
-    if let Some((expected, measured, within)) = r.reference_measured()
+    if let Some(m) = r.reference_measured()
         && let Some(reference) = &s.reference
     {
         let _ = writeln!(
             o,
-            "  reference {}: published {expected:.3}, measured {measured:.3}: {} (tolerance {:.0}%; {})",
+            "  reference {} ({} run): published {:.3} {unit}, measured {:.3} {unit}: {} (tolerance {:.0}%; {})",
             reference.metric,
-            match (reference.fitted, within) {
-                (true, true) => "fitted (within tolerance; not a reproduction)",
-                (true, false) => "fitted, yet OUTSIDE tolerance",
-                (false, true) => "within tolerance",
-                (false, false) => "OUTSIDE tolerance",
-            },
+            m.run,
+            m.expected,
+            m.measured,
+            super::summary::verdict(reference.fitted, m.within),
             reference.tolerance * 100.0,
-            reference.source
+            reference.source,
+            unit = m.unit,
         );
+        if let Some(note) = &reference.note {
+            let _ = writeln!(o, "    why: {}", note.trim());
+        }
     }
     let _ = writeln!(
         o,
@@ -368,6 +427,9 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
             return o;
         }
     };
+    for w in &plan.warnings {
+        let _ = writeln!(o, "  warning   {w}");
+    }
     route_lines(&mut o, plan);
     compute_lines(&mut o, plan);
     let shape = plan.typical;

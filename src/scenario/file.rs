@@ -604,4 +604,10 @@ pub(super) struct RawReference {
     /// Whether a figure of the scenario or its profiles was calibrated on this value.
     #[serde(default)]
     pub(super) fitted: bool,
+    /// Which run the figure is compared with: topology (default), colocated or baseline.
+    #[serde(default)]
+    pub(super) run: Option<String>,
+    /// Why the prediction misses (or meets) the figure, printed with the check.
+    #[serde(default)]
+    pub(super) note: Option<String>,
 }

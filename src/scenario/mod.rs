@@ -282,6 +282,35 @@ pub struct Reference {
     /// A figure of the scenario or of its profiles was calibrated on this value: meeting it
     /// shows nothing, and it is never called reproduced.
     pub fitted: bool,
+    /// The run the figure describes.
+    pub run: RefRun,
+    /// The scenario author's explanation of a miss (or a match), printed with the check.
+    pub note: Option<String>,
+}
+
+/// The run a `[reference]` figure is compared with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RefRun {
+    /// The scenario's topology, network included (the default).
+    #[default]
+    Topology,
+    /// The same devices with no network between them: a published single-machine figure
+    /// of the topology's own device.
+    Colocated,
+    /// The `[baseline]` device, local.
+    Baseline,
+}
+
+impl RefRun {
+    pub const ALL: [RefRun; 3] = [RefRun::Topology, RefRun::Colocated, RefRun::Baseline];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RefRun::Topology => "topology",
+            RefRun::Colocated => "colocated",
+            RefRun::Baseline => "baseline",
+        }
+    }
 }
 
 /// The metrics a reference may name.

@@ -12,6 +12,7 @@
 
 use super::compare::{self, Loaded, ScenarioComparison};
 use super::model::{self, Align, Entry, Table};
+use super::summary::Outcome;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -136,6 +137,9 @@ pub fn render(entries: &[Entry], title: &str) -> String {
         &model::overview(entries, Some(&ids)),
         Some("overview"),
     );
+    if let Some(counts) = model::reference_counts(entries) {
+        w!(o, "<p>{}</p>\n", esc(&counts));
+    }
     for (e, id) in entries.iter().zip(&ids) {
         scenario(&mut o, e, id);
     }
@@ -272,21 +276,11 @@ fn numbers(o: &mut String, l: &Loaded) {
         }
     }
     if let Some(r) = &s.reference {
-        let unit = model::reference_unit(r);
-        w!(
-            o,
-            "<p>Reference {}: published {}{unit}, measured {:.3}{unit}, {} (tolerance {:.0}%; {}).</p>\n",
-            esc(&r.metric),
-            esc(&model::json_number(r.value)),
-            r.measured,
-            if r.within_tolerance || r.fitted {
-                r.verdict()
-            } else {
-                "<strong class=\"regressed\">outside tolerance</strong>"
-            },
-            r.tolerance * 100.0,
-            esc(&r.source)
-        );
+        let line = esc(&model::reference_line(r));
+        match r.outcome() {
+            Outcome::Missed => w!(o, "<p><strong class=\"regressed\">{line}</strong>.</p>\n"),
+            _ => w!(o, "<p>{line}.</p>\n"),
+        }
     }
 }
 

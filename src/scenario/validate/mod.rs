@@ -134,7 +134,7 @@ pub(super) fn validate(
     let baseline = baseline::check(&mut cx, raw.baseline.as_ref(), model.as_ref());
     let slo = slo::check(&mut cx, raw.slo.as_ref());
     let quic = quic::check(&mut cx, raw.quic.as_ref());
-    let reference = reference::check(&mut cx, raw.reference.as_ref());
+    let reference = reference::check(&mut cx, raw.reference.as_ref(), raw.baseline.is_some());
 
     let (Some(model), Some(measure)) = (model, measure) else {
         return Err(cx.problems);

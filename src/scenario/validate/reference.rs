@@ -5,13 +5,17 @@ use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawReference;
 use crate::scenario::units::Dur;
 use crate::scenario::{
-    REFERENCE_LATENCY_METRICS, REFERENCE_PERCENTILES, REFERENCE_THROUGHPUT_METRICS, RefValue,
-    Reference,
+    REFERENCE_LATENCY_METRICS, REFERENCE_PERCENTILES, REFERENCE_THROUGHPUT_METRICS, RefRun,
+    RefValue, Reference,
 };
 
 /// The reference, when the scenario has one that names a known metric and a value of
 /// its kind.
-pub(super) fn check(cx: &mut Context, raw: Option<&RawReference>) -> Option<Reference> {
+pub(super) fn check(
+    cx: &mut Context,
+    raw: Option<&RawReference>,
+    has_baseline: bool,
+) -> Option<Reference> {
     let r = raw?;
     let rp = FieldPath::root().key("reference");
     let latency = r.metric.rsplit_once('_').is_some_and(|(m, p)| {
@@ -62,11 +66,36 @@ pub(super) fn check(cx: &mut Context, raw: Option<&RawReference>) -> Option<Refe
             return None;
         }
     };
+    let run = match r.run.as_deref() {
+        None => RefRun::Topology,
+        Some(name) => match RefRun::ALL.into_iter().find(|k| k.name() == name) {
+            Some(run) => run,
+            None => {
+                cx.err(
+                    rp.key("run"),
+                    format!(
+                        "unknown reference run \"{name}\"; use topology (the scenario, network included), colocated (the same devices with no network) or baseline"
+                    ),
+                );
+                return None;
+            }
+        },
+    };
+    if run == RefRun::Baseline && !has_baseline {
+        cx.err(
+            rp.key("run"),
+            "run = \"baseline\" needs a [baseline] table: the scenario has no baseline run"
+                .to_string(),
+        );
+        return None;
+    }
     Some(Reference {
         source: r.source.clone(),
         metric: r.metric.clone(),
         value,
         tolerance: r.tolerance.get(),
         fitted: r.fitted,
+        run,
+        note: r.note.clone(),
     })
 }
