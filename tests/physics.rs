@@ -175,11 +175,17 @@ fn lossy_link_still_completes_every_request() {
 
 #[test]
 fn closed_loop_keeps_its_concurrency_and_runs_the_requested_count() {
-    // Two users against a FIFO worker: each request queues behind at most one other.
-    let t = text("a100-80g", "2ms", 64, 4, 10, 1.0, "").replace(
-        "arrival = { kind = \"constant\", rate = 1 }",
-        "arrival = { kind = \"closed\", concurrency = 2 }",
-    );
+    // Two users against a FIFO worker (max_batch = 1): each request queues behind at most
+    // one other.
+    let t = text("a100-80g", "2ms", 64, 4, 10, 1.0, "")
+        .replace(
+            "arrival = { kind = \"constant\", rate = 1 }",
+            "arrival = { kind = \"closed\", concurrency = 2 }",
+        )
+        .replace(
+            "device = \"a100-80g\"",
+            "device = \"a100-80g\"\nmax_batch = 1",
+        );
     assert!(t.contains("closed"), "{t}");
     let s = scenario(&t);
     let p = plan::plan(&s).unwrap();
@@ -292,7 +298,7 @@ fn a_request_with_no_answer_within_the_drain_timeout_fails_instead_of_stalling_t
     // they fail with a reason, their users go on, and the run ends.
     let slow = r#"device = { memory = "80GB", flops = "10TFLOP/s", mem_bandwidth = "13.4GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#;
     let t = text("a100-80g", "10ms", 8, 10, 12, 1.0, "")
-        .replace("device = \"a100-80g\"", slow)
+        .replace("device = \"a100-80g\"", &format!("{slow}\nmax_batch = 1"))
         .replace(
             "arrival = { kind = \"constant\", rate = 1 }",
             "arrival = { kind = \"closed\", concurrency = 6 }",

@@ -423,3 +423,46 @@ fn hidden_states_past_the_frame_limit_are_refused_when_planned() {
         "{e}"
     );
 }
+
+#[test]
+fn a_pipeline_stage_is_not_charged_the_lm_head_its_client_runs() {
+    // Llama 2 7B in bf16: 402 MB of weights per layer, 262 MB of LM head. The last stage's
+    // 16 layers (6.44 GB) fit in 6.6 GB; with the head (6.70 GB) they would not, but a
+    // pipeline's client runs the head.
+    let dev = r#"device = { memory = "6.6GB", flops = "100TFLOP/s", mem_bandwidth = "1TB/s", efficiency = { compute = 0.5, memory = 0.5 } }"#;
+    let pipeline = |split: u32| {
+        ScenarioText::new("pipe-head")
+            .node("client", "client", "device = \"a100-80g\"")
+            .node("s1", "worker", &format!("{dev}\nlayers = \"0..{split}\""))
+            .node("s2", "worker", &format!("{dev}\nlayers = \"{split}..32\""))
+            .link("client", "s1", "rtt = \"1ms\"")
+            .link("client", "s2", "rtt = \"1ms\"")
+            .link("s1", "s2", "rtt = \"1ms\"")
+            .topology("pipeline", &["client", "s1", "s2"], "")
+            .parse()
+    };
+    let fits = pipeline(16);
+    assert!(
+        fits.is_ok(),
+        "{}",
+        fits.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    // 17 layers (6.84 GB) do not fit, head or no head.
+    let too_many = match pipeline(15) {
+        Ok(_) => panic!("17 layers of 402 MB fit in 6.6 GB"),
+        Err(e) => e.to_string(),
+    };
+    assert!(too_many.contains("\"s2\" holds 17 layers"), "{too_many}");
+}
+
+#[test]
+fn validate_prints_the_lm_head_time_of_a_star_host() {
+    let s = scenario::load(Path::new("scenarios/llamacpp-rpc-gigabit.toml")).unwrap();
+    let text = inferlat::report::table::plan_text(&s, &plan::plan(&s));
+    let host = text
+        .lines()
+        .find(|l| l.contains("compute   host"))
+        .expect("a compute line for the host");
+    assert!(host.contains("(0 layers and the LM head)"), "{host}");
+    assert!(!host.contains("prefill 0 us"), "{host}");
+}

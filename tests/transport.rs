@@ -6,7 +6,7 @@
 
 use inferlat::clock::{Clock, ClockKind};
 use inferlat::harness::{self, Options};
-use inferlat::net::endpoint::{self, SERVER_NAME, TransportSettings};
+use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
 use inferlat::net::link::Link;
 use inferlat::net::socket::{Network, UdpLinkSocket};
 use inferlat::plan;
@@ -263,4 +263,162 @@ fn gso_batches_meet_the_link_one_datagram_at_a_time() {
             assert_eq!(*at, want, "datagram {i}");
         }
     });
+}
+
+// Round trips per message: a decode step's hidden state (BLOOM-176B: 14,336 × 2 B =
+// 28,672 B) sent each way on a 100 ms RTT, 100 Mbit/s path, with idle time between
+// messages as between a pipeline's decode steps. The physics: a message that fits the
+// congestion window crosses in one flight (half an RTT plus its serialization), so a
+// message and its answer take one RTT; a message larger than the window takes one more
+// RTT per extra flight.
+
+/// Bytes of one decode message.
+const MESSAGE: usize = 28_672;
+
+/// A QUIC server that answers each stream with as many bytes as it read.
+fn serve_echo(server: quinn::Endpoint) {
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let Ok(got) = recv.read_to_end(usize::MAX).await else {
+                            return;
+                        };
+                        let _ = send.write_all(&vec![0xa5; got.len()]).await;
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// A client connected to an echo server across `up` and `down`, each side's transport
+/// configured for the direction it sends on (as the harness does).
+async fn connected(
+    clock: &Clock,
+    up: LinkParams,
+    down: LinkParams,
+    settings: &TransportSettings,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let net = Network::new(clock.clone());
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "10.3.0.1:4433".parse().unwrap(),
+        "10.3.0.2:4433".parse().unwrap(),
+    );
+    net.add_link(a, b, Link::new(up.clone(), 1));
+    net.add_link(b, a, Link::new(down.clone(), 2));
+    let tls = endpoint::tls(settings).unwrap();
+    let server_side = settings
+        .config_for(Some(&PathShape::new(&down, Some(&up))))
+        .unwrap();
+    let client_side = settings
+        .config_for(Some(&PathShape::new(&up, Some(&down))))
+        .unwrap();
+    let server =
+        endpoint::endpoint(net.bind(b).unwrap(), Some(tls.server_with(server_side)), 3).unwrap();
+    let client = endpoint::endpoint(net.bind(a).unwrap(), None, 4).unwrap();
+    serve_echo(server);
+    let conn = client
+        .connect_with(tls.client_with(client_side), b, SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
+    (client, conn)
+}
+
+/// Sends `bytes` and waits for as many back; returns the round trip.
+async fn exchange(conn: &quinn::Connection, clock: &Clock, bytes: usize) -> Duration {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let t0 = clock.now();
+    send.write_all(&vec![0x5a; bytes]).await.unwrap();
+    send.finish().unwrap();
+    let answer = recv.read_to_end(2 * bytes).await.unwrap();
+    assert_eq!(answer.len(), bytes);
+    clock.now() - t0
+}
+
+/// Round trips of `n` exchanges of one decode message, each after `gap` of silence, in
+/// units of the path's RTT.
+fn round_trips(settings: TransportSettings, gap: Duration, n: usize) -> Vec<f64> {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let rtt = Duration::from_millis(100);
+    let path = link(50, Some(100e6), Queue::Bytes(1_500_000));
+    rt.block_on(async {
+        let (_client, conn) = connected(&clock, path.clone(), path, &settings).await;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            tokio::time::sleep(gap).await;
+            let took = exchange(&conn, &clock, MESSAGE).await;
+            out.push(took.as_secs_f64() / rtt.as_secs_f64());
+        }
+        eprintln!("round trips (RTTs): {out:.3?}");
+        out
+    })
+}
+
+#[test]
+fn a_warm_connection_carries_a_decode_message_each_way_in_one_round_trip() {
+    // 300 ms between messages, as a three-server Petals pipeline leaves each connection
+    // between decode steps. Floor: 100 ms of RTT plus two serializations of about 21
+    // datagrams of 1,480 wire bytes at 100 Mbit/s (2.5 ms each).
+    let trips = round_trips(TransportSettings::default(), Duration::from_millis(300), 8);
+    for (i, t) in trips.iter().enumerate() {
+        assert!(
+            (1.04..1.10).contains(t),
+            "exchange {i}: {t:.3} RTT, not one flight each way"
+        );
+    }
+}
+
+#[test]
+fn a_cold_connection_needs_a_second_flight_each_way_for_a_message_past_its_window() {
+    // A new connection: 12,000 B of initial window carries 8 of the message's 21
+    // datagrams; the rest go after the first acknowledgements, an RTT later, in each
+    // direction: three RTTs for the exchange.
+    let cold = TransportSettings {
+        warm: false,
+        ..TransportSettings::default()
+    };
+    let trips = round_trips(cold, Duration::from_millis(300), 1);
+    assert!(
+        (3.0..3.3).contains(&trips[0]),
+        "first exchange on a cold connection: {:.3} RTT",
+        trips[0]
+    );
+}
+
+#[test]
+fn slow_start_after_idle_costs_a_round_trip_each_way_after_an_rto_of_silence() {
+    // TCP's defaults: a restart window of 10 segments of 1,448 B (RFC 6928) and slow start
+    // after idle (RFC 5681 §4.1, Linux's tcp_slow_start_after_idle = 1). Linux's RTO at a
+    // steady 100 ms RTT is about 300 ms.
+    let tcp = TransportSettings {
+        initial_window: 14_480,
+        slow_start_after_idle: true,
+        ..TransportSettings::default()
+    };
+    // 500 ms of silence, past the RTO: every message restarts from 14,480 B, which carries
+    // 9 of its 21 datagrams, so each direction needs a second flight.
+    // (The first exchange follows the handshake, whose last flight quinn never reports
+    // as an empty pipe to the controller, so only the later ones restart.) The second
+    // flight is paced at 1.25 windows per RTT on quinn's millisecond timer: up to 0.3 RTT.
+    let idle = round_trips(tcp.clone(), Duration::from_millis(500), 4);
+    for (i, t) in idle.iter().enumerate().skip(1) {
+        assert!(
+            (3.0..3.35).contains(t),
+            "exchange {i} after 500 ms idle: {t:.3} RTT"
+        );
+    }
+    // 150 ms of silence, within the RTO: the warm window stays, one flight each way.
+    let busy = round_trips(tcp, Duration::from_millis(150), 4);
+    for (i, t) in busy.iter().enumerate() {
+        assert!(
+            (1.04..1.10).contains(t),
+            "exchange {i} after 150 ms idle: {t:.3} RTT"
+        );
+    }
 }

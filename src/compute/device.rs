@@ -28,6 +28,10 @@ pub struct DeviceProfile {
     pub efficiency: Efficiency,
     #[serde(default)]
     pub overhead_per_layer: Dur,
+    /// A fixed cost of every request (a session's first step) on this device, added to its
+    /// prefill: the serving stack's scheduling, tokenization, sampling set-up. Default 0.
+    #[serde(default)]
+    pub overhead_per_request: Dur,
     /// Where each figure comes from, keyed by field name.
     #[serde(default)]
     pub sources: BTreeMap<String, String>,
@@ -49,6 +53,7 @@ impl DeviceProfile {
                 memory: 1.0,
             },
             overhead_per_layer: Dur::default(),
+            overhead_per_request: Dur::default(),
             sources: BTreeMap::new(),
         }
     }

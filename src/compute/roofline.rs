@@ -99,6 +99,39 @@ impl Stage {
         w
     }
 
+    /// Bytes of weights the stage holds: its layers, and the LM head if it runs it.
+    pub fn weight_bytes(&self) -> f64 {
+        let m = &self.model;
+        let head = if self.head { m.head_params() } else { 0.0 };
+        (m.layer_params() * self.layers as f64 + head) * m.weight_bytes
+    }
+
+    /// Bytes of KV cache one token of context takes on this stage: K and V of every layer
+    /// it holds, 2·l·kv·a.
+    pub fn kv_bytes_per_token(&self) -> f64 {
+        let m = &self.model;
+        2.0 * self.layers as f64 * m.kv_dim as f64 * m.activation_bytes
+    }
+
+    /// How many requests of `tokens` positions each can keep their KV caches in the
+    /// device's memory beside `weights` bytes of weights (the stage's own and whatever
+    /// else the device holds): at least 1, and `u32::MAX` where memory is unlimited or the
+    /// stage keeps no cache. Nothing is paged or preempted (vLLM would preempt instead),
+    /// so this caps the batch.
+    pub fn kv_batch_limit(&self, tokens: u32, weights: f64) -> u32 {
+        let per_request = self.kv_bytes_per_token() * tokens as f64;
+        let free = self.device.memory.get() - weights;
+        if !free.is_finite() || per_request <= 0.0 {
+            return u32::MAX;
+        }
+        let n = (free / per_request).floor();
+        if n >= u32::MAX as f64 {
+            u32::MAX
+        } else {
+            (n as u32).max(1)
+        }
+    }
+
     /// time = max(flops / (F·eff.compute), bytes / (B·eff.memory)) + l·overhead_per_layer.
     pub fn time(&self, work: Work) -> Duration {
         let d = &self.device;
@@ -116,9 +149,13 @@ impl Stage {
         }
     }
 
-    /// Time of a prefill of `n` tokens.
+    /// Time of a prefill of `n` tokens, the device's fixed cost per request included.
     pub fn prefill(&self, n: u32) -> Duration {
-        self.time(self.prefill_work(n))
+        let fixed = match self.device.is_ideal() {
+            true => Duration::ZERO,
+            false => self.device.overhead_per_request.get(),
+        };
+        self.time(self.prefill_work(n)) + fixed
     }
 
     /// Time of one decode step at batch 1 with context `c`.
@@ -165,6 +202,43 @@ impl RequestCompute {
 }
 
 #[cfg(test)]
+mod kv_tests {
+    use super::*;
+
+    #[test]
+    fn the_kv_cache_bounds_the_batch_by_the_memory_the_weights_leave() {
+        // Llama 2 7B in bf16 on an 80 GB A100: 13.5 GB of weights leave about 66.5 GB;
+        // a 4,096-token request keeps 2 x 32 layers x 4096 x 2 B = 512 KiB per token,
+        // 2.1 GB in all: 31 such requests fit.
+        let (a100, _) = crate::scenario::ProfileLibrary::built_in()
+            .load("a100-80g")
+            .unwrap();
+        let stage = Stage {
+            device: a100,
+            model: crate::compute::model::Preset::find("llama-2-7b")
+                .unwrap()
+                .model(),
+            layers: 32,
+            head: true,
+        };
+        assert_eq!(stage.kv_bytes_per_token(), 524_288.0);
+        let weights = stage.weight_bytes();
+        assert!((13.0e9..14.0e9).contains(&weights), "{weights}");
+        let n = stage.kv_batch_limit(4096, weights);
+        let expect = ((80e9 - weights) / (524_288.0 * 4096.0)).floor() as u32;
+        assert_eq!(n, expect);
+        assert!((30..=32).contains(&n), "{n}");
+        // Short requests fit many more; an ideal device has no bound.
+        assert!(stage.kv_batch_limit(256, weights) > 400);
+        let ideal = Stage {
+            device: DeviceProfile::ideal(),
+            ..stage
+        };
+        assert_eq!(ideal.kv_batch_limit(4096, 0.0), u32::MAX);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::compute::device::Efficiency;
@@ -184,6 +258,7 @@ mod tests {
                 memory: me,
             },
             overhead_per_layer: Dur(Duration::from_micros(ovh_us)),
+            overhead_per_request: Dur(Duration::ZERO),
             sources: Default::default(),
         }
     }
@@ -262,6 +337,27 @@ mod tests {
         let without = s.decode_work(&[100]);
         assert_eq!(with.bytes - without.bytes, 100.0 * 1000.0 * 2.0);
         assert_eq!(with.flops - without.flops, 2.0 * 100.0 * 1000.0);
+    }
+
+    #[test]
+    fn a_fixed_cost_per_request_adds_to_the_prefill_only() {
+        let mut d = device(1e15, 1e12, 1.0, 1.0, 0);
+        let plain = Stage {
+            device: d.clone(),
+            model: toy(),
+            layers: 4,
+            head: false,
+        };
+        d.overhead_per_request = Dur(Duration::from_millis(12));
+        let fixed = Stage {
+            device: d,
+            ..plain.clone()
+        };
+        assert_eq!(
+            fixed.prefill(128) - plain.prefill(128),
+            Duration::from_millis(12)
+        );
+        assert_eq!(fixed.decode(200), plain.decode(200));
     }
 
     #[test]

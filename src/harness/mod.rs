@@ -9,7 +9,7 @@ pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
 use crate::compute::EngineError;
-use crate::net::endpoint::{self, TransportSettings};
+use crate::net::endpoint::{self, PathShape, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
 use crate::net::wire::DEFAULT_MAX_FRAME;
@@ -349,6 +349,26 @@ impl Topology {
         let tls = endpoint::tls(&options.transport)?;
         let names: Arc<Vec<String>> =
             Arc::new(scenario.nodes.iter().map(|n| n.name.clone()).collect());
+        // Each direction of a connection gets the transport settings of the path it sends
+        // on (a warm connection's window depends on the path: net::endpoint::PathShape).
+        let link_of = |a: usize, b: usize| {
+            plan.hops
+                .iter()
+                .find(|h| h.from == names[a] && h.to == names[b])
+                .map(|h| &h.link)
+        };
+        let transport_for = |a: usize, b: usize| {
+            let path = link_of(a, b).map(|out| PathShape::new(out, link_of(b, a)));
+            options.transport.config_for(path.as_ref())
+        };
+        let mut accept_configs: HashMap<usize, HashMap<SocketAddr, Arc<quinn::ServerConfig>>> =
+            HashMap::new();
+        for &(a, b) in &plan.connections {
+            accept_configs
+                .entry(b)
+                .or_default()
+                .insert(addrs[a], Arc::new(tls.server_with(transport_for(b, a)?)));
+        }
         let payloads = Payloads {
             hidden: plan.hidden_bytes as usize,
             logits_slice: plan.logits_slice_bytes as usize,
@@ -383,7 +403,11 @@ impl Topology {
                 options.max_frame,
                 payloads,
             );
-            node.serve(ep.clone(), cancel.clone());
+            node.serve(
+                ep.clone(),
+                accept_configs.remove(&n.index).unwrap_or_default(),
+                cancel.clone(),
+            );
             endpoints.insert(n.index, ep);
             nodes.push(node);
         }
@@ -403,7 +427,11 @@ impl Topology {
         for &(a, b) in &plan.connections {
             let t0 = clock.now();
             let conn = endpoints[&a]
-                .connect(addrs[b], endpoint::SERVER_NAME)?
+                .connect_with(
+                    tls.client_with(transport_for(a, b)?),
+                    addrs[b],
+                    endpoint::SERVER_NAME,
+                )?
                 .await
                 .with_context(|| format!("connecting {} to {}", names[a], names[b]))?;
             if plan.clients.iter().any(|c| c.index == a) {

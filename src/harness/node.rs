@@ -12,6 +12,7 @@ use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::topology::Part;
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,7 +170,15 @@ impl Node {
     }
 
     /// Serves the streams arriving on `endpoint` until cancelled.
-    pub fn serve(self: &Arc<Self>, endpoint: quinn::Endpoint, cancel: CancellationToken) {
+    /// A connection from an address in `configs` is accepted with that server
+    /// configuration (its direction's transport settings), any other with the endpoint's.
+    pub fn serve(
+        self: &Arc<Self>,
+        endpoint: quinn::Endpoint,
+        configs: HashMap<SocketAddr, Arc<quinn::ServerConfig>>,
+        cancel: CancellationToken,
+    ) {
+        let configs = Arc::new(configs);
         let node = self.clone();
         tokio::spawn(async move {
             loop {
@@ -179,8 +188,13 @@ impl Node {
                     i = endpoint.accept() => match i { Some(i) => i, None => break },
                 };
                 let (node, cancel) = (node.clone(), cancel.clone());
+                let accepting = match configs.get(&incoming.remote_address()) {
+                    Some(c) => incoming.accept_with(c.clone()),
+                    None => incoming.accept(),
+                };
                 tokio::spawn(async move {
-                    let Ok(conn) = incoming.await else { return };
+                    let Ok(connecting) = accepting else { return };
+                    let Ok(conn) = connecting.await else { return };
                     loop {
                         let (send, recv) = tokio::select! {
                             biased;

@@ -5,7 +5,8 @@
 //! size (ECDSA signatures vary by a byte or two), and each endpoint's random numbers are
 //! seeded from the scenario: on the virtual clock, two runs with one seed are identical.
 
-use crate::net::params::{Congestion, Quic};
+use crate::net::congestion::{Factory, RestartFactory};
+use crate::net::params::{Congestion, LinkParams, Queue, Quic};
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::Serialize;
@@ -33,8 +34,67 @@ pub struct TransportSettings {
     pub receive_window: u64,
     pub congestion_controller: &'static str,
     /// The congestion controller's initial window in bytes. The default is quinn's (RFC 9002
-    /// with 1200-byte datagrams): min(10 × 1200, max(14,720, 2 × 1200)) = 12,000.
+    /// with 1200-byte datagrams): min(10 × 1200, max(14,720, 2 × 1200)) = 12,000. A new
+    /// connection starts from it, and with `slow_start_after_idle` the window restarts from
+    /// it after an idle period.
     pub initial_window: u64,
+    /// Each connection starts with the window a long-lived connection has opened on its
+    /// path ([`PathShape::warm_window`]) instead of `initial_window`.
+    pub warm: bool,
+    /// The window restarts from `initial_window` after an idle period longer than TCP's
+    /// retransmission timeout (`net::congestion`).
+    pub slow_start_after_idle: bool,
+}
+
+/// The biggest starting window of a warm connection, and that of a path with no rate
+/// limit: 64 MiB.
+pub const WARM_MAX: u64 = 64 << 20;
+
+/// What a connection's sending direction crosses, for the window a long-lived connection
+/// would have opened on it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PathShape {
+    /// The sending direction's rate in bit/s (a trace's mean rate); `None` is unlimited.
+    pub rate: Option<f64>,
+    /// Both directions' one-way delays.
+    pub rtt: Duration,
+    /// The sending direction's tail-drop queue in bytes (a packet queue counts 1500 B a
+    /// packet); none without a rate.
+    pub queue_bytes: u64,
+}
+
+impl PathShape {
+    /// The path of a connection sending on `out` and hearing back on `back`.
+    pub fn new(out: &LinkParams, back: Option<&LinkParams>) -> Self {
+        let rate = match (&out.trace, out.bandwidth) {
+            (Some(t), _) => Some(t.mean_rate()),
+            (None, b) => b,
+        };
+        let queue_bytes = match (rate, out.queue) {
+            (None, _) => 0,
+            (Some(_), Queue::Bytes(b)) => b,
+            (Some(_), Queue::Packets(n)) => u64::from(n) * 1500,
+        };
+        PathShape {
+            rate,
+            rtt: out.delay + back.map_or(out.delay, |b| b.delay),
+            queue_bytes,
+        }
+    }
+
+    /// The congestion window of a long-lived connection on this path that has carried
+    /// bulk data without loss: one bandwidth-delay product plus the bottleneck's queue
+    /// (what CUBIC or NewReno grow to before the queue overflows), at most [`WARM_MAX`]
+    /// and [`WARM_MAX`] on a path without a rate limit.
+    pub fn warm_window(&self) -> u64 {
+        match self.rate {
+            None => WARM_MAX,
+            Some(bps) => {
+                let bdp = bps / 8.0 * self.rtt.as_secs_f64();
+                ((bdp.ceil() as u64).saturating_add(self.queue_bytes)).min(WARM_MAX)
+            }
+        }
+    }
 }
 
 impl Default for TransportSettings {
@@ -48,6 +108,8 @@ impl Default for TransportSettings {
             receive_window: u32::MAX as u64,
             congestion_controller: "cubic",
             initial_window: 12_000,
+            warm: true,
+            slow_start_after_idle: false,
         }
     }
 }
@@ -76,10 +138,53 @@ impl TransportSettings {
         if let Some(c) = q.congestion {
             self.congestion_controller = c.name();
         }
+        if let Some(w) = q.warm {
+            self.warm = w;
+        }
+        if let Some(r) = q.slow_start_after_idle {
+            self.slow_start_after_idle = r;
+        }
         self
     }
 
+    /// The window a connection on `path` starts with.
+    pub fn start_window(&self, path: Option<&PathShape>) -> u64 {
+        match path {
+            Some(p) if self.warm => p.warm_window().max(self.initial_window),
+            _ => self.initial_window,
+        }
+    }
+
+    /// A congestion controller of the configured kind starting at `window` bytes.
+    fn controller(&self, window: u64) -> Factory {
+        match Congestion::parse(self.congestion_controller) {
+            Some(Congestion::NewReno) => {
+                let mut c = quinn::congestion::NewRenoConfig::default();
+                c.initial_window(window);
+                Arc::new(c)
+            }
+            Some(Congestion::Bbr) => {
+                let mut c = quinn::congestion::BbrConfig::default();
+                c.initial_window(window);
+                Arc::new(c)
+            }
+            _ => {
+                let mut c = quinn::congestion::CubicConfig::default();
+                c.initial_window(window);
+                Arc::new(c)
+            }
+        }
+    }
+
+    /// The settings of a connection whose path is unknown: it starts from
+    /// `initial_window`, as a new connection.
     pub fn config(&self) -> anyhow::Result<quinn::TransportConfig> {
+        self.config_for(None)
+    }
+
+    /// The settings of a connection whose sending direction crosses `path` (warm when
+    /// `warm` is set and the path is known).
+    pub fn config_for(&self, path: Option<&PathShape>) -> anyhow::Result<quinn::TransportConfig> {
         let mut t = quinn::TransportConfig::default();
         t.initial_rtt(Duration::from_secs_f64(self.initial_rtt_ms / 1e3));
         t.max_idle_timeout(Some(
@@ -94,25 +199,15 @@ impl TransportSettings {
             quinn::VarInt::from_u64(self.stream_receive_window).context("stream receive window")?,
         );
         t.receive_window(quinn::VarInt::from_u64(self.receive_window).context("receive window")?);
-        let w = self.initial_window;
-        let cc: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> =
-            match Congestion::parse(self.congestion_controller) {
-                Some(Congestion::NewReno) => {
-                    let mut c = quinn::congestion::NewRenoConfig::default();
-                    c.initial_window(w);
-                    Arc::new(c)
-                }
-                Some(Congestion::Bbr) => {
-                    let mut c = quinn::congestion::BbrConfig::default();
-                    c.initial_window(w);
-                    Arc::new(c)
-                }
-                _ => {
-                    let mut c = quinn::congestion::CubicConfig::default();
-                    c.initial_window(w);
-                    Arc::new(c)
-                }
-            };
+        let start = self.controller(self.start_window(path));
+        let cc: Factory = if self.slow_start_after_idle {
+            Arc::new(RestartFactory {
+                start,
+                restart: self.controller(self.initial_window),
+            })
+        } else {
+            start
+        };
         t.congestion_controller_factory(cc);
         Ok(t)
     }
@@ -122,6 +217,22 @@ impl TransportSettings {
 pub struct Tls {
     pub server: quinn::ServerConfig,
     pub client: quinn::ClientConfig,
+}
+
+impl Tls {
+    /// The client configuration with other transport settings (one connection's).
+    pub fn client_with(&self, transport: quinn::TransportConfig) -> quinn::ClientConfig {
+        let mut c = self.client.clone();
+        c.transport_config(Arc::new(transport));
+        c
+    }
+
+    /// The server configuration with other transport settings (one connection's).
+    pub fn server_with(&self, transport: quinn::TransportConfig) -> quinn::ServerConfig {
+        let mut s = self.server.clone();
+        s.transport_config(Arc::new(transport));
+        s
+    }
 }
 
 /// Makes a certificate for this run and the configs that use it.

@@ -1,6 +1,7 @@
 //! The network: the sans-IO link emulator, the frame codec, quinn's socket drivers and
 //! endpoint configuration.
 
+pub mod congestion;
 pub mod endpoint;
 pub mod framed;
 pub mod link;

@@ -401,6 +401,12 @@ pub struct Quic {
     pub idle_timeout: Option<Duration>,
     pub keep_alive: Option<Duration>,
     pub congestion: Option<Congestion>,
+    /// Whether each connection starts with the window of a long-lived connection on its
+    /// path (true, the default) or from `initial_window` like a new one.
+    pub warm: Option<bool>,
+    /// Whether the window restarts from `initial_window` after an idle period (TCP's
+    /// slow start after idle); default false.
+    pub slow_start_after_idle: Option<bool>,
 }
 
 #[cfg(test)]

@@ -217,13 +217,25 @@ fn node_plan(s: &Scenario, i: usize, part: Part, ways: u32) -> Result<NodePlan, 
             (Some(slice), None)
         }
     };
+    // The KV caches of a full batch of the workload's longest requests must fit beside
+    // the weights the device holds (compute-model.md, "The batcher").
+    let longest = s
+        .workload
+        .prompt_tokens
+        .high()
+        .saturating_add(s.workload.output_tokens.high());
+    let weights = stage.as_ref().map_or(0.0, |st| st.weight_bytes())
+        + head.as_ref().map_or(0.0, |h| h.weight_bytes());
+    let kv_limit = stage
+        .as_ref()
+        .map_or(u32::MAX, |st| st.kv_batch_limit(longest, weights));
     Ok(NodePlan {
         index: i,
         name: n.name.clone(),
         part,
         stage,
         head,
-        max_batch: n.max_batch.max(1),
+        max_batch: n.max_batch.max(1).min(kv_limit),
     })
 }
 

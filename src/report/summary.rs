@@ -692,6 +692,12 @@ pub struct Transport {
     pub receive_window: u64,
     pub congestion_controller: String,
     pub initial_window: u64,
+    /// Connections started with a long-lived connection's window (absent before: false).
+    #[serde(default)]
+    pub warm: bool,
+    /// The window restarted from `initial_window` after idle periods (absent before: false).
+    #[serde(default)]
+    pub slow_start_after_idle: bool,
 }
 
 /// What ran: the topology's kind and path, and every node of the scenario.

@@ -534,16 +534,28 @@ fn compute_lines(o: &mut String, plan: &Plan) {
             }
             false => format!("{} layers", stage.layers),
         };
+        // A star host also runs the LM head (and embeddings): its time is part of the step.
+        let (what, head) = match &n.head {
+            Some(h) => (
+                format!("{what} and the LM head"),
+                Some(h.request(shape.prompt, shape.output)),
+            ),
+            None => (what, None),
+        };
+        let prefill = c.prefill + head.as_ref().map_or(Duration::ZERO, |h| h.prefill);
+        let decode = c.decode.first().map(|d| {
+            *d + head
+                .as_ref()
+                .and_then(|h| h.decode.first().copied())
+                .unwrap_or(Duration::ZERO)
+        });
         let _ = writeln!(
             o,
             "  compute   {} on {} ({what}): prefill {}, decode {} per token",
             n.name,
             stage.device.name,
-            ms(c.prefill),
-            c.decode
-                .first()
-                .map(|d| ms(*d))
-                .unwrap_or_else(|| "-".into()),
+            ms(prefill),
+            decode.map(ms).unwrap_or_else(|| "-".into()),
         );
     }
     for c in &plan.clients {

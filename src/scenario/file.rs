@@ -44,6 +44,8 @@ pub(super) struct RawQuic {
     pub(super) idle_timeout: Option<Dur>,
     pub(super) keep_alive: Option<Dur>,
     pub(super) congestion: Option<String>,
+    pub(super) warm: Option<bool>,
+    pub(super) slow_start_after_idle: Option<bool>,
 }
 
 #[derive(Deserialize)]

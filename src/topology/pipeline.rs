@@ -3,7 +3,7 @@
 //! to the client, which sends it on. Server-to-server (Petals 2): each stage pushes to the
 //! next and the last returns to the client.
 
-use super::{At, Ctx, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
 use super::{Hops, Role};
 
 pub struct Pipeline;
@@ -105,6 +105,15 @@ impl Kind for Pipeline {
 
     fn client_heads(&self) -> bool {
         true
+    }
+
+    /// The client runs the LM head ([`Kind::client_heads`]): no stage holds it, the last
+    /// one included.
+    fn holding(&self, _position: Option<usize>, _len: usize) -> Holding {
+        Holding {
+            head: Some(false),
+            ..Holding::default()
+        }
     }
 
     fn route_note(&self, route: &Route) -> &'static str {

@@ -10,6 +10,11 @@ use crate::scenario::model::Model;
 use crate::scenario::{Node, Role};
 use std::collections::HashSet;
 
+/// A worker's batch limit unless it sets `max_batch`: vLLM's default `max_num_seqs`, 256
+/// sequences (vLLM engine arguments, `--max-num-seqs`). The KV cache's memory can lower it
+/// (`plan::node_plan`).
+pub const DEFAULT_MAX_BATCH: u32 = 256;
+
 /// Every node, in file order (a node with problems is still listed, so that the indices
 /// of the others hold).
 pub(super) fn check(cx: &mut Context, raw: &[RawNode], model: Option<&Model>) -> Vec<Node> {
@@ -106,7 +111,7 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
         (None, Role::Worker, Some(m)) => 0..m.layers,
         (None, _, _) => 0..0,
     };
-    let max_batch = n.max_batch.unwrap_or(1);
+    let max_batch = n.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
     if max_batch == 0 {
         cx.err(np.key("max_batch"), "max_batch must be at least 1".into());
     }

@@ -54,6 +54,8 @@ pub(super) fn check(cx: &mut Context, raw: Option<&RawQuic>) -> Quic {
         idle_timeout: positive(cx, &qp, q.idle_timeout, "idle_timeout"),
         keep_alive: positive(cx, &qp, q.keep_alive, "keep_alive"),
         congestion,
+        warm: q.warm,
+        slow_start_after_idle: q.slow_start_after_idle,
     }
 }
 

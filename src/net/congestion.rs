@@ -1,0 +1,168 @@
+//! A congestion controller that behaves like TCP where quinn's differ: it wraps one of
+//! quinn's controllers (CUBIC, NewReno, BBR) and, when asked, restarts from the initial
+//! window after an idle period, as TCP does (RFC 5681 §4.1, Linux's default
+//! `net.ipv4.tcp_slow_start_after_idle = 1`).
+//!
+//! The controller only sees what quinn tells it: bytes sent (`on_sent`, for every packet,
+//! acknowledgement-only packets included), bytes acknowledged and what is still in flight
+//! (`on_end_acks`). Once an acknowledgement leaves nothing in flight, the pipe counts as
+//! idle from the moment its last data was sent (the newest acknowledged packet's send
+//! time, Linux's `lsndtime`); the first packet sent more than one retransmission timeout
+//! after that (Linux's RTO with a steady RTT: smoothed RTT + 200 ms) replaces the inner
+//! controller with a fresh one at the restart window, so the data after the idle period
+//! starts in slow start.
+//!
+//! Where RFC 5681 sets the window to min(restart window, window) and Linux halves it once
+//! per RTO of idle time down to that, this restarts to the restart window at once, and the
+//! slow-start threshold starts again from infinity (Linux keeps at least 3/4 of the old
+//! window as its threshold). Both differences only matter after short idle periods or
+//! once the window reaches the threshold again. `docs/links.md` has the measurements.
+
+use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+use quinn_proto::RttEstimator;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Linux's lowest retransmission timeout (`TCP_RTO_MIN`): with a steady RTT its RTO is the
+/// smoothed RTT plus this.
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+
+/// A factory of any of quinn's controllers.
+pub type Factory = Arc<dyn ControllerFactory + Send + Sync + 'static>;
+
+/// Builds [`Restart`] controllers: `start` makes the first one (its initial window is the
+/// connection's starting window), `restart` the fresh ones after each idle period.
+pub struct RestartFactory {
+    pub start: Factory,
+    pub restart: Factory,
+}
+
+impl ControllerFactory for RestartFactory {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(Restart {
+            inner: self.start.clone().build(now, current_mtu),
+            restart: self.restart.clone(),
+            mtu: current_mtu,
+            srtt: None,
+            last_acked_sent: None,
+            idle_since: None,
+            restarts: 0,
+        })
+    }
+}
+
+/// A controller that restarts from the restart window after an idle period.
+pub struct Restart {
+    inner: Box<dyn Controller>,
+    restart: Factory,
+    mtu: u16,
+    srtt: Option<Duration>,
+    /// When the newest packet acknowledged so far was sent.
+    last_acked_sent: Option<Instant>,
+    /// While the pipe is empty: when its last data was sent (Linux's `lsndtime`).
+    idle_since: Option<Instant>,
+    /// Times the window restarted (for tests and diagnostics).
+    restarts: u64,
+}
+
+impl Restart {
+    /// The retransmission timeout the idle period is compared with.
+    fn rto(&self) -> Duration {
+        self.srtt.unwrap_or(Duration::ZERO) + RTO_MIN
+    }
+
+    /// Times the window has restarted.
+    pub fn restarts(&self) -> u64 {
+        self.restarts
+    }
+}
+
+impl Controller for Restart {
+    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        // An acknowledgement-only packet leaves the pipe idle (it is never acknowledged,
+        // so `on_end_acks` would not say so again): only a restart or the next
+        // acknowledgement of data ends the idle period.
+        if let Some(idle) = self.idle_since
+            && now.saturating_duration_since(idle) > self.rto()
+        {
+            self.inner = self.restart.clone().build(now, self.mtu);
+            self.idle_since = None;
+            self.restarts += 1;
+        }
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        self.srtt = Some(rtt.get());
+        self.last_acked_sent = self.last_acked_sent.max(Some(sent));
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.idle_since = match in_flight {
+            0 => self.last_acked_sent.or(Some(now)),
+            _ => None,
+        };
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.idle_since = None;
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.mtu = new_mtu;
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(Restart {
+            inner: self.inner.clone_box(),
+            restart: self.restart.clone(),
+            mtu: self.mtu,
+            srtt: self.srtt,
+            last_acked_sent: self.last_acked_sent,
+            idle_since: self.idle_since,
+            restarts: self.restarts,
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
