@@ -46,9 +46,16 @@ pub struct TransportSettings {
     pub slow_start_after_idle: bool,
 }
 
-/// The biggest starting window of a warm connection, and that of a path with no rate
-/// limit: 64 MiB.
+/// The biggest starting window of a warm connection on a rate-limited path: 64 MiB.
 pub const WARM_MAX: u64 = 64 << 20;
+
+/// The window of a warm connection on a path with no rate limit (a co-located run's ideal
+/// links, a link without `bandwidth`): there is no bottleneck for a window to fill, so none
+/// limits it. Past `u32::MAX` it also turns quinn's pacer off (quinn-proto's
+/// `pacing.rs`), which on a path of no delay computes sub-millisecond bursts and, on the
+/// virtual clock, woke the connection for every few datagrams without time advancing: a
+/// 3.7 MB prefill across a zero-delay pipeline hop did not finish in minutes of wall time.
+pub const UNLIMITED_WINDOW: u64 = 1 << 33;
 
 /// What a connection's sending direction crosses, for the window a long-lived connection
 /// would have opened on it.
@@ -84,11 +91,11 @@ impl PathShape {
 
     /// The congestion window of a long-lived connection on this path that has carried
     /// bulk data without loss: one bandwidth-delay product plus the bottleneck's queue
-    /// (what CUBIC or NewReno grow to before the queue overflows), at most [`WARM_MAX`]
-    /// and [`WARM_MAX`] on a path without a rate limit.
+    /// (what CUBIC or NewReno grow to before the queue overflows), at most [`WARM_MAX`];
+    /// [`UNLIMITED_WINDOW`] on a path without a rate limit.
     pub fn warm_window(&self) -> u64 {
         match self.rate {
-            None => WARM_MAX,
+            None => UNLIMITED_WINDOW,
             Some(bps) => {
                 let bdp = bps / 8.0 * self.rtt.as_secs_f64();
                 ((bdp.ceil() as u64).saturating_add(self.queue_bytes)).min(WARM_MAX)
