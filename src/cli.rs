@@ -183,6 +183,7 @@ fn parse_baseline_name(s: &str) -> Result<String, String> {
 fn parse_requests(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > scenario::limits::MAX_REQUESTS => Err(scenario::too_many_requests(n)),
         Ok(n) => Ok(n),
         Err(_) => Err(format!(
             "\"{s}\" is not a whole number of requests (at least 1)"
@@ -194,6 +195,9 @@ fn parse_dur(s: &str) -> Result<Dur, String> {
     let d = Dur::parse(s)?;
     if d.get().is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d.get() > scenario::limits::MAX_PHASE {
+        return Err(scenario::phase_too_long(d.get()));
     }
     Ok(d)
 }

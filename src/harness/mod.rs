@@ -285,12 +285,37 @@ impl Default for Options {
     }
 }
 
+/// Node `index`'s in-memory address: 127.77.0.1 to 127.77.0.255 for the first 255 nodes,
+/// then on through 127.77.1.1 and up; distinct for every index below 255 · 256 · 178, far
+/// past `scenario::limits::MAX_NODES`. (The last byte is never 0.)
 fn host_addr(index: usize) -> SocketAddr {
     // In-memory addresses only: no datagram ever reaches a real interface.
+    let (high, low) = (index / 255, index % 255 + 1);
     SocketAddr::from((
-        [127, 77, (index >> 8) as u8, (index & 0xff) as u8 + 1],
+        [
+            127,
+            77u8.saturating_add((high >> 8) as u8),
+            high as u8,
+            low as u8,
+        ],
         4433,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_addresses_are_distinct_past_255_and_65536_nodes() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..70_000 {
+            assert!(
+                seen.insert(super::host_addr(i)),
+                "node {i} shares an address"
+            );
+        }
+        assert_eq!(super::host_addr(0).to_string(), "127.77.0.1:4433");
+        assert_eq!(super::host_addr(254).to_string(), "127.77.0.255:4433");
+    }
 }
 
 /// A built topology: an endpoint per node on an in-memory network of emulated links, every
