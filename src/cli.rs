@@ -129,6 +129,30 @@ struct RunArgs {
     /// With --baseline: exit 1 when any metric regressed
     #[arg(long, requires = "baseline")]
     fail_on_regression: bool,
+    /// Refuse (exit 2, printing the estimate) a scenario whose estimated wall time, setup,
+    /// topology and baseline together, passes this, like 30m or 12h [default: 4h]
+    #[arg(long, value_name = "D", value_parser = parse_limit)]
+    max_wall: Option<Dur>,
+    /// Refuse (exit 2, printing the estimate) a scenario whose measured results would hold
+    /// more memory than this, like 512MiB or 32GiB [default: 8GiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<u64>,
+}
+
+fn parse_limit(s: &str) -> Result<Dur, String> {
+    let d = Dur::parse(s)?;
+    if d.get().is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let b = crate::scenario::units::Bytes::parse(s)?.as_u64();
+    if b == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(b)
 }
 
 #[derive(Parser, Debug)]
@@ -391,6 +415,28 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         .iter()
         .map(|s| plan::plan(s).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", s.file.display()))))
         .collect::<Result<_, _>>()?;
+    // What each run will cost, from its plan: refused before anything runs when it passes
+    // the limits (an absurd device or workload fails here, not after a day).
+    let max_wall = args
+        .max_wall
+        .map_or(plan::estimate::DEFAULT_MAX_WALL, |d| d.get());
+    let max_memory = args
+        .max_memory
+        .unwrap_or(plan::estimate::DEFAULT_MAX_MEMORY);
+    let mut refused = Vec::new();
+    for (s, p) in scenarios.iter().zip(&plans) {
+        let e = plan::estimate::estimate(s, p, args.clock);
+        if let Some(why) = e.refusal(max_wall, max_memory) {
+            refused.push(format!(
+                "{}: refused to run: {why}; estimate: {}. Shorten the run (--duration, --requests), or raise the limit (--max-wall, --max-memory) to run it anyway",
+                s.file.display(),
+                e.describe(args.clock)
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Failure::BadInput(anyhow!(refused.join("\nerror: "))));
+    }
     check_out_dir(&args.out).map_err(Failure::BadInput)?;
     if let Some(name) = &args.baseline {
         for s in &scenarios {

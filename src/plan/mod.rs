@@ -5,6 +5,7 @@
 //! request's critical path) comes from its module in [`crate::topology`]; this module
 //! resolves the legs against the links and the devices.
 
+pub mod estimate;
 pub mod schedule;
 
 use crate::compute::{EngineSpec, Stage};
