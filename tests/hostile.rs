@@ -158,3 +158,101 @@ fn more_nodes_than_the_harness_hosts_is_an_error_naming_the_limit() {
         out.stderr
     );
 }
+
+/// Starts a long virtual-clock run, sends `signal` once it is under way, and returns the
+/// exit code, the stdout, the stderr, how long after the signal the table was printed, and
+/// the summary written.
+#[cfg(unix)]
+fn interrupt(signal: i32) -> (Option<i32>, String, String, std::time::Duration, String) {
+    use std::io::{BufRead, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("inferlat"))
+        .current_dir(root())
+        .args(["run", "scenarios/quickstart.toml", "--clock", "virtual"])
+        .args(["--duration", "50000s", "--quiet", "--out"])
+        .arg(&out_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start inferlat");
+    // Under way: past setup and into the measured phase (the whole run would take minutes).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run ended by itself"
+    );
+    let sent = std::time::Instant::now();
+    // SAFETY: kill only sends a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let acted = sent.elapsed();
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let summary = std::fs::read_to_string(out_dir.join("quickstart/summary.json"))
+        .unwrap_or_else(|e| panic!("no summary.json after the signal: {e}\n{stderr}"));
+    (status.code(), first + &rest, stderr, acted, summary)
+}
+
+#[cfg(unix)]
+fn assert_interrupted_run_is_written(signal: i32, name: &str) {
+    let (code, stdout, stderr, acted, summary) = interrupt(signal);
+    assert_eq!(code, Some(1), "an interrupted run exits 1\n{stderr}");
+    assert!(
+        stderr.contains(&format!("interrupted ({name})")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The table of what was measured is printed, and soon: the signal acts at once even
+    // while the virtual clock runs flat out (half a second on an idle machine; the bound
+    // here leaves room for a machine shared with builds).
+    assert!(stdout.contains("topology"), "{stdout}");
+    assert!(acted < std::time::Duration::from_secs(10), "{acted:?}");
+    eprintln!("{name}: the table came {acted:?} after the signal");
+    let s: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(s["complete"], false, "{summary}");
+    let topology = &s["runs"]["topology"];
+    assert_eq!(topology["complete"], false);
+    assert!(topology["requests"]["completed"].as_u64().unwrap() > 0);
+    // Requests in flight got their grace: a 356 ms request is never cut by a 1 s grace.
+    assert_eq!(topology["requests"]["failed"], 0, "{}", topology["errors"]);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigint_stops_the_run_gives_grace_and_writes_an_incomplete_summary() {
+    assert_interrupted_run_is_written(libc::SIGINT, "Ctrl-C");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_does_what_ctrl_c_does() {
+    assert_interrupted_run_is_written(libc::SIGTERM, "SIGTERM");
+}
+
+#[test]
+fn a_file_where_the_results_folder_goes_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quickstart"), b"not a folder").unwrap();
+    let out = inferlat(&[
+        "run",
+        "scenarios/quickstart.toml",
+        "--clock",
+        "virtual",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_refused(&out);
+    assert!(out.stderr.contains("is in the way"), "{}", out.stderr);
+}

@@ -557,7 +557,10 @@ pub async fn run(
     let mut record = RunRecord::new();
     let topo = tokio::select! {
         biased;
-        t = Topology::build(scenario, plan, &clock, options, cancel.child_token()) => t?,
+        // The nodes have their own token, not a child of `cancel`: on an interruption they
+        // keep serving the requests in flight through the grace period, and stop at
+        // shutdown.
+        t = Topology::build(scenario, plan, &clock, options, CancellationToken::new()) => t?,
         _ = cancel.cancelled() => {
             measured.topology = Some(RunOutput { record, complete: false });
             return Ok(measured);
@@ -617,7 +620,8 @@ pub async fn run(
         && !cancel.is_cancelled()
     {
         progress.begin_run("baseline");
-        let run_cancel = cancel.child_token();
+        // Its own token (see the topology's): cancelled once the run is over.
+        let run_cancel = CancellationToken::new();
         let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
