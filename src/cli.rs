@@ -44,7 +44,8 @@ enum Command {
     /// Run scenarios: the topology, then the local baseline; print a table and write results
     #[command(
         after_help = "Results go to <out>/<scenario-name>/: summary.json and one .hgrm per run and metric.\n\
-Ctrl-C stops within 2 seconds and still writes what was measured, marked \"complete\": false."
+Ctrl-C or SIGTERM stops at once: requests in flight get 1 s, then what was measured is written, marked \"complete\": false \
+(exit 1); a second signal quits without writing. A run estimated past --max-wall or --max-memory is refused before it starts."
     )]
     Run(RunArgs),
     /// Check scenarios without running them and print each plan and its analytic floor

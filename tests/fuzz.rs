@@ -193,6 +193,9 @@ fn mutated_scenarios_never_panic_and_every_rejection_says_what_was_expected() {
             ),
             Ok(Some(message)) => {
                 rejected += 1;
+                if std::env::var("INFERLAT_FUZZ_SHOW").is_ok() && !message.contains("field `") {
+                    eprintln!("NOFIELD {}", message.lines().next().unwrap_or(""));
+                }
                 if message.contains("did not match any variant") || message.trim().is_empty() {
                     bare.push(format!("case {case} of {}: {message}", path.display()));
                 }
