@@ -256,3 +256,34 @@ fn a_file_where_the_results_folder_goes_is_refused_before_the_run() {
     assert_refused(&out);
     assert!(out.stderr.contains("is in the way"), "{}", out.stderr);
 }
+
+#[test]
+fn progress_on_a_non_terminal_is_at_most_one_line_every_five_seconds_of_wall_time() {
+    // A virtual-clock run of 30 simulated minutes (topology and baseline): its clock's 5-second ticks fly by, but the
+    // lines follow wall time (stderr is a pipe here, not a terminal).
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let out = inferlat(&[
+        "run",
+        "scenarios/quickstart.toml",
+        "--clock",
+        "virtual",
+        "--duration",
+        "900s",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    let wall = started.elapsed().as_secs_f64();
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("[quickstart]"))
+        .count();
+    let allowed = 1 + (wall / 5.0) as usize;
+    assert!(
+        lines <= allowed,
+        "{lines} progress lines in {wall:.1} s of wall time (at most {allowed}):\n{}",
+        out.stderr
+    );
+}
