@@ -302,22 +302,6 @@ fn host_addr(index: usize) -> SocketAddr {
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_addresses_are_distinct_past_255_and_65536_nodes() {
-        let mut seen = std::collections::HashSet::new();
-        for i in 0..70_000 {
-            assert!(
-                seen.insert(super::host_addr(i)),
-                "node {i} shares an address"
-            );
-        }
-        assert_eq!(super::host_addr(0).to_string(), "127.77.0.1:4433");
-        assert_eq!(super::host_addr(254).to_string(), "127.77.0.255:4433");
-    }
-}
-
 /// A built topology: an endpoint per node on an in-memory network of emulated links, every
 /// node serving, the connections opened.
 pub struct Topology {
@@ -746,4 +730,20 @@ pub fn cpu_time() -> Option<Duration> {
     }
     #[cfg(not(unix))]
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_addresses_are_distinct_past_255_and_65536_nodes() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..70_000 {
+            assert!(
+                seen.insert(super::host_addr(i)),
+                "node {i} shares an address"
+            );
+        }
+        assert_eq!(super::host_addr(0).to_string(), "127.77.0.1:4433");
+        assert_eq!(super::host_addr(254).to_string(), "127.77.0.255:4433");
+    }
 }
