@@ -432,7 +432,12 @@ impl Topology {
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
                     route: plan.route.clone(),
-                    conns: client_conns.remove(&c.index).unwrap_or_default(),
+                    conns: Mutex::new(client_conns.remove(&c.index).unwrap_or_default()),
+                    dialer: Some(client::Dialer {
+                        endpoint: endpoints[&c.index].clone(),
+                        addrs: addrs.clone(),
+                        dialing: tokio::sync::Mutex::new(()),
+                    }),
                     names: names.clone(),
                     head,
                     hedge_after: plan.hedge_after,
