@@ -51,3 +51,36 @@ fn after_an_outage_past_the_idle_timeout_the_client_reconnects_and_requests_are_
     // The baseline has no network: untouched.
     assert_eq!(m.baseline.as_ref().unwrap().record.completed, 100);
 }
+
+#[test]
+fn a_relay_reconnects_to_its_worker_after_an_outage_past_the_idle_timeout() {
+    use inferlat::scenario::testing::ScenarioText;
+    let s = ScenarioText::new("relay-outage")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 4\narrival = { kind = \"constant\", rate = 0.5 }\nduration = \"200s\"",
+        )
+        .client("client")
+        .relay("relay")
+        .worker("gpu", "a100-80g", "")
+        .link("client", "relay", "rtt = \"10ms\"")
+        .link(
+            "relay",
+            "gpu",
+            "rtt = \"10ms\"\n\n[[link.change]]\nat = \"20s\"\nloss = \"100%\"\n\n[[link.change]]\nat = \"110s\"",
+        )
+        .topology("relay", &["client", "relay", "gpu"], "")
+        .parse()
+        .unwrap();
+    let p = plan::plan(&s).unwrap();
+    let m = harness::run_to_end(&s, &p, &Options::default(), ClockKind::Virtual).unwrap();
+    let t = &m.topology.as_ref().unwrap().record;
+    assert_eq!(t.completed + t.failed, 100, "{:?}", t.errors);
+    // The relay's connection to the worker timed out in the outage; the 45 requests
+    // after it are served through a new one.
+    assert!(
+        t.completed >= 55,
+        "{} completed: {:?}",
+        t.completed,
+        t.errors
+    );
+}

@@ -357,6 +357,8 @@ impl Topology {
             logits_slice: plan.logits_slice_bytes as usize,
             segments: plan.segments,
         };
+        let by_name: Arc<HashMap<String, SocketAddr>> =
+            Arc::new(names.iter().cloned().zip(addrs.iter().copied()).collect());
         let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for n in &plan.nodes {
@@ -386,6 +388,7 @@ impl Topology {
                 options.max_frame,
                 payloads,
             );
+            node.set_dialer(ep.clone(), by_name.clone());
             node.serve(ep.clone(), cancel.clone());
             endpoints.insert(n.index, ep);
             nodes.push(node);
