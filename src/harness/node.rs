@@ -58,13 +58,16 @@ pub struct Node {
     pub peers: Mutex<HashMap<String, quinn::Connection>>,
     /// Its endpoint and every node's address, to dial a peer again after its connection
     /// was lost (an outage past the idle timeout); one dial at a time.
-    dialer: Mutex<Option<(quinn::Endpoint, Arc<HashMap<String, std::net::SocketAddr>>)>>,
+    dialer: Mutex<Option<(quinn::Endpoint, Addresses)>>,
     dialing: tokio::sync::Mutex<()>,
     returns: Mutex<HashMap<u64, Rendezvous>>,
     pub stats: Arc<ServerStats>,
 }
 
 type Io = (quinn::SendStream, quinn::RecvStream);
+
+/// Every node's in-memory address, by name.
+pub type Addresses = Arc<HashMap<String, std::net::SocketAddr>>;
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
@@ -105,11 +108,7 @@ impl Node {
     }
 
     /// Lets the node dial its peers again when a connection was lost.
-    pub fn set_dialer(
-        &self,
-        endpoint: quinn::Endpoint,
-        addrs: Arc<HashMap<String, std::net::SocketAddr>>,
-    ) {
+    pub fn set_dialer(&self, endpoint: quinn::Endpoint, addrs: Addresses) {
         *self.dialer.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoint, addrs));
     }
 
