@@ -44,7 +44,8 @@ enum Command {
     /// Run scenarios: the topology, then the local baseline; print a table and write results
     #[command(
         after_help = "Results go to <out>/<scenario-name>/: summary.json and one .hgrm per run and metric.\n\
-Ctrl-C stops within 2 seconds and still writes what was measured, marked \"complete\": false."
+Ctrl-C or SIGTERM stops at once: requests in flight get 1 s, then what was measured is written, marked \"complete\": false \
+(exit 1); a second signal quits without writing. A run estimated past --max-wall or --max-memory is refused before it starts."
     )]
     Run(RunArgs),
     /// Check scenarios without running them and print each plan and its analytic floor
@@ -129,6 +130,30 @@ struct RunArgs {
     /// With --baseline: exit 1 when any metric regressed
     #[arg(long, requires = "baseline")]
     fail_on_regression: bool,
+    /// Refuse (exit 2, printing the estimate) a scenario whose estimated wall time, setup,
+    /// topology and baseline together, passes this, like 30m or 12h [default: 4h]
+    #[arg(long, value_name = "D", value_parser = parse_limit)]
+    max_wall: Option<Dur>,
+    /// Refuse (exit 2, printing the estimate) a scenario whose measured results would hold
+    /// more memory than this, like 512MiB or 32GiB [default: 8GiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<u64>,
+}
+
+fn parse_limit(s: &str) -> Result<Dur, String> {
+    let d = Dur::parse(s)?;
+    if d.get().is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+fn parse_memory(s: &str) -> Result<u64, String> {
+    let b = crate::scenario::units::Bytes::parse(s)?.as_u64();
+    if b == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(b)
 }
 
 #[derive(Parser, Debug)]
@@ -183,6 +208,7 @@ fn parse_baseline_name(s: &str) -> Result<String, String> {
 fn parse_requests(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(0) => Err("must be at least 1".into()),
+        Ok(n) if n > scenario::limits::MAX_REQUESTS => Err(scenario::too_many_requests(n)),
         Ok(n) => Ok(n),
         Err(_) => Err(format!(
             "\"{s}\" is not a whole number of requests (at least 1)"
@@ -194,6 +220,9 @@ fn parse_dur(s: &str) -> Result<Dur, String> {
     let d = Dur::parse(s)?;
     if d.get().is_zero() {
         return Err("must be greater than zero".into());
+    }
+    if d.get() > scenario::limits::MAX_PHASE {
+        return Err(scenario::phase_too_long(d.get()));
     }
     Ok(d)
 }
@@ -392,7 +421,30 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             eprintln!("warning: {}: {w}", s.name);
         }
     }
-    check_out_dir(&args.out).map_err(Failure::BadInput)?;
+    // What each run will cost, from its plan: refused before anything runs when it passes
+    // the limits (an absurd device or workload fails here, not after a day).
+    let max_wall = args
+        .max_wall
+        .map_or(plan::estimate::DEFAULT_MAX_WALL, |d| d.get());
+    let max_memory = args
+        .max_memory
+        .unwrap_or(plan::estimate::DEFAULT_MAX_MEMORY);
+    let mut refused = Vec::new();
+    for (s, p) in scenarios.iter().zip(&plans) {
+        let e = plan::estimate::estimate(s, p, args.clock);
+        if let Some(why) = e.refusal(max_wall, max_memory) {
+            refused.push(format!(
+                "{}: refused to run: {why}; estimate: {}. Shorten the run (--duration, --requests), or raise the limit (--max-wall, --max-memory) to run it anyway",
+                s.file.display(),
+                e.describe(args.clock)
+            ));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(Failure::BadInput(anyhow!(refused.join("\nerror: "))));
+    }
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    check_out_dir(&args.out, &names).map_err(Failure::BadInput)?;
     if let Some(name) = &args.baseline {
         for s in &scenarios {
             let dir = args.out.join("baselines").join(name).join(&s.name);
@@ -407,6 +459,10 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
     }
 
     let cancel = CancellationToken::new();
+    // Signals are watched on a thread of their own, so they act within milliseconds of
+    // wall time whatever the run's runtime is busy with (a virtual-clock run computes
+    // flat out and would see them late).
+    let _signals = watch_signals(cancel.clone());
     let mut code = EXIT_OK;
     for (s, p) in scenarios.iter().zip(&plans) {
         if cancel.is_cancelled() {
@@ -419,21 +475,7 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
             .runtime()
             .context("starting the async runtime")
             .map_err(Failure::Run)?;
-        let outcome = runtime.block_on(async {
-            let on_signal = cancel.clone();
-            let listener = tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\ninterrupted: stopping and writing what was measured (Ctrl-C again to quit at once)");
-                    on_signal.cancel();
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
-                }
-            });
-            let outcome = run_one(s, p, &args, &clock, &cancel).await;
-            listener.abort();
-            outcome
-        });
+        let outcome = runtime.block_on(run_one(s, p, &args, &clock, &cancel));
         runtime.shutdown_background();
         let staged = match outcome {
             Ok((ok, staged)) => {
@@ -587,15 +629,129 @@ fn judge_comparison(
     Ok((EXIT_OK, bytes))
 }
 
-/// Makes sure results can be written before anything runs.
-fn check_out_dir(out: &Path) -> anyhow::Result<()> {
+/// Watches SIGINT (Ctrl-C) and SIGTERM on a thread with its own runtime: the first stops
+/// the run (no new requests, in-flight ones get their grace, what was measured is written
+/// with `"complete": false`); a second quits at once with exit code 130 (SIGINT) or 143
+/// (SIGTERM), writing nothing.
+fn watch_signals(cancel: CancellationToken) -> Option<std::thread::JoinHandle<()>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    // Registered before this returns, so a signal that comes at once is already handled.
+    #[cfg(unix)]
+    let (mut int, mut term) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _entered = rt.enter();
+        (
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::terminate()).ok()?,
+        )
+    };
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                #[cfg(unix)]
+                {
+                    let mut first = true;
+                    loop {
+                        let (name, code) = tokio::select! {
+                            _ = int.recv() => ("Ctrl-C", 130),
+                            _ = term.recv() => ("SIGTERM", 143),
+                        };
+                        if !first {
+                            std::process::exit(code);
+                        }
+                        first = false;
+                        eprintln!(
+                            "\ninterrupted ({name}): no new requests; those in flight get 1 s to finish; then what was measured is written ({name} again to quit at once)"
+                        );
+                        cancel.cancel();
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("\ninterrupted: stopping and writing what was measured (Ctrl-C again to quit at once)");
+                        cancel.cancel();
+                        if tokio::signal::ctrl_c().await.is_ok() {
+                            std::process::exit(130);
+                        }
+                    }
+                }
+            })
+        })
+        .ok()
+}
+
+/// The least free space the output folder's file system must have before a run: a run's
+/// folder holds a few MiB (histograms, the interval log, reports).
+const MIN_FREE_BYTES: u64 = 64 << 20;
+
+/// Makes sure results can be written before anything runs: the output folder, each
+/// scenario's folder in it, and enough free space.
+fn check_out_dir(out: &Path, names: &[&str]) -> anyhow::Result<()> {
     std::fs::create_dir_all(out)
         .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     let probe = out.join(format!(".inferlat-write-test-{}", std::process::id()));
     std::fs::write(&probe, b"")
         .with_context(|| format!("cannot write into the output folder {}", out.display()))?;
     let _ = std::fs::remove_file(probe);
+    for name in names {
+        let dir = out.join(name);
+        match std::fs::symlink_metadata(&dir) {
+            Err(_) => {}
+            Ok(m) if m.is_dir() => {
+                if m.permissions().readonly() {
+                    anyhow::bail!(
+                        "cannot replace the results folder {}: it is read-only",
+                        dir.display()
+                    );
+                }
+                let probe = dir.join(format!(".inferlat-write-test-{}", std::process::id()));
+                std::fs::write(&probe, b"").with_context(|| {
+                    format!("cannot write into the results folder {}", dir.display())
+                })?;
+                let _ = std::fs::remove_file(probe);
+            }
+            Ok(_) => anyhow::bail!(
+                "{} is in the way: results go to a folder of that name, and it is a file",
+                dir.display()
+            ),
+        }
+    }
+    if let Some(free) = free_space(out)
+        && free < MIN_FREE_BYTES
+    {
+        anyhow::bail!(
+            "only {} free where {} is: a run needs at least {} for its results",
+            plan::estimate::human_bytes(free as f64),
+            out.display(),
+            plan::estimate::human_bytes(MIN_FREE_BYTES as f64)
+        );
+    }
     Ok(())
+}
+
+/// Free bytes for an unprivileged writer on the file system holding `path`.
+fn free_space(path: &Path) -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+        // SAFETY: statvfs writes only the struct it is given; `c` is a valid C string.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// Runs one scenario, writes its results and prints its table. Ok(false): interrupted,
@@ -630,8 +786,14 @@ async fn run_one(
         environment: Environment::capture(started),
     };
     let dir = args.out.join(&s.name);
-    let staged = report::stage(&results, &dir)?;
+    // The table first: if writing fails, what was measured is still shown.
     print!("{}", report::table::render(&results));
+    let staged = report::stage(&results, &dir).with_context(|| {
+        format!(
+            "the results were printed above but not written: {} was left as it was (no summary.json, .hgrm, .hlog or reports of this run)",
+            dir.display()
+        )
+    })?;
     if clock.kind() == ClockKind::Virtual {
         println!(
             "  simulated {:.1} s in {:.1} s of wall time",
@@ -668,7 +830,7 @@ async fn run_one(
 }
 
 /// Prints progress to stderr: a line rewritten in place on a terminal, a line every
-/// 5 seconds otherwise.
+/// 5 seconds of wall time otherwise (on either clock).
 fn spawn_progress(
     name: String,
     progress: Arc<Progress>,
@@ -685,11 +847,18 @@ fn spawn_progress(
     let handle = tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.tick().await;
+        // The ticker runs on the run's clock; on the virtual clock its seconds fly by, so a
+        // line is printed only when `period` of wall time has passed since the last one.
+        let mut last = Instant::now();
         loop {
             tokio::select! {
                 _ = done.cancelled() => break,
                 _ = tick.tick() => {}
             }
+            if last.elapsed() < period {
+                continue;
+            }
+            last = Instant::now();
             let snap = progress.snapshot(clock.now());
             let of = match snap.extent {
                 Some(Extent::Duration(d)) => {

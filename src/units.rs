@@ -148,6 +148,22 @@ enum Raw {
     Text(String),
     Int(i64),
     Float(f64),
+    /// Anything else (a boolean, an array, a table, a date): named in the error, so it
+    /// never reads "data did not match any variant of untagged enum".
+    Other(toml::Value),
+}
+
+/// The error for a value of the wrong TOML type where a quantity goes.
+fn wrong_type<E: de::Error>(what: &str, example: &str, v: &toml::Value) -> E {
+    E::custom(format!(
+        "invalid {what}: expected a string with a unit, like \"{example}\", got {} {}",
+        if matches!(v, toml::Value::Array(_)) {
+            "an"
+        } else {
+            "a"
+        },
+        v.type_str()
+    ))
 }
 
 macro_rules! quantity {
@@ -202,6 +218,7 @@ macro_rules! quantity {
                         "invalid {} {n}: a unit is required, like \"{}\"",
                         $what, $example
                     ))),
+                    Raw::Other(v) => Err(wrong_type($what, $example, &v)),
                 }
             }
         }
@@ -280,6 +297,7 @@ impl<'de> Deserialize<'de> for Dur {
             Raw::Float(n) => Err(de::Error::custom(format!(
                 "invalid duration {n}: a unit is required, like \"{n}ms\" or \"{n}s\""
             ))),
+            Raw::Other(v) => Err(wrong_type("duration", "40ms", &v)),
         }
     }
 }
@@ -346,6 +364,7 @@ impl<'de> Deserialize<'de> for Fraction {
             Raw::Float(n) => Err(de::Error::custom(format!(
                 "invalid percentage {n}: write it as a string with %, like \"{n}%\""
             ))),
+            Raw::Other(v) => Err(wrong_type("percentage", "0.5%", &v)),
         }
     }
 }

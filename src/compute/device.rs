@@ -81,17 +81,24 @@ impl DeviceProfile {
     /// Checks the figures are physically possible; returns (field, message) pairs.
     pub fn check(&self) -> Vec<(&'static str, String)> {
         let mut problems = Vec::new();
-        let eff_ok = |v: f64| v > 0.0 && v <= 1.0;
+        use crate::scenario::limits::MIN_EFFICIENCY;
+        let eff_ok = |v: f64| (MIN_EFFICIENCY..=1.0).contains(&v);
         if !eff_ok(self.efficiency.compute) {
             problems.push((
                 "efficiency.compute",
-                format!("must be in (0, 1], got {}", self.efficiency.compute),
+                format!(
+                    "must be in [{MIN_EFFICIENCY:e}, 1], got {}: below it one step's modelled time leaves the range a run can wait for",
+                    crate::scenario::limits::show(self.efficiency.compute)
+                ),
             ));
         }
         if !eff_ok(self.efficiency.memory) {
             problems.push((
                 "efficiency.memory",
-                format!("must be in (0, 1], got {}", self.efficiency.memory),
+                format!(
+                    "must be in [{MIN_EFFICIENCY:e}, 1], got {}: below it one step's modelled time leaves the range a run can wait for",
+                    crate::scenario::limits::show(self.efficiency.memory)
+                ),
             ));
         }
         if self.flops.get() <= 0.0 {

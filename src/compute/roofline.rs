@@ -142,10 +142,15 @@ impl Stage {
         let memory = work.bytes / (d.mem_bandwidth.get() * d.efficiency.memory);
         let overhead = d.overhead_per_layer.get().as_secs_f64() * self.layers as f64;
         let secs = compute.max(memory) + overhead;
-        if secs.is_finite() && secs >= 0.0 {
-            Duration::from_secs_f64(secs)
-        } else {
+        // Past MAX_STEP (absurd but valid figures) a step waits MAX_STEP: never a panic, and
+        // `run`'s estimate refuses such a run before it starts.
+        let max = crate::scenario::limits::MAX_STEP;
+        if secs.is_nan() || secs < 0.0 {
             Duration::ZERO
+        } else if secs >= max.as_secs_f64() {
+            max
+        } else {
+            Duration::from_secs_f64(secs)
         }
     }
 

@@ -68,8 +68,12 @@ impl Recent {
 pub struct Client {
     pub name: String,
     pub route: Route,
-    /// Connections this client opened, by scenario node index.
-    pub conns: HashMap<usize, quinn::Connection>,
+    /// Connections this client opened, by scenario node index; a lost one is replaced
+    /// when the dialer can dial again.
+    pub conns: Mutex<HashMap<usize, quinn::Connection>>,
+    /// How to dial a node again after its connection was lost (an outage past the idle
+    /// timeout closes it for good): a real client reconnects, and so does this one.
+    pub dialer: Option<Dialer>,
     /// Scenario node names by index.
     pub names: Arc<Vec<String>>,
     /// The embeddings and LM head of a pipeline client, on its own device.
@@ -82,19 +86,59 @@ pub struct Client {
 
 type Io = (quinn::SendStream, quinn::RecvStream);
 
+/// What a client needs to open a connection again: its endpoint and every node's address.
+pub struct Dialer {
+    pub endpoint: quinn::Endpoint,
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// One dial at a time, so requests that find the connection lost together share the
+    /// new one.
+    pub dialing: tokio::sync::Mutex<()>,
+}
+
 impl Client {
     fn names(&self, nodes: &[usize]) -> Vec<String> {
         nodes.iter().map(|&i| self.names[i].clone()).collect()
     }
 
+    fn current(&self, node: usize) -> Option<quinn::Connection> {
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .cloned()
+    }
+
+    /// The connection to `node`, dialled again if it was lost.
+    async fn conn(&self, node: usize) -> Result<quinn::Connection, String> {
+        let missing = || format!("{} has no connection to {}", self.name, self.names[node]);
+        let conn = self.current(node).ok_or_else(missing)?;
+        let Some(d) = &self.dialer else {
+            return Ok(conn);
+        };
+        if conn.close_reason().is_none() {
+            return Ok(conn);
+        }
+        let _one = d.dialing.lock().await;
+        let conn = self.current(node).ok_or_else(missing)?;
+        if conn.close_reason().is_none() {
+            return Ok(conn);
+        }
+        let fresh = d
+            .endpoint
+            .connect(d.addrs[node], crate::net::endpoint::SERVER_NAME)
+            .map_err(|e| format!("reconnecting to {}: {e}", self.names[node]))?
+            .await
+            .map_err(|e| format!("reconnecting to {}: {e}", self.names[node]))?;
+        self.conns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node, fresh.clone());
+        Ok(fresh)
+    }
+
     async fn open(&self, nodes: &[usize], request: &Request) -> Result<Io, String> {
-        let conn = self.conns.get(&nodes[0]).ok_or_else(|| {
-            format!(
-                "{} has no connection to {}",
-                self.name, self.names[nodes[0]]
-            )
-        })?;
-        open_stream(conn, &self.names(&nodes[..1]), request).await
+        let conn = self.conn(nodes[0]).await?;
+        open_stream(&conn, &self.names(&nodes[..1]), request).await
     }
 
     fn request(&self, id: u64, shape: Shape, mode: Mode, route: Vec<String>) -> Request {
@@ -286,7 +330,7 @@ impl Client {
             let copy = Copy {
                 index: i,
                 request: self.request(id, shape, Mode::Serve, Vec::new()),
-                conn: self.conns.get(&order[i]).cloned(),
+                conn: self.current(order[i]),
                 name: self.names[order[i]].clone(),
                 max_frame: self.max_frame,
             };

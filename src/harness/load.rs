@@ -270,8 +270,11 @@ impl Driver {
         tx: mpsc::UnboundedSender<Outcome>,
         issued: &AtomicU64,
     ) {
+        // Generated as it runs: a phase's schedule is never held whole.
         let plan = schedule::open_loop(&self.workload, extent, self.seed, phase);
-        self.progress.planned(plan.len() as u64);
+        if let Extent::Requests(n) = extent {
+            self.progress.planned(n);
+        }
         for p in plan {
             let scheduled = started + p.at;
             tokio::select! {

@@ -291,10 +291,19 @@ impl Default for Options {
     }
 }
 
+/// Node `index`'s in-memory address: 127.77.0.1 to 127.77.0.255 for the first 255 nodes,
+/// then on through 127.77.1.1 and up; distinct for every index below 255 · 256 · 178, far
+/// past `scenario::limits::MAX_NODES`. (The last byte is never 0.)
 fn host_addr(index: usize) -> SocketAddr {
     // In-memory addresses only: no datagram ever reaches a real interface.
+    let (high, low) = (index / 255, index % 255 + 1);
     SocketAddr::from((
-        [127, 77, (index >> 8) as u8, (index & 0xff) as u8 + 1],
+        [
+            127,
+            77u8.saturating_add((high >> 8) as u8),
+            high as u8,
+            low as u8,
+        ],
         4433,
     ))
 }
@@ -374,6 +383,8 @@ impl Topology {
             logits_slice: plan.logits_slice_bytes as usize,
             segments: plan.segments,
         };
+        let by_name: Arc<HashMap<String, SocketAddr>> =
+            Arc::new(names.iter().cloned().zip(addrs.iter().copied()).collect());
         let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for n in &plan.nodes {
@@ -403,6 +414,7 @@ impl Topology {
                 options.max_frame,
                 payloads,
             );
+            node.set_dialer(ep.clone(), by_name.clone());
             node.serve(
                 ep.clone(),
                 accept_configs.remove(&n.index).unwrap_or_default(),
@@ -457,7 +469,12 @@ impl Topology {
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
                     route: plan.route.clone(),
-                    conns: client_conns.remove(&c.index).unwrap_or_default(),
+                    conns: Mutex::new(client_conns.remove(&c.index).unwrap_or_default()),
+                    dialer: Some(client::Dialer {
+                        endpoint: endpoints[&c.index].clone(),
+                        addrs: addrs.clone(),
+                        dialing: tokio::sync::Mutex::new(()),
+                    }),
                     names: names.clone(),
                     head,
                     hedge_after: plan.hedge_after,
@@ -624,7 +641,8 @@ pub async fn run(
         && !cancel.is_cancelled()
     {
         progress.begin_run("baseline");
-        let run_cancel = cancel.child_token();
+        // Its own token (see the topology's): cancelled once the run is over.
+        let run_cancel = CancellationToken::new();
         let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
@@ -671,7 +689,10 @@ async fn run_topology(
     let mut record = RunRecord::new();
     let topo = tokio::select! {
         biased;
-        t = Topology::build(scenario, plan, clock, options, cancel.child_token()) => t?,
+        // The nodes have their own token, not a child of `cancel`: on an interruption they
+        // keep serving the requests in flight through the grace period, and stop at
+        // shutdown.
+        t = Topology::build(scenario, plan, clock, options, CancellationToken::new()) => t?,
         _ = cancel.cancelled() => return Ok(None),
     };
     for &c in &topo.connects {
@@ -823,4 +844,20 @@ pub fn cpu_time() -> Option<Duration> {
     }
     #[cfg(not(unix))]
     None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_addresses_are_distinct_past_255_and_65536_nodes() {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..70_000 {
+            assert!(
+                seen.insert(super::host_addr(i)),
+                "node {i} shares an address"
+            );
+        }
+        assert_eq!(super::host_addr(0).to_string(), "127.77.0.1:4433");
+        assert_eq!(super::host_addr(254).to_string(), "127.77.0.255:4433");
+    }
 }

@@ -57,11 +57,18 @@ pub struct Node {
     pub payloads: Payloads,
     /// Connections this node opened to the nodes after it, by name.
     pub peers: Mutex<HashMap<String, quinn::Connection>>,
+    /// Its endpoint and every node's address, to dial a peer again after its connection
+    /// was lost (an outage past the idle timeout); one dial at a time.
+    dialer: Mutex<Option<(quinn::Endpoint, Addresses)>>,
+    dialing: tokio::sync::Mutex<()>,
     returns: Mutex<HashMap<u64, Rendezvous>>,
     pub stats: Arc<ServerStats>,
 }
 
 type Io = (quinn::SendStream, quinn::RecvStream);
+
+/// Every node's in-memory address, by name.
+pub type Addresses = Arc<HashMap<String, std::net::SocketAddr>>;
 
 impl Node {
     #[allow(clippy::too_many_arguments)]
@@ -85,6 +92,8 @@ impl Node {
             max_frame,
             payloads,
             peers: Mutex::new(HashMap::new()),
+            dialer: Mutex::new(None),
+            dialing: tokio::sync::Mutex::new(()),
             returns: Mutex::new(HashMap::new()),
             stats: Arc::new(ServerStats::default()),
         })
@@ -99,9 +108,48 @@ impl Node {
             .ok_or_else(|| format!("{} has no connection to {name}", self.name))
     }
 
+    /// Lets the node dial its peers again when a connection was lost.
+    pub fn set_dialer(&self, endpoint: quinn::Endpoint, addrs: Addresses) {
+        *self.dialer.lock().unwrap_or_else(|e| e.into_inner()) = Some((endpoint, addrs));
+    }
+
+    /// The connection to `name`, dialled again if it was lost (a relay reconnects).
+    async fn live_peer(&self, name: &str) -> Result<quinn::Connection, String> {
+        let conn = self.peer(name)?;
+        if conn.close_reason().is_none() {
+            return Ok(conn);
+        }
+        let dialer = self
+            .dialer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let Some((endpoint, addrs)) = dialer else {
+            return Ok(conn);
+        };
+        let Some(&addr) = addrs.get(name) else {
+            return Ok(conn);
+        };
+        let _one = self.dialing.lock().await;
+        let conn = self.peer(name)?;
+        if conn.close_reason().is_none() {
+            return Ok(conn);
+        }
+        let fresh = endpoint
+            .connect(addr, crate::net::endpoint::SERVER_NAME)
+            .map_err(|e| format!("reconnecting to {name}: {e}"))?
+            .await
+            .map_err(|e| format!("reconnecting to {name}: {e}"))?;
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), fresh.clone());
+        Ok(fresh)
+    }
+
     /// Opens a stream to the first node of `route` and sends it the request for the rest.
     async fn open(&self, route: &[String], request: &Request) -> Result<Io, String> {
-        open_stream(&self.peer(&route[0])?, route, request).await
+        open_stream(&self.live_peer(&route[0]).await?, route, request).await
     }
 
     /// Opens a session stream (no prompt, no route) to each node of the request's route: a

@@ -5,6 +5,7 @@
 //! request's critical path) comes from its module in [`crate::topology`]; this module
 //! resolves the legs against the links and the devices.
 
+pub mod estimate;
 pub mod schedule;
 
 use crate::compute::{EngineSpec, Stage};
@@ -603,7 +604,7 @@ mod tests {
         let bad = net_only(&inline.replace("compute = 0.5", "compute = 1.5"));
         let e = bad.parse().unwrap_err().to_string();
         assert!(
-            e.contains("efficiency.compute") && e.contains("(0, 1]"),
+            e.contains("efficiency.compute") && e.contains("[1e-6, 1]"),
             "{e}"
         );
     }

@@ -52,7 +52,9 @@ fn draw(rng: &mut ChaCha8Rng, count: &TokenCount) -> u32 {
         TokenCount::Fixed { value } => value,
         TokenCount::Uniform { min, max } => rng.random_range(min..=max),
         TokenCount::Lognormal { median, sigma } => {
-            let d = LogNormal::new(median.ln(), sigma).expect("validated parameters");
+            let Ok(d) = LogNormal::new(median.ln(), sigma) else {
+                return (median.round() as u64).clamp(1, MAX_TOKENS as u64) as u32;
+            };
             (d.sample(rng).round() as u64).clamp(1, MAX_TOKENS as u64) as u32
         }
     }
@@ -88,47 +90,89 @@ impl Gaps {
         }
     }
 
-    /// The next gap, or `None` for a closed loop.
+    /// The next gap, or `None` for a closed loop. A gap too long for a `Duration` (a rate
+    /// near its lower limit and an unlucky draw) is cut to [`MAX_GAP`]: never a panic.
     pub fn next_gap(&mut self) -> Option<Duration> {
         let secs = match self.arrival {
             Arrival::Constant { rate } => 1.0 / rate,
-            Arrival::Poisson { rate } => Exp::new(rate)
-                .expect("validated rate")
-                .sample(&mut self.rng),
+            Arrival::Poisson { rate } => match Exp::new(rate) {
+                Ok(d) => d.sample(&mut self.rng),
+                Err(_) => f64::INFINITY,
+            },
             Arrival::Gamma { rate, burstiness } => {
-                Gamma::new(burstiness, 1.0 / (rate * burstiness))
-                    .expect("validated parameters")
-                    .sample(&mut self.rng)
+                match Gamma::new(burstiness, 1.0 / (rate * burstiness)) {
+                    Ok(d) => d.sample(&mut self.rng),
+                    Err(_) => f64::INFINITY,
+                }
             }
             Arrival::Closed { .. } => return None,
         };
-        Some(Duration::from_secs_f64(secs))
+        Some(gap(secs))
     }
 }
 
-/// The open-loop schedule of a phase: the first request at offset zero, then one per gap,
-/// until the extent is reached. Empty for a closed loop.
-pub fn open_loop(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -> Vec<Planned> {
-    let mut gaps = Gaps::new(workload, seed, phase);
-    let mut shapes = Shapes::new(workload, seed, phase);
-    let mut out = Vec::new();
-    if matches!(workload.arrival, Arrival::Closed { .. }) {
-        return out;
+/// The longest gap between two arrivals: past the longest phase, so a gap cut to it ends
+/// any phase's schedule.
+pub const MAX_GAP: Duration = Duration::from_secs(2 * crate::scenario::limits::MAX_PHASE.as_secs());
+
+fn gap(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        Duration::ZERO
+    } else {
+        Duration::try_from_secs_f64(secs).map_or(MAX_GAP, |d| d.min(MAX_GAP))
     }
-    let mut at = Duration::ZERO;
-    loop {
-        match extent {
-            Extent::Duration(d) if at >= d => break,
-            Extent::Requests(n) if out.len() as u64 >= n => break,
+}
+
+/// The open-loop schedule of a phase, generated as it is consumed (never held whole, so a
+/// long phase costs no memory up front): the first request at offset zero, then one per
+/// gap, until the extent is reached. Empty for a closed loop.
+pub struct Schedule {
+    gaps: Gaps,
+    shapes: Shapes,
+    extent: Extent,
+    at: Duration,
+    issued: u64,
+    closed: bool,
+}
+
+impl Iterator for Schedule {
+    type Item = Planned;
+
+    fn next(&mut self) -> Option<Planned> {
+        if self.closed {
+            return None;
+        }
+        match self.extent {
+            Extent::Duration(d) if self.at >= d => return None,
+            Extent::Requests(n) if self.issued >= n => return None,
             _ => {}
         }
-        out.push(Planned {
-            at,
-            shape: shapes.next_shape(),
-        });
-        at += gaps.next_gap().expect("open loop");
+        // An offset past the longest phase ends the schedule whatever the extent says.
+        if self.at >= MAX_GAP {
+            return None;
+        }
+        let planned = Planned {
+            at: self.at,
+            shape: self.shapes.next_shape(),
+        };
+        self.issued += 1;
+        self.at = self
+            .at
+            .saturating_add(self.gaps.next_gap().unwrap_or(MAX_GAP));
+        Some(planned)
     }
-    out
+}
+
+/// The open-loop schedule of a phase, as an iterator (see [`Schedule`]).
+pub fn open_loop(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -> Schedule {
+    Schedule {
+        gaps: Gaps::new(workload, seed, phase),
+        shapes: Shapes::new(workload, seed, phase),
+        extent,
+        at: Duration::ZERO,
+        issued: 0,
+        closed: matches!(workload.arrival, Arrival::Closed { .. }),
+    }
 }
 
 /// The end of a phase's measured window, from its start: the extent's duration, or for
@@ -144,7 +188,10 @@ pub fn window(workload: &Workload, extent: Extent, seed: u64, phase: Phase) -> O
             let mut gaps = Gaps::new(workload, seed, phase);
             let mut at = Duration::ZERO;
             for _ in 0..n {
-                at += gaps.next_gap()?;
+                at = at.saturating_add(gaps.next_gap()?);
+                if at >= MAX_GAP {
+                    break;
+                }
             }
             Some(at)
         }
@@ -172,24 +219,25 @@ mod tests {
     #[test]
     fn same_seed_same_schedule_other_seed_other_schedule() {
         let w = workload(Arrival::Poisson { rate: 5.0 });
-        let a = open_loop(&w, w.measure, 7, Phase::Measure);
-        let b = open_loop(&w, w.measure, 7, Phase::Measure);
-        let c = open_loop(&w, w.measure, 8, Phase::Measure);
+        let a: Vec<_> = open_loop(&w, w.measure, 7, Phase::Measure).collect();
+        let b: Vec<_> = open_loop(&w, w.measure, 7, Phase::Measure).collect();
+        let c: Vec<_> = open_loop(&w, w.measure, 8, Phase::Measure).collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
-        let warm = open_loop(&w, w.measure, 7, Phase::Warmup);
+        let warm: Vec<_> = open_loop(&w, w.measure, 7, Phase::Warmup).collect();
         assert_ne!(a, warm);
     }
 
     #[test]
     fn poisson_rate_is_respected() {
         let w = workload(Arrival::Poisson { rate: 5.0 });
-        let s = open_loop(
+        let s: Vec<_> = open_loop(
             &w,
             Extent::Duration(Duration::from_secs(2000)),
             1,
             Phase::Measure,
-        );
+        )
+        .collect();
         // 10,000 expected; the count of a Poisson process has sd 100.
         assert!((9_600..=10_400).contains(&s.len()), "{}", s.len());
     }
@@ -201,7 +249,7 @@ mod tests {
                 rate: 10.0,
                 burstiness: b,
             });
-            let s = open_loop(&w, Extent::Requests(20_000), 3, Phase::Measure);
+            let s: Vec<_> = open_loop(&w, Extent::Requests(20_000), 3, Phase::Measure).collect();
             let gaps: Vec<f64> = s
                 .windows(2)
                 .map(|p| (p[1].at - p[0].at).as_secs_f64())
@@ -221,7 +269,7 @@ mod tests {
     #[test]
     fn constant_arrivals_are_evenly_spaced_and_count_requests() {
         let w = workload(Arrival::Constant { rate: 4.0 });
-        let s = open_loop(&w, Extent::Requests(5), 0, Phase::Measure);
+        let s: Vec<_> = open_loop(&w, Extent::Requests(5), 0, Phase::Measure).collect();
         let at: Vec<u128> = s.iter().map(|p| p.at.as_millis()).collect();
         assert_eq!(at, vec![0, 250, 500, 750, 1000]);
         for p in &s {
@@ -233,7 +281,7 @@ mod tests {
     #[test]
     fn closed_loop_has_no_schedule() {
         let w = workload(Arrival::Closed { concurrency: 4 });
-        assert!(open_loop(&w, w.measure, 0, Phase::Measure).is_empty());
+        assert!(open_loop(&w, w.measure, 0, Phase::Measure).next().is_none());
     }
 
     #[test]
@@ -245,7 +293,7 @@ mod tests {
             Some(Duration::from_millis(2500))
         );
         let p = workload(Arrival::Poisson { rate: 3.0 });
-        let plan = open_loop(&p, e, 9, Phase::Measure);
+        let plan: Vec<_> = open_loop(&p, e, 9, Phase::Measure).collect();
         let end = window(&p, e, 9, Phase::Measure).unwrap();
         assert!(end > plan.last().unwrap().at, "{end:?} {plan:?}");
         let d = Extent::Duration(Duration::from_secs(7));
@@ -255,5 +303,47 @@ mod tests {
         );
         let closed = workload(Arrival::Closed { concurrency: 2 });
         assert_eq!(window(&closed, e, 9, Phase::Measure), None);
+    }
+
+    #[test]
+    fn a_huge_phase_costs_nothing_until_it_is_consumed() {
+        // 1e12 requests or a phase of the longest length: the schedule is an iterator, so
+        // taking its first requests is instant and holds nothing else.
+        let w = workload(Arrival::Poisson { rate: 1e6 });
+        let first: Vec<_> = open_loop(&w, Extent::Requests(1_000_000_000_000), 0, Phase::Measure)
+            .take(3)
+            .collect();
+        assert_eq!(first.len(), 3);
+        let long = Extent::Duration(crate::scenario::limits::MAX_PHASE);
+        assert_eq!(open_loop(&w, long, 0, Phase::Measure).take(5).count(), 5);
+    }
+
+    #[test]
+    fn rates_at_and_past_their_limits_never_panic() {
+        for rate in [
+            1e-300,
+            1e-19,
+            crate::scenario::limits::MIN_RATE,
+            f64::MIN_POSITIVE,
+        ] {
+            for arrival in [
+                Arrival::Constant { rate },
+                Arrival::Poisson { rate },
+                Arrival::Gamma {
+                    rate,
+                    burstiness: 1e-3,
+                },
+                Arrival::Gamma {
+                    rate,
+                    burstiness: 1e-300,
+                },
+            ] {
+                let w = workload(arrival.clone());
+                let s: Vec<_> = open_loop(&w, Extent::Requests(3), 0, Phase::Measure).collect();
+                assert!(!s.is_empty() && s.len() <= 3, "{arrival:?}: {s:?}");
+                let end = window(&w, Extent::Requests(3), 0, Phase::Measure).unwrap();
+                assert!(end <= MAX_GAP.saturating_mul(2), "{arrival:?}: {end:?}");
+            }
+        }
     }
 }

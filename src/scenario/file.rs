@@ -272,9 +272,12 @@ impl<'de> Deserialize<'de> for RawArrival {
         let kind: String = r.need("kind").map_err(de::Error::custom)?;
         let rate = |r: &mut TableReader| -> Result<f64, String> {
             let rate: f64 = r.need("rate")?;
-            if !(rate > 0.0 && rate.is_finite() && rate <= 1e6) {
+            use crate::scenario::limits::{MAX_RATE, MIN_RATE};
+            if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
                 return Err(format!(
-                    "arrival rate must be a number of requests/s in (0, 1e6], got {rate}"
+                    "arrival.rate must be a number of requests/s in [{MIN_RATE:e}, {MAX_RATE:e}], got {}: \
+                     the slowest spaces requests by the longest phase the harness runs (1,000,000 s)",
+                    crate::scenario::limits::show(rate)
                 ));
             }
             Ok(rate)
@@ -289,9 +292,11 @@ impl<'de> Deserialize<'de> for RawArrival {
             "gamma" => {
                 let rate = rate(&mut r).map_err(de::Error::custom)?;
                 let burstiness: f64 = r.need("burstiness").map_err(de::Error::custom)?;
-                if !(burstiness > 0.0 && burstiness.is_finite()) {
+                let (lo, hi) = crate::scenario::limits::BURSTINESS;
+                if !(lo..=hi).contains(&burstiness) {
                     return Err(de::Error::custom(format!(
-                        "burstiness must be greater than zero, got {burstiness}"
+                        "arrival.burstiness must be in [{lo}, {hi}] (the gamma shape: gaps vary by 1 / sqrt(burstiness)), got {}: outside it the gamma sampler's draws are not meaningful",
+                        crate::scenario::limits::show(burstiness)
                     )));
                 }
                 Arrival::Gamma { rate, burstiness }

@@ -7,6 +7,7 @@
 
 pub mod diagnostic;
 mod file;
+pub mod limits;
 pub mod link;
 pub mod profile;
 pub mod testing;
@@ -30,6 +31,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use validate::{phase_too_long, too_many_requests};
 
 /// A scenario that parsed and passed validation.
 #[derive(Clone, Debug)]

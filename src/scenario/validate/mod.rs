@@ -12,13 +12,14 @@ mod slo;
 #[cfg(test)]
 mod tests;
 mod topology;
-mod workload;
+pub(super) mod workload;
 
 use super::diagnostic::{FieldPath, Problem};
 use super::file::{RawDevice, RawScenario};
 use super::profile::{DeviceProfile, ProfileLibrary};
 use super::{Node, Problems, Scenario, Workload};
 use std::path::{Path, PathBuf};
+pub use workload::{phase_too_long, too_many_requests};
 
 /// What every table's check shares: where the profiles and traces are, and the problems
 /// found so far.

@@ -3,6 +3,7 @@
 use super::Context;
 use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawModel;
+use crate::scenario::limits::{MAX_LAYERS, MAX_PARAMS, MAX_WIDTH};
 use crate::scenario::model::{Model, Preset};
 
 /// The model the table describes, or `None` when it names none.
@@ -42,8 +43,44 @@ pub(super) fn check(cx: &mut Context, m: &RawModel) -> Option<Model> {
         ("kv_dim", model.kv_dim),
         ("vocab", model.vocab),
     ] {
+        let (max, why) = if field == "layers" {
+            (
+                MAX_LAYERS,
+                "layer spans, KV sizes and compute work are products of it",
+            )
+        } else {
+            (
+                MAX_WIDTH,
+                "frame sizes, KV bytes and the LM head's work are products of it",
+            )
+        };
         if value == 0 {
             cx.err(mp.key(field), format!("{field} must be at least 1"));
+        } else if value > max {
+            cx.err(
+                mp.key(field),
+                format!("{field} may be at most {max}, got {value}: {why}"),
+            );
+        }
+    }
+    if !(model.params.is_finite() && model.params <= MAX_PARAMS) {
+        cx.err(
+            mp.key("params"),
+            format!(
+                "params may be at most {MAX_PARAMS:e}, got {:e}: a thousand times the largest published model; memory and compute are products of it",
+                model.params
+            ),
+        );
+    }
+    for (field, value) in [
+        ("weight_bytes", model.weight_bytes),
+        ("activation_bytes", model.activation_bytes),
+    ] {
+        if !(value.is_finite() && value > 0.0 && value <= 64.0) {
+            cx.err(
+                mp.key(field),
+                format!("{field} must be a number of bytes per value in (0, 64], got {value}"),
+            );
         }
     }
     if model.layers > 0 && model.hidden > 0 && model.layer_params() <= 0.0 {

@@ -6,6 +6,7 @@ use super::{Context, valid_name};
 use crate::format::format_si;
 use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawNode;
+use crate::scenario::limits::{MAX_BATCH, MAX_NODES};
 use crate::scenario::model::Model;
 use crate::scenario::{Node, Role};
 use std::collections::HashSet;
@@ -42,6 +43,15 @@ pub(super) fn check(cx: &mut Context, raw: &[RawNode], model: Option<&Model>) ->
             );
         }
         nodes.push(node(cx, n, &np, model));
+    }
+    if raw.len() > MAX_NODES {
+        cx.err(
+            root.key("node"),
+            format!(
+                "a scenario may have at most {MAX_NODES} nodes, got {}: every node is a QUIC endpoint with its own tasks and in-memory address in this one process",
+                raw.len()
+            ),
+        );
     }
     if raw.is_empty() {
         cx.err(
@@ -114,6 +124,13 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
     let max_batch = n.max_batch.unwrap_or(DEFAULT_MAX_BATCH);
     if max_batch == 0 {
         cx.err(np.key("max_batch"), "max_batch must be at least 1".into());
+    } else if max_batch > MAX_BATCH {
+        cx.err(
+            np.key("max_batch"),
+            format!(
+                "max_batch may be at most {MAX_BATCH}, got {max_batch}: the scheduler holds a slot for every request it batches"
+            ),
+        );
     }
     if n.max_batch.is_some() && n.role != Role::Worker {
         cx.err(

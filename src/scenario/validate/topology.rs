@@ -116,6 +116,17 @@ fn resolve_path(
                     ),
                 );
             }
+            let max = crate::scenario::limits::MAX_ROUTE;
+            if p.len() > max {
+                cx.err(
+                    tp.key("path"),
+                    format!(
+                        "a path may name at most {max} nodes, got {}: the wire's Request frame counts the route's nodes in one byte",
+                        p.len()
+                    ),
+                );
+                return Vec::new();
+            }
             if ix.len() != p.len() { Vec::new() } else { ix }
         }
         None if kind.path_implied() => {

@@ -5,6 +5,8 @@ use super::Context;
 use crate::scenario::Extent;
 use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawWorkload;
+use crate::scenario::limits::{MAX_PHASE, MAX_REQUESTS};
+use std::time::Duration;
 
 /// The measured phase (`None` when the table gives none that is valid) and the warm-up.
 pub(super) fn check(cx: &mut Context, w: &RawWorkload) -> (Option<Extent>, Extent) {
@@ -24,12 +26,12 @@ pub(super) fn check(cx: &mut Context, w: &RawWorkload) -> (Option<Extent>, Exten
             );
             None
         }
-        (Some(d), None) => Some(Extent::Duration(d.get())),
+        (Some(d), None) => phase_length(cx, wp.key("duration"), d.get()).map(Extent::Duration),
         (None, Some(0)) => {
             cx.err(wp.key("requests"), "requests must be at least 1".into());
             None
         }
-        (None, Some(n)) => Some(Extent::Requests(n)),
+        (None, Some(n)) => request_count(cx, wp.key("requests"), n).map(Extent::Requests),
         (None, None) => {
             cx.err(
                 wp.clone(),
@@ -47,9 +49,45 @@ pub(super) fn check(cx: &mut Context, w: &RawWorkload) -> (Option<Extent>, Exten
             );
             Extent::Requests(0)
         }
-        (Some(d), None) => Extent::Duration(d.get()),
-        (None, Some(n)) => Extent::Requests(n),
+        (Some(d), None) => phase_length(cx, wp.key("warmup"), d.get())
+            .map_or(Extent::Requests(0), Extent::Duration),
+        (None, Some(n)) => request_count(cx, wp.key("warmup_requests"), n)
+            .map_or(Extent::Requests(0), Extent::Requests),
         (None, None) => Extent::Requests(0),
     };
     (measure, warmup)
+}
+
+/// A phase's length, or a problem when it is past [`MAX_PHASE`].
+fn phase_length(cx: &mut Context, at: FieldPath, d: Duration) -> Option<Duration> {
+    if d > MAX_PHASE {
+        cx.err(at, phase_too_long(d));
+        return None;
+    }
+    Some(d)
+}
+
+/// The message for a phase past [`MAX_PHASE`] (also used for `--duration`).
+pub fn phase_too_long(d: Duration) -> String {
+    format!(
+        "a phase may last at most {} s (about 11.6 days), got {} s: every instant of a run is counted from its phase's start, and the clock, histograms and interval log are sized for runs below this",
+        MAX_PHASE.as_secs(),
+        d.as_secs_f64()
+    )
+}
+
+/// A number of requests, or a problem when it is past [`MAX_REQUESTS`].
+fn request_count(cx: &mut Context, at: FieldPath, n: u64) -> Option<u64> {
+    if n > MAX_REQUESTS {
+        cx.err(at, too_many_requests(n));
+        return None;
+    }
+    Some(n)
+}
+
+/// The message for a number of requests past [`MAX_REQUESTS`] (also used for `--requests`).
+pub fn too_many_requests(n: u64) -> String {
+    format!(
+        "a phase may have at most {MAX_REQUESTS} requests, got {n}: every measured request keeps its token times until the phase ends, so memory grows with each"
+    )
 }
