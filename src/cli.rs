@@ -388,6 +388,17 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         .map(|s| plan::plan(s).map_err(|e| Failure::BadInput(anyhow!("{}: {e}", s.file.display()))))
         .collect::<Result<_, _>>()?;
     check_out_dir(&args.out).map_err(Failure::BadInput)?;
+    if args.clock == ClockKind::Virtual {
+        for s in &scenarios {
+            if let Some((whose, engine)) = harness::real_engines(s).first() {
+                return Err(Failure::BadInput(anyhow!(
+                    "{}: {whose} is backed by a real {} engine, which computes in wall-clock time: it cannot run on --clock virtual; run with --clock real (the default)",
+                    s.file.display(),
+                    engine.kind()
+                )));
+            }
+        }
+    }
     if let Some(name) = &args.baseline {
         for s in &scenarios {
             let dir = args.out.join("baselines").join(name).join(&s.name);

@@ -8,7 +8,7 @@ pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
-use crate::compute::EngineError;
+use crate::compute::{EngineConfig, EngineError};
 use crate::net::endpoint::{self, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
@@ -363,9 +363,13 @@ impl Topology {
                 Part::TensorMember => 1 << 16,
                 _ => n.max_batch,
             };
+            let real = scenario.nodes[n.index]
+                .engine
+                .as_ref()
+                .map(|e| (e, default_connections(scenario)));
             let engine = stage
                 .as_ref()
-                .map(|s| worker::start(clock, (**s).clone(), max_batch, cancel.clone()))
+                .map(|s| worker::start(clock, (**s).clone(), max_batch, real, cancel.clone()))
                 .transpose()?;
             let node = Node::new(
                 n.name.clone(),
@@ -527,6 +531,19 @@ pub async fn run(
     let run_start = clock.now();
     let cpu_start = (cpu_time(), clock.now());
 
+    // Real engines answer before anything is measured: a wrong URL or a stopped server is
+    // a clear error now, not a run of failures.
+    for (whose, engine) in real_engines(scenario) {
+        let EngineConfig::Openai(config) = engine;
+        tokio::select! {
+            biased;
+            r = crate::compute::openai::probe(config) => {
+                r.map_err(|e| anyhow::anyhow!("{whose}: {e}"))?;
+            }
+            _ = cancel.cancelled() => return Ok(measured),
+        }
+    }
+
     // Topology.
     progress.begin_run("topology");
     let mut record = RunRecord::new();
@@ -593,7 +610,12 @@ pub async fn run(
     {
         progress.begin_run("baseline");
         let run_cancel = cancel.child_token();
-        let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
+        let real = scenario
+            .baseline
+            .as_ref()
+            .and_then(|b| b.engine.as_ref())
+            .map(|e| (e, default_connections(scenario)));
+        let engine = worker::start(&clock, stage, plan.max_batch, real, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,
@@ -611,6 +633,28 @@ pub async fn run(
     }
     measured.simulated = clock.now().saturating_duration_since(run_start);
     Ok(measured)
+}
+
+/// The real engines of a scenario, each with whose it is ("worker gpu-a", "the baseline").
+pub fn real_engines(scenario: &Scenario) -> Vec<(String, &EngineConfig)> {
+    let mut out: Vec<(String, &EngineConfig)> = scenario
+        .nodes
+        .iter()
+        .filter_map(|n| Some((format!("worker {}", n.name), n.engine.as_ref()?)))
+        .collect();
+    if let Some(e) = scenario.baseline.as_ref().and_then(|b| b.engine.as_ref()) {
+        out.push(("the baseline".into(), e));
+    }
+    out
+}
+
+/// Requests a real engine keeps in flight at most when it sets no `connections`: a closed
+/// loop's concurrency, else a bound no open loop of this tool reaches in practice.
+fn default_connections(scenario: &Scenario) -> u32 {
+    match scenario.workload.arrival {
+        crate::scenario::Arrival::Closed { concurrency } => concurrency,
+        _ => crate::compute::openai::DEFAULT_CONNECTIONS,
+    }
 }
 
 /// A seed for one part of a run, derived from the scenario's seed and stable names (node
