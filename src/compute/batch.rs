@@ -477,6 +477,7 @@ mod tests {
                     memory: 1.0,
                 },
                 overhead_per_layer: Dur(Duration::ZERO),
+                overhead_per_request: Dur(Duration::ZERO),
                 sources: Default::default(),
             },
             model: Model {

@@ -28,9 +28,17 @@ pub struct DeviceProfile {
     pub efficiency: Efficiency,
     #[serde(default)]
     pub overhead_per_layer: Dur,
+    /// A fixed cost of each request's prefill on this device (a real server's HTTP and
+    /// request setup, as `inferlat calibrate` fits it); absent means none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub overhead_per_request: Dur,
     /// Where each figure comes from, keyed by field name.
     #[serde(default)]
     pub sources: BTreeMap<String, String>,
+}
+
+fn is_zero(d: &Dur) -> bool {
+    d.get().is_zero()
 }
 
 impl DeviceProfile {
@@ -49,6 +57,7 @@ impl DeviceProfile {
                 memory: 1.0,
             },
             overhead_per_layer: Dur::default(),
+            overhead_per_request: Dur::default(),
             sources: BTreeMap::new(),
         }
     }

@@ -116,9 +116,14 @@ impl Stage {
         }
     }
 
-    /// Time of a prefill of `n` tokens.
+    /// Time of a prefill of `n` tokens, with the device's per-request overhead (none but
+    /// in calibrated profiles).
     pub fn prefill(&self, n: u32) -> Duration {
-        self.time(self.prefill_work(n))
+        let t = self.time(self.prefill_work(n));
+        if self.device.is_ideal() {
+            return t;
+        }
+        t + self.device.overhead_per_request.get()
     }
 
     /// Time of one decode step at batch 1 with context `c`.
@@ -184,6 +189,7 @@ mod tests {
                 memory: me,
             },
             overhead_per_layer: Dur(Duration::from_micros(ovh_us)),
+            overhead_per_request: Dur::default(),
             sources: Default::default(),
         }
     }

@@ -25,7 +25,7 @@ if ! command -v "$python" >/dev/null; then
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
+  "$python" -m venv "$venv" >&2
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 
@@ -37,9 +37,9 @@ if ! "$venv/bin/python" -c "import llama_cpp, llama_cpp.server, gguf, sse_starle
     # any x86-64 machine that shares the cache.
     CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_CUDA=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF}" \
     CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-      "${pip[@]}" wheel --no-deps --wheel-dir "$wheels" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION"
+      "${pip[@]}" wheel --no-deps --wheel-dir "$wheels" "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&2
   fi
   "${pip[@]}" install --quiet --find-links "$wheels" \
-    "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" "gguf==$GGUF_VERSION"
+    "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" "gguf==$GGUF_VERSION" >&2
 fi
 echo "$venv/bin/python"

@@ -324,7 +324,7 @@ impl Request {
     }
 
     /// Sends the request and streams its tokens to the requester; returns the time it
-    /// waited for a connection, the time the server took, and the account of its tokens.
+    /// waited for a connection, the time the server took to its last token, and the account of its tokens.
     async fn stream(&self, job: &Job) -> Result<(Duration, Duration, Tally), String> {
         let _permit = self
             .pool
@@ -367,7 +367,6 @@ impl Request {
         {
             let now = self.clock.now();
             for event in parser.feed(bytes.as_ref(), now)? {
-                last = event.at;
                 if event.data.trim() == "[DONE]" {
                     tally.done = true;
                     continue;
@@ -378,6 +377,11 @@ impl Request {
                     return Err(format!("engine: the server sent an error: {e}"));
                 }
                 let k = tally.on_chunk(&chunk);
+                if k > 0 {
+                    // The server's work ends with its last token: the usage chunk and
+                    // [DONE] after it overlap that token's way back.
+                    last = event.at;
+                }
                 for _ in 0..k {
                     // More tokens than asked for are not the request's.
                     if index < job.output {
