@@ -279,8 +279,8 @@ impl Probe {
         Ok(out)
     }
 
-    /// The prefill of `tokens` positions: the median over `repeats` of the time to the first
-    /// token of a request for one token.
+    /// The prefill of `tokens` positions: the fastest over `repeats` of the time to the first
+    /// token of a request for one token (other load on the machine only ever adds time).
     pub async fn prefill(&self, tokens: u32, repeats: u32) -> anyhow::Result<Point> {
         let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
@@ -289,12 +289,12 @@ impl Probe {
         }
         Ok(Point::Prefill {
             tokens,
-            time: median(times),
+            time: fastest(times),
         })
     }
 
-    /// The decode step of `batch` requests at `context`: the median over requests and
-    /// repeats of (last token - first token) / (steps - 1).
+    /// The decode step of `batch` requests at `context`: the median over the requests of a
+    /// repeat of (last token - first token) / (steps - 1), the fastest repeat's.
     pub async fn decode(
         &self,
         batch: u32,
@@ -303,20 +303,26 @@ impl Probe {
         repeats: u32,
     ) -> anyhow::Result<Point> {
         let steps = steps.max(2);
-        let mut times = Vec::new();
+        let mut repeats_times = Vec::new();
         for _ in 0..repeats.max(1) {
+            let mut times = Vec::new();
             for t in self.requests(batch, context, steps).await? {
                 if let (Some(a), Some(b)) = (t.first(), t.last()) {
                     times.push((*b - *a) / (t.len() as u32 - 1).max(1));
                 }
             }
+            repeats_times.push(median(times));
         }
         Ok(Point::Decode {
             batch,
             context,
-            time: median(times),
+            time: fastest(repeats_times),
         })
     }
+}
+
+fn fastest(v: Vec<Duration>) -> Duration {
+    v.into_iter().min().unwrap_or_default()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -170,7 +170,7 @@ struct CalibrateArgs {
     /// Output tokens of each decode request
     #[arg(long, value_name = "N", default_value_t = 32)]
     steps: u32,
-    /// Measurements of each point; the median is kept
+    /// Measurements of each point; the fastest is kept (other load only adds time)
     #[arg(long, value_name = "N", default_value_t = 3)]
     repeats: u32,
     /// The device's memory, like 24GB (not measured; the profile needs it for weight checks)
