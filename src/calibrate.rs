@@ -137,9 +137,10 @@ pub fn fit(model: &Model, points: &[Point]) -> Option<Fit> {
         .map(|p| {
             let (w, prefill) = match *p {
                 Point::Prefill { tokens, .. } => (stage.prefill_work(tokens), true),
-                Point::Decode { batch, context, .. } => {
-                    (stage.decode_work(&vec![context; batch.max(1) as usize]), false)
-                }
+                Point::Decode { batch, context, .. } => (
+                    stage.decode_work(&vec![context; batch.max(1) as usize]),
+                    false,
+                ),
             };
             (w.flops, w.bytes, p.time().as_secs_f64().max(1e-9), prefill)
         })
@@ -171,7 +172,11 @@ pub fn fit(model: &Model, points: &[Point]) -> Option<Fit> {
         };
         if a < 0.0 {
             a = 0.0;
-            c = if s_pf > 0.0 { (r_pf / s_pf).max(0.0) } else { 0.0 };
+            c = if s_pf > 0.0 {
+                (r_pf / s_pf).max(0.0)
+            } else {
+                0.0
+            };
         }
         if c < 0.0 {
             c = 0.0;
@@ -236,8 +241,13 @@ impl Probe {
     /// An engine for `config` with room for `batch` requests at once. Needs a tokio runtime.
     pub fn new(config: Config, batch: u32) -> anyhow::Result<Self> {
         let clock = Clock::real()?;
-        let engine = OpenAi::new(config, batch.max(1), clock.clone(), CancellationToken::new())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let engine = OpenAi::new(
+            config,
+            batch.max(1),
+            clock.clone(),
+            CancellationToken::new(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         Ok(Probe { engine, clock })
     }
 
@@ -374,8 +384,12 @@ pub fn profile_toml(name: &str, memory: f64, fit: &Fit, p: &Provenance) -> Strin
     ));
     let mut t = String::new();
     t.push_str("# Device profile calibrated from a real engine by `inferlat calibrate`.\n");
-    t.push_str("# flops and mem_bandwidth are the effective rates the engine reached (efficiency 1);\n");
-    t.push_str("# overhead_per_layer is each pass's fixed cost over the layers, overhead_per_request\n");
+    t.push_str(
+        "# flops and mem_bandwidth are the effective rates the engine reached (efficiency 1);\n",
+    );
+    t.push_str(
+        "# overhead_per_layer is each pass's fixed cost over the layers, overhead_per_request\n",
+    );
     t.push_str("# each prefill's (HTTP and the server's own setup).\n");
     t.push_str(&format!("name = {}\n", q(name)));
     t.push_str(&format!(
@@ -384,7 +398,10 @@ pub fn profile_toml(name: &str, memory: f64, fit: &Fit, p: &Provenance) -> Strin
     ));
     t.push_str(&format!("memory = \"{:.3}GB\"\n", memory / 1e9));
     t.push_str(&format!("flops = \"{:.6}GFLOP/s\"\n", fit.flops / 1e9));
-    t.push_str(&format!("mem_bandwidth = \"{:.6}GB/s\"\n", fit.bandwidth / 1e9));
+    t.push_str(&format!(
+        "mem_bandwidth = \"{:.6}GB/s\"\n",
+        fit.bandwidth / 1e9
+    ));
     t.push_str("efficiency = { compute = 1.0, memory = 1.0 }\n");
     t.push_str(&format!(
         "overhead_per_layer = \"{:.6}ms\"\n",
@@ -396,7 +413,12 @@ pub fn profile_toml(name: &str, memory: f64, fit: &Fit, p: &Provenance) -> Strin
     ));
     t.push_str("\n[sources]\n");
     t.push_str("memory = \"given to inferlat calibrate (--memory), not measured\"\n");
-    for k in ["flops", "mem_bandwidth", "overhead_per_layer", "overhead_per_request"] {
+    for k in [
+        "flops",
+        "mem_bandwidth",
+        "overhead_per_layer",
+        "overhead_per_request",
+    ] {
         t.push_str(&format!("{k} = {fitted}\n"));
     }
     t.push_str("efficiency = \"1: the fitted rates are already effective\"\n");
@@ -524,7 +546,10 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
     crate::compute::openai::probe(&o.config)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let probe = Probe::new(o.config.clone(), o.batches.iter().copied().max().unwrap_or(1))?;
+    let probe = Probe::new(
+        o.config.clone(),
+        o.batches.iter().copied().max().unwrap_or(1),
+    )?;
     let total = o.prompts.len() + o.batches.len() * o.contexts.len();
     let mut points: Vec<Point> = Vec::new();
     let mut done = 0usize;
@@ -554,7 +579,9 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
             }
             // A server that refuses a longer prompt has reached its limit.
             Err(e) if !points.is_empty() => {
-                eprintln!("[{done}/{total}] prefill {n} tokens: {e}: taking this as the server's limit");
+                eprintln!(
+                    "[{done}/{total}] prefill {n} tokens: {e}: taking this as the server's limit"
+                );
                 limit = Some(n);
                 break 'prefill;
             }
@@ -568,7 +595,9 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
             }
             done += 1;
             if limit.is_some_and(|l| c + o.steps >= l) {
-                eprintln!("[{done}/{total}] decode batch {b} context {c}: past the server's limit, skipped");
+                eprintln!(
+                    "[{done}/{total}] decode batch {b} context {c}: past the server's limit, skipped"
+                );
                 continue;
             }
             let r = tokio::select! {
@@ -657,10 +686,10 @@ pub fn shape_file(path: &std::path::Path) -> anyhow::Result<Model> {
         #[serde(default)]
         tied_embeddings: bool,
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let s: Shape =
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let s: Shape = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
     if s.layers == 0 || s.hidden == 0 || s.params <= 0.0 || s.weight_bytes <= 0.0 {
         anyhow::bail!(
             "{}: layers, hidden, params and weight_bytes must be greater than zero",

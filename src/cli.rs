@@ -146,7 +146,12 @@ struct CalibrateArgs {
     #[arg(long, value_name = "NAME")]
     model: String,
     /// The model's shape: a preset name (see `inferlat list`)
-    #[arg(long, value_name = "MODEL", required_unless_present = "shape", conflicts_with = "shape")]
+    #[arg(
+        long,
+        value_name = "MODEL",
+        required_unless_present = "shape",
+        conflicts_with = "shape"
+    )]
     preset: Option<String>,
     /// The model's shape from a TOML file with the fields of a scenario's [model] table
     /// (layers, hidden, params, kv_dim, vocab, weight_bytes)
@@ -196,7 +201,9 @@ fn parse_counts(s: &str) -> Result<Counts, String> {
         .split(',')
         .map(|t| match t.trim().parse::<u32>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(format!("invalid count \"{t}\": give whole numbers above 0, like 16,64,256")),
+            _ => Err(format!(
+                "invalid count \"{t}\": give whole numbers above 0, like 16,64,256"
+            )),
         })
         .collect();
     v.map(Counts)
@@ -378,7 +385,11 @@ fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
         None => serde_json::Map::new(),
         Some(text) => match serde_json::from_str(text) {
             Ok(serde_json::Value::Object(m)) => m,
-            _ => return Err(bad(anyhow!("--body must be a JSON object, like '{{\"temperature\": 0}}'"))),
+            _ => {
+                return Err(bad(anyhow!(
+                    "--body must be a JSON object, like '{{\"temperature\": 0}}'"
+                )));
+            }
         },
     };
     let memory = crate::units::Bytes::parse(&a.memory)
@@ -394,7 +405,11 @@ fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
         config: Config {
             url,
             model: a.model.clone(),
-            api: if a.api == "chat" { Api::Chat } else { Api::Completions },
+            api: if a.api == "chat" {
+                Api::Chat
+            } else {
+                Api::Completions
+            },
             api_key_env: a.api_key_env.clone(),
             ignore_eos: !a.no_ignore_eos,
             usage: UsageMode::Final,
@@ -423,7 +438,9 @@ fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
         let on_signal = cancel.clone();
         let listener = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: fitting what was measured (Ctrl-C again to quit at once)");
+                eprintln!(
+                    "\ninterrupted: fitting what was measured (Ctrl-C again to quit at once)"
+                );
                 on_signal.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);

@@ -109,7 +109,14 @@ impl Server {
             .arg(&model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             // One thread: OpenMP's spinning threads crawl on a loaded machine of 2 cores.
-            .args(["--model_alias", "tiny", "--n_ctx", "2048", "--n_threads", "1"])
+            .args([
+                "--model_alias",
+                "tiny",
+                "--n_ctx",
+                "2048",
+                "--n_threads",
+                "1",
+            ])
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("server log"))
@@ -157,7 +164,11 @@ impl Drop for Server {
 fn http_get(port: u16, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.starts_with("HTTP/1.1 200").then_some(out)
@@ -237,8 +248,16 @@ fn tokens_arrive_one_by_one_and_the_requested_count_arrives() {
         &m.baseline.as_ref().unwrap().record,
     );
     let net = |r: &RunRecord, q: f64| r.part(Share::Network).value_at_quantile(q) as f64 / 1e6;
-    assert!(net(t, 0.0) > 19.0, "network residual {} ms over a 20 ms RTT link", net(t, 0.0));
-    assert!(net(b, 1.0) < 10.0, "baseline network residual {} ms", net(b, 1.0));
+    assert!(
+        net(t, 0.0) > 19.0,
+        "network residual {} ms over a 20 ms RTT link",
+        net(t, 0.0)
+    );
+    assert!(
+        net(b, 1.0) < 10.0,
+        "baseline network residual {} ms",
+        net(b, 1.0)
+    );
     drop(server);
 }
 
@@ -292,7 +311,11 @@ fn ttft_and_itl_agree_with_the_servers_own_timings() {
     let log = server.log_text();
     let timings = server_timings(&log[before..]);
     // The topology's 5 requests, then the baseline's 5.
-    assert!(timings.len() >= 10, "the server printed {} timings:\n{log}", timings.len());
+    assert!(
+        timings.len() >= 10,
+        "the server printed {} timings:\n{log}",
+        timings.len()
+    );
     let base = &timings[timings.len() - 5..];
     let step_ms = base.iter().map(|t| t.0 / t.1 as f64).sum::<f64>() / 5.0;
     let total_ms = base.iter().map(|t| t.2).sum::<f64>() / 5.0;
@@ -305,7 +328,10 @@ fn ttft_and_itl_agree_with_the_servers_own_timings() {
     );
     // The whole request takes the server's time and a little more (HTTP, Python, JSON).
     assert!(e2e >= total_ms * 0.95, "e2e {e2e} ms, server {total_ms} ms");
-    assert!(e2e <= total_ms * 1.3 + 30.0, "e2e {e2e} ms, server {total_ms} ms");
+    assert!(
+        e2e <= total_ms * 1.3 + 30.0,
+        "e2e {e2e} ms, server {total_ms} ms"
+    );
     // The first token: the server's time outside its decode steps (the prompt, setup; the
     // server prints no usable prompt time of its own, and counts its post-processing here).
     assert!(
@@ -314,8 +340,14 @@ fn ttft_and_itl_agree_with_the_servers_own_timings() {
     );
     // A token every decode step: the time per output token is the server's step, plus its
     // per-token work outside the model (detokenizing, the event, JSON).
-    assert!(tpot >= step_ms * 0.9, "tpot {tpot} ms, server step {step_ms} ms");
-    assert!(tpot <= step_ms * 1.5 + 5.0, "tpot {tpot} ms, server step {step_ms} ms");
+    assert!(
+        tpot >= step_ms * 0.9,
+        "tpot {tpot} ms, server step {step_ms} ms"
+    );
+    assert!(
+        tpot <= step_ms * 1.5 + 5.0,
+        "tpot {tpot} ms, server step {step_ms} ms"
+    );
 }
 
 #[test]
@@ -343,7 +375,9 @@ fn a_server_killed_mid_run_fails_the_requests_in_flight_and_the_run_finishes() {
     assert_eq!(t.completed + t.failed, 6, "every request is accounted for");
     let reasons: Vec<&String> = t.errors.keys().collect();
     assert!(
-        reasons.iter().any(|r| r.contains("[DONE]") || r.contains("connection reset")),
+        reasons
+            .iter()
+            .any(|r| r.contains("[DONE]") || r.contains("connection reset")),
         "no request in flight failed with the stream's end: {reasons:?}"
     );
     eprintln!("failures after the kill: {:?}", t.errors);
@@ -529,7 +563,10 @@ fn an_engine_url_that_refuses_connections_is_an_error_before_the_measured_phase(
     let msg = format!("{e:#}");
     assert!(msg.contains("worker gpu"), "{msg}");
     assert!(msg.contains("connection refused"), "{msg}");
-    assert!(msg.contains(&format!("127.0.0.1:{port}/v1/models")), "{msg}");
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}/v1/models")),
+        "{msg}"
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
@@ -576,25 +613,59 @@ fn calibrate_tiny(
     std::fs::write(&shape, TINY_SHAPE).unwrap();
     let out = dir.path().join("cpu-tiny.toml");
     let bias: Vec<String> = (0..260).map(|t| format!("\"{t}\": -100")).collect();
-    let body = format!("{{\"temperature\": 0, \"logit_bias\": {{{}}}}}", bias.join(", "));
+    let body = format!(
+        "{{\"temperature\": 0, \"logit_bias\": {{{}}}}}",
+        bias.join(", ")
+    );
     let run = assert_cmd::Command::cargo_bin("inferlat")
         .unwrap()
-        .args(["calibrate", "--engine", &server.url, "--model", "tiny", "--shape"])
+        .args([
+            "calibrate",
+            "--engine",
+            &server.url,
+            "--model",
+            "tiny",
+            "--shape",
+        ])
         .arg(&shape)
         .arg("--out")
         .arg(&out)
-        .args(["--prompts", "16,32,64,128,256", "--batches", "1", "--contexts", "32,128"])
-        .args(["--steps", "8", "--repeats", "4", "--memory", "1GB", "--no-ignore-eos"])
+        .args([
+            "--prompts",
+            "16,32,64,128,256",
+            "--batches",
+            "1",
+            "--contexts",
+            "32,128",
+        ])
+        .args([
+            "--steps",
+            "8",
+            "--repeats",
+            "4",
+            "--memory",
+            "1GB",
+            "--no-ignore-eos",
+        ])
         .args(["--body", &body])
         .timeout(Duration::from_secs(400))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success(), "calibrate failed:\n{stdout}\n{stderr}");
+    assert!(
+        run.status.success(),
+        "calibrate failed:\n{stdout}\n{stderr}"
+    );
     eprintln!("{stdout}");
-    assert!(stdout.contains("residual") && stdout.contains("prefill 256 tokens"), "{stdout}");
-    assert!(stderr.contains("[1/7] prefill 16 tokens"), "progress: {stderr}");
+    assert!(
+        stdout.contains("residual") && stdout.contains("prefill 256 tokens"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("[1/7] prefill 16 tokens"),
+        "progress: {stderr}"
+    );
     let profile: inferlat::compute::DeviceProfile =
         toml::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     for k in ["engine", "model", "date", "fit_error"] {

@@ -19,5 +19,7 @@ pub mod openai;
 pub mod roofline;
 
 pub use device::{DeviceProfile, Efficiency};
-pub use engine::{Engine, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step, StepDone};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step, StepDone,
+};
 pub use roofline::{Pass, RequestCompute, Stage, Work};

@@ -8,7 +8,8 @@ use crate::clock::{Clock, ClockKind};
 use crate::compute::batch::{self, Action, Batcher, Input};
 use crate::compute::openai::OpenAi;
 use crate::compute::{
-    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, Pass, RequestCompute, Stage, Step, StepDone,
+    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, Pass, RequestCompute, Stage, Step,
+    StepDone,
 };
 use std::sync::Arc;
 use std::time::Duration;

@@ -411,7 +411,9 @@ fn reason(e: &reqwest::Error, timeout: Duration) -> String {
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
             match io.kind() {
                 ErrorKind::ConnectionRefused => return "engine: connection refused".into(),
-                ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+                ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe => {
                     return "engine: connection reset".into();
                 }
                 ErrorKind::TimedOut => {
@@ -462,7 +464,9 @@ pub async fn probe(config: &Config) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        .map_err(|e| format!("the openai engine at {url} answered something other than a model list: {e}"))?;
+        .map_err(|e| {
+            format!("the openai engine at {url} answered something other than a model list: {e}")
+        })?;
     let served: Vec<String> = body
         .get("data")
         .and_then(Value::as_array)
@@ -537,6 +541,10 @@ mod tests {
     fn a_missing_api_key_variable_is_named() {
         let mut c = config(Api::Chat);
         c.api_key_env = Some("INFERLAT_TEST_SURELY_UNSET_KEY".into());
-        assert!(c.key().unwrap_err().contains("INFERLAT_TEST_SURELY_UNSET_KEY"));
+        assert!(
+            c.key()
+                .unwrap_err()
+                .contains("INFERLAT_TEST_SURELY_UNSET_KEY")
+        );
     }
 }

@@ -129,10 +129,7 @@ mod tests {
     #[test]
     fn events_are_stamped_with_the_piece_that_completed_them() {
         let mut p = SseParser::new();
-        let got = all(
-            &mut p,
-            &[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"],
-        );
+        let got = all(&mut p, &[b"data: {\"a\"", b":1}\n", b"\ndata: [DONE]\n\n"]);
         assert_eq!(
             got,
             vec![

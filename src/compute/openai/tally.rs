@@ -41,8 +41,8 @@ pub struct Chunk {
 
 /// Reads one `data:` payload (not `[DONE]`).
 pub fn parse_chunk(api: Api, data: &str) -> Result<Chunk, String> {
-    let v: Value = serde_json::from_str(data)
-        .map_err(|e| format!("a stream chunk that is not JSON ({e})"))?;
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| format!("a stream chunk that is not JSON ({e})"))?;
     let mut c = Chunk::default();
     if let Some(err) = v.get("error") {
         let msg = err

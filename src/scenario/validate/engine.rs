@@ -85,9 +85,7 @@ pub(super) fn check(cx: &mut Context, e: &RawEngine, path: FieldPath) -> Option<
     };
     if let Some(var) = &e.api_key_env
         && (var.is_empty()
-            || !var
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             || var.starts_with(|c: char| c.is_ascii_digit()))
     {
         cx.err(

@@ -73,7 +73,10 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
         (None, _) => None,
     };
     if n.engine.is_some() && n.role == Role::Worker {
-        for (set, field) in [(n.device.is_some(), "device"), (n.layers.is_some(), "layers")] {
+        for (set, field) in [
+            (n.device.is_some(), "device"),
+            (n.layers.is_some(), "layers"),
+        ] {
             if set {
                 cx.err(
                     np.key(field),
@@ -88,9 +91,7 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
     let device = match (&n.device, n.role) {
         // The plan's stand-in for a real server: no compute it could predict, so the floor
         // is the network's alone.
-        (None, Role::Worker) if n.engine.is_some() => {
-            Some(crate::compute::DeviceProfile::ideal())
-        }
+        (None, Role::Worker) if n.engine.is_some() => Some(crate::compute::DeviceProfile::ideal()),
         (None, Role::Worker) => {
             cx.err(
                 np.clone(),
@@ -188,7 +189,10 @@ pub(super) fn check_weights(
         }
         let np = FieldPath::root().key("node").index(i);
         if raw[i].engine.is_some() && !super::engine::whole_model_kind(kind) {
-            cx.err(np.key("engine"), super::engine::split_message(&n.name, kind));
+            cx.err(
+                np.key("engine"),
+                super::engine::split_message(&n.name, kind),
+            );
             continue;
         }
         if raw[i].engine.is_some() {
