@@ -97,6 +97,8 @@ pub struct Tally {
     pub tokens: u64,
     /// Chunks that carried output.
     pub output_chunks: u64,
+    /// Chunks with a choice that carried text.
+    pub text_chunks: u64,
     /// Chunks that yielded more than one token.
     pub multi_token_chunks: u64,
     /// The last cumulative completion count (continuous usage).
@@ -113,6 +115,7 @@ impl Tally {
             continuous,
             tokens: 0,
             output_chunks: 0,
+            text_chunks: 0,
             multi_token_chunks: 0,
             cumulative: 0,
             usage_completion: None,
@@ -148,6 +151,9 @@ impl Tally {
         if k > 0 {
             self.output_chunks += 1;
         }
+        if c.has_choice && c.text_bytes > 0 {
+            self.text_chunks += 1;
+        }
         if k > 1 {
             self.multi_token_chunks += 1;
         }
@@ -163,11 +169,10 @@ impl Tally {
         }
     }
 
-    /// Whether the server's usage and the chunks carrying output disagree (more than one
-    /// token in a chunk, or chunks without output that carried a token).
+    /// Whether the server's usage and the chunks carrying text disagree (more than one
+    /// token in a chunk, or chunks without text that carried a token).
     pub fn mismatch(&self) -> bool {
-        self.usage_completion
-            .is_some_and(|u| u != self.output_chunks)
+        self.usage_completion.is_some_and(|u| u != self.text_chunks)
     }
 
     /// Why the response is a failure, if it is one, once the body has ended.
