@@ -434,93 +434,6 @@ pub fn profile_toml(name: &str, memory: f64, fit: &Fit, p: &Provenance) -> Strin
     t
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::compute::model::Preset;
-
-    #[test]
-    fn the_fit_recovers_the_figures_that_made_the_points() {
-        let model = Preset::find("llama-2-7b").unwrap().model();
-        let truth = Fit {
-            flops: 2.0e14,
-            bandwidth: 1.5e12,
-            overhead_per_layer: Duration::from_micros(40),
-            overhead_per_request: Duration::from_millis(3),
-            residuals: Vec::new(),
-            rms: 0.0,
-        }
-        .device("truth", 80e9);
-        let mut points = Vec::new();
-        for n in [16, 64, 256, 1024, 2048] {
-            let p = Point::Prefill {
-                tokens: n,
-                time: Duration::ZERO,
-            };
-            points.push(Point::Prefill {
-                tokens: n,
-                time: predict(&truth, &model, &p),
-            });
-        }
-        for (b, c) in [(1, 128), (4, 512), (16, 1024)] {
-            let p = Point::Decode {
-                batch: b,
-                context: c,
-                time: Duration::ZERO,
-            };
-            points.push(Point::Decode {
-                batch: b,
-                context: c,
-                time: predict(&truth, &model, &p),
-            });
-        }
-        let f = fit(&model, &points).unwrap();
-        assert!(f.rms < 0.01, "rms {}", f.rms);
-        assert!((f.flops / 2.0e14 - 1.0).abs() < 0.05, "{}", f.flops);
-        assert!((f.bandwidth / 1.5e12 - 1.0).abs() < 0.05, "{}", f.bandwidth);
-        assert!(fit(&model, &points[..2]).is_none());
-    }
-
-    #[test]
-    fn a_calibrated_profile_parses_and_names_its_sources() {
-        let f = Fit {
-            flops: 3.2e11,
-            bandwidth: 9.1e9,
-            overhead_per_layer: Duration::from_micros(120),
-            overhead_per_request: Duration::from_millis(7),
-            residuals: vec![0.01, -0.03],
-            rms: 0.02,
-        };
-        let text = profile_toml(
-            "cpu-tiny",
-            1e9,
-            &f,
-            &Provenance {
-                engine: "http://127.0.0.1:8000/v1",
-                model: "tiny",
-                shape: "custom",
-                date: "2026-12-02",
-                points: 2,
-            },
-        );
-        let p: DeviceProfile = toml::from_str(&text).unwrap();
-        assert!(p.check().is_empty(), "{:?}", p.check());
-        assert!((p.flops.get() / 3.2e11 - 1.0).abs() < 1e-6);
-        assert!((p.mem_bandwidth.get() / 9.1e9 - 1.0).abs() < 1e-6);
-        for k in ["engine", "model", "date", "fit_error", "flops"] {
-            assert!(p.sources.contains_key(k), "{k}");
-        }
-        assert!(p.sources["fit_error"].contains("2.00% RMS"));
-    }
-
-    #[test]
-    fn today_is_a_date() {
-        let d = today();
-        assert_eq!(d.len(), 10);
-        assert!(d.starts_with("20"), "{d}");
-    }
-}
-
 /// What `inferlat calibrate` was asked to do.
 pub struct Options {
     pub config: Config,
@@ -707,4 +620,91 @@ pub fn shape_file(path: &std::path::Path) -> anyhow::Result<Model> {
         activation_bytes: s.activation_bytes.unwrap_or(2.0),
         tied_embeddings: s.tied_embeddings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::model::Preset;
+
+    #[test]
+    fn the_fit_recovers_the_figures_that_made_the_points() {
+        let model = Preset::find("llama-2-7b").unwrap().model();
+        let truth = Fit {
+            flops: 2.0e14,
+            bandwidth: 1.5e12,
+            overhead_per_layer: Duration::from_micros(40),
+            overhead_per_request: Duration::from_millis(3),
+            residuals: Vec::new(),
+            rms: 0.0,
+        }
+        .device("truth", 80e9);
+        let mut points = Vec::new();
+        for n in [16, 64, 256, 1024, 2048] {
+            let p = Point::Prefill {
+                tokens: n,
+                time: Duration::ZERO,
+            };
+            points.push(Point::Prefill {
+                tokens: n,
+                time: predict(&truth, &model, &p),
+            });
+        }
+        for (b, c) in [(1, 128), (4, 512), (16, 1024)] {
+            let p = Point::Decode {
+                batch: b,
+                context: c,
+                time: Duration::ZERO,
+            };
+            points.push(Point::Decode {
+                batch: b,
+                context: c,
+                time: predict(&truth, &model, &p),
+            });
+        }
+        let f = fit(&model, &points).unwrap();
+        assert!(f.rms < 0.01, "rms {}", f.rms);
+        assert!((f.flops / 2.0e14 - 1.0).abs() < 0.05, "{}", f.flops);
+        assert!((f.bandwidth / 1.5e12 - 1.0).abs() < 0.05, "{}", f.bandwidth);
+        assert!(fit(&model, &points[..2]).is_none());
+    }
+
+    #[test]
+    fn a_calibrated_profile_parses_and_names_its_sources() {
+        let f = Fit {
+            flops: 3.2e11,
+            bandwidth: 9.1e9,
+            overhead_per_layer: Duration::from_micros(120),
+            overhead_per_request: Duration::from_millis(7),
+            residuals: vec![0.01, -0.03],
+            rms: 0.02,
+        };
+        let text = profile_toml(
+            "cpu-tiny",
+            1e9,
+            &f,
+            &Provenance {
+                engine: "http://127.0.0.1:8000/v1",
+                model: "tiny",
+                shape: "custom",
+                date: "2026-12-02",
+                points: 2,
+            },
+        );
+        let p: DeviceProfile = toml::from_str(&text).unwrap();
+        assert!(p.check().is_empty(), "{:?}", p.check());
+        assert!((p.flops.get() / 3.2e11 - 1.0).abs() < 1e-6);
+        assert!((p.mem_bandwidth.get() / 9.1e9 - 1.0).abs() < 1e-6);
+        for k in ["engine", "model", "date", "fit_error", "flops"] {
+            assert!(p.sources.contains_key(k), "{k}");
+        }
+        assert!(p.sources["fit_error"].contains("2.00% RMS"));
+    }
+
+    #[test]
+    fn today_is_a_date() {
+        let d = today();
+        assert_eq!(d.len(), 10);
+        assert!(d.starts_with("20"), "{d}");
+    }
 }
