@@ -151,6 +151,12 @@ pub trait Engine: EngineSpec + Send + Sync {
 
     /// Frees a session's place when it ends before its last step.
     fn release(&self, _session: u64) {}
+
+    /// A one-line account of the run for the summary's notes (a real engine: where its
+    /// token counts came from); `None` for engines with nothing to say.
+    fn account(&self) -> Option<String> {
+        None
+    }
 }
 
 impl dyn Engine + '_ {

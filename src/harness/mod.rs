@@ -254,6 +254,8 @@ pub struct Measured {
     pub cpu_load: Option<f64>,
     /// The clock's time from setup to the end of the last run.
     pub simulated: Duration,
+    /// What real engines say of the run (where their token counts came from), by whose.
+    pub engines: Vec<String>,
 }
 
 impl Measured {
@@ -526,6 +528,7 @@ pub async fn run(
         emulator_lateness: None,
         cpu_load: None,
         simulated: Duration::ZERO,
+        engines: Vec::new(),
     };
     let clock = clock.clone();
     let run_start = clock.now();
@@ -592,6 +595,11 @@ pub async fn run(
             .connections
             .push(ConnectionReport::new(from, to, &conn.stats()));
     }
+    for n in &topo.nodes {
+        if let Some(a) = n.engine.as_ref().and_then(|e| e.account()) {
+            measured.engines.push(format!("worker {}: {a}", n.name));
+        }
+    }
     topo.shutdown().await;
     measured.links = topo.link_reports(scenario, plan);
     measured.emulator_lateness = Some(topo.net.lateness().histogram());
@@ -619,7 +627,9 @@ pub async fn run(
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,
-            Target::Local { engine },
+            Target::Local {
+                engine: engine.clone(),
+            },
             &clock,
             options,
             &progress,
@@ -629,6 +639,9 @@ pub async fn run(
         )
         .await;
         run_cancel.cancel();
+        if let Some(a) = engine.account() {
+            measured.engines.push(format!("the baseline: {a}"));
+        }
         measured.baseline = Some(RunOutput { record, complete });
     }
     measured.simulated = clock.now().saturating_duration_since(run_start);

@@ -277,6 +277,22 @@ impl Engine for OpenAi {
         });
         Ok(())
     }
+
+    fn account(&self) -> Option<String> {
+        let s = self.stats();
+        Some(format!(
+            "openai engine at {} (model {}): {} responses; token counts from the server's usage {}, from counting chunks {}; usage disagreed with the chunks carrying text in {}; {} chunks carried more than one token; usage.prompt_tokens differed from the prompt in {}; the longest wait for a connection {:.3} ms",
+            self.config.url,
+            self.config.model,
+            s.requests,
+            s.counted_by_usage,
+            s.counted_by_chunks,
+            s.count_mismatches,
+            s.multi_token_chunks,
+            s.prompt_mismatches,
+            s.max_connection_wait_ms
+        ))
+    }
 }
 
 /// One request's share of the engine.
