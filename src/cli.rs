@@ -82,6 +82,12 @@ the latency tax, where the time goes, the published reference check, and the ver
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Fit a device profile to a real engine: measure prefill and decode, print each
+    /// point's residual, write the profile
+    #[command(
+        after_help = "Measures through the openai engine (docs/engines.md): the prefill of each --prompts length (time to the first token of a one-token request, alone) and the decode step of each --batches size at each --contexts length (time per output token of that many requests at once); fits the roofline model's effective FLOP/s, bandwidth and per-layer overhead for the model's shape; prints every point's residual and writes the profile, with the engine, model, date and fit error in its [sources]. Give the model's shape with --preset (`inferlat list` shows them) or --shape FILE. Ctrl-C stops measuring and fits what it has."
+    )]
+    Calibrate(CalibrateArgs),
     /// List shipped scenarios, model presets and device profiles
     List {
         /// Folder of scenarios to list [default: scenarios]
@@ -154,6 +160,78 @@ fn parse_memory(s: &str) -> Result<u64, String> {
         return Err("must be greater than zero".into());
     }
     Ok(b)
+}
+
+#[derive(Parser, Debug)]
+struct CalibrateArgs {
+    /// The engine's API base URL, like http://127.0.0.1:8000/v1
+    #[arg(long, value_name = "URL")]
+    engine: String,
+    /// The model name the server serves (its /v1/models lists them)
+    #[arg(long, value_name = "NAME")]
+    model: String,
+    /// The model's shape: a preset name (see `inferlat list`)
+    #[arg(
+        long,
+        value_name = "MODEL",
+        required_unless_present = "shape",
+        conflicts_with = "shape"
+    )]
+    preset: Option<String>,
+    /// The model's shape from a TOML file with the fields of a scenario's [model] table
+    /// (layers, hidden, params, kv_dim, vocab, weight_bytes)
+    #[arg(long, value_name = "FILE")]
+    shape: Option<PathBuf>,
+    /// Where to write the profile, like profiles/NAME.toml (its name is the file's stem)
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The API: completions or chat
+    #[arg(long, value_name = "API", default_value = "completions", value_parser = ["completions", "chat"])]
+    api: String,
+    /// Prompt lengths whose prefill is measured, in tokens, comma-separated (longer ones stop at the server's limit)
+    #[arg(long, value_name = "N,...", default_value = "16,32,64,128,256,512,1024,2048", value_parser = parse_counts)]
+    prompts: Counts,
+    /// Batch sizes whose decode step is measured, comma-separated
+    #[arg(long, value_name = "N,...", default_value = "1,2,4,8", value_parser = parse_counts)]
+    batches: Counts,
+    /// Context lengths (tokens) of the decode measurements, comma-separated
+    #[arg(long, value_name = "N,...", default_value = "128,512,1024", value_parser = parse_counts)]
+    contexts: Counts,
+    /// Output tokens of each decode request
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    steps: u32,
+    /// Measurements of each point; the fastest is kept (other load only adds time)
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    repeats: u32,
+    /// The device's memory, like 24GB (not measured; the profile needs it for weight checks)
+    #[arg(long, value_name = "SIZE", default_value = "80GB")]
+    memory: String,
+    /// Further request fields as a JSON object, like '{"temperature": 0}'
+    #[arg(long, value_name = "JSON")]
+    body: Option<String>,
+    /// The environment variable that holds the API key
+    #[arg(long, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Do not send min_tokens and ignore_eos (for servers that reject them)
+    #[arg(long)]
+    no_ignore_eos: bool,
+}
+
+/// A comma-separated list of counts.
+#[derive(Clone, Debug)]
+struct Counts(Vec<u32>);
+
+fn parse_counts(s: &str) -> Result<Counts, String> {
+    let v: Result<Vec<u32>, String> = s
+        .split(',')
+        .map(|t| match t.trim().parse::<u32>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "invalid count \"{t}\": give whole numbers above 0, like 16,64,256"
+            )),
+        })
+        .collect();
+    v.map(Counts)
 }
 
 #[derive(Parser, Debug)]
@@ -251,6 +329,7 @@ pub fn run() -> i32 {
         Command::Validate { files } => validate_command(&files),
         Command::Compare(args) => compare_command(&args),
         Command::Report { results, out } => report_command(&results, out),
+        Command::Calibrate(args) => calibrate_command(&args),
         Command::List { scenarios } => match scenarios {
             Some(dir) if !dir.is_dir() => Err(Failure::BadInput(anyhow!(
                 "{}: no such folder",
@@ -306,6 +385,103 @@ fn validate_command(files: &[PathBuf]) -> Result<i32, Failure> {
         // A scenario that parses but cannot run is bad input too.
         Err(Failure::BadInput(anyhow!(errors.join("\nerror: "))))
     }
+}
+
+fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
+    use crate::compute::openai::{Api, Config, DEFAULT_TIMEOUT, UsageMode};
+    let bad = |e: anyhow::Error| Failure::BadInput(e);
+    let (model, shape) = match (&a.preset, &a.shape) {
+        (Some(name), _) => {
+            let preset = crate::compute::model::Preset::find(name).ok_or_else(|| {
+                anyhow!("unknown preset \"{name}\"; `inferlat list` shows the presets, or give --shape FILE")
+            });
+            (preset.map_err(bad)?.model(), name.clone())
+        }
+        (None, Some(file)) => (
+            crate::calibrate::shape_file(file).map_err(bad)?,
+            file.display().to_string(),
+        ),
+        (None, None) => return Err(bad(anyhow!("give --preset MODEL or --shape FILE"))),
+    };
+    let url = a.engine.trim().trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(bad(anyhow!(
+            "invalid --engine \"{}\": give the API's base with http:// or https://, like http://127.0.0.1:8000/v1",
+            a.engine
+        )));
+    }
+    let body = match &a.body {
+        None => serde_json::Map::new(),
+        Some(text) => match serde_json::from_str(text) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(bad(anyhow!(
+                    "--body must be a JSON object, like '{{\"temperature\": 0}}'"
+                )));
+            }
+        },
+    };
+    let memory = crate::units::Bytes::parse(&a.memory)
+        .map_err(|e| bad(anyhow!("--memory: {e}")))?
+        .get();
+    let name = a
+        .out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("calibrated")
+        .to_string();
+    let options = crate::calibrate::Options {
+        config: Config {
+            url,
+            model: a.model.clone(),
+            api: if a.api == "chat" {
+                Api::Chat
+            } else {
+                Api::Completions
+            },
+            api_key_env: a.api_key_env.clone(),
+            ignore_eos: !a.no_ignore_eos,
+            usage: UsageMode::Final,
+            connections: None,
+            timeout: DEFAULT_TIMEOUT,
+            body,
+        },
+        model,
+        shape,
+        prompts: a.prompts.0.clone(),
+        batches: a.batches.0.clone(),
+        contexts: a.contexts.0.clone(),
+        steps: a.steps.max(2),
+        repeats: a.repeats.max(1),
+        name,
+        memory,
+        out: a.out.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(Failure::Run)?;
+    let cancel = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let on_signal = cancel.clone();
+        let listener = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!(
+                    "\ninterrupted: fitting what was measured (Ctrl-C again to quit at once)"
+                );
+                on_signal.cancel();
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+        let r = crate::calibrate::calibrate(&options, &cancel).await;
+        listener.abort();
+        r
+    });
+    runtime.shutdown_background();
+    result.map(|_| EXIT_OK).map_err(Failure::Run)
 }
 
 fn list_command(dir: &Path) -> Result<i32, Failure> {
@@ -445,6 +621,17 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
     }
     let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
     check_out_dir(&args.out, &names).map_err(Failure::BadInput)?;
+    if args.clock == ClockKind::Virtual {
+        for s in &scenarios {
+            if let Some((whose, engine)) = harness::real_engines(s).first() {
+                return Err(Failure::BadInput(anyhow!(
+                    "{}: {whose} is backed by a real {} engine, which computes in wall-clock time: it cannot run on --clock virtual; run with --clock real (the default)",
+                    s.file.display(),
+                    engine.kind()
+                )));
+            }
+        }
+    }
     if let Some(name) = &args.baseline {
         for s in &scenarios {
             let dir = args.out.join("baselines").join(name).join(&s.name);

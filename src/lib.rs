@@ -6,6 +6,7 @@
 //!
 //! Data flow (DESIGN §1): [`scenario`] -> [`plan`] -> [`harness`] -> [`record`] -> [`report`].
 
+pub mod calibrate;
 pub mod cli;
 pub mod clock;
 pub mod compute;

@@ -100,7 +100,7 @@ fn max_wall_and_max_memory_are_limits_a_flag_moves() {
     ]);
     assert_refused(&out);
     assert!(out.stderr.contains("passes --max-wall"), "{}", out.stderr);
-    assert!(out.stderr.contains("45 s simulated"), "{}", out.stderr);
+    assert!(out.stderr.contains("68 s simulated"), "{}", out.stderr);
     let out = inferlat(&[
         "run",
         "scenarios/quickstart.toml",

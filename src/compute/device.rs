@@ -28,13 +28,17 @@ pub struct DeviceProfile {
     pub efficiency: Efficiency,
     #[serde(default)]
     pub overhead_per_layer: Dur,
-    /// A fixed cost of every request (a session's first step) on this device, added to its
-    /// prefill: the serving stack's scheduling, tokenization, sampling set-up. Default 0.
-    #[serde(default)]
+    /// A fixed cost of each request's prefill on this device (a real server's HTTP and
+    /// request setup, as `inferlat calibrate` fits it); absent means none.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub overhead_per_request: Dur,
     /// Where each figure comes from, keyed by field name.
     #[serde(default)]
     pub sources: BTreeMap<String, String>,
+}
+
+fn is_zero(d: &Dur) -> bool {
+    d.get().is_zero()
 }
 
 impl DeviceProfile {

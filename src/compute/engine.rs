@@ -29,6 +29,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// A real engine that backs a worker or the baseline, as the scenario gives it. Without
+/// one, a node's device profile computes its work with the roofline model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EngineConfig {
+    /// An OpenAI-compatible server (`compute::openai`).
+    Openai(super::openai::Config),
+}
+
+impl EngineConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EngineConfig::Openai(_) => "openai",
+        }
+    }
+}
+
 /// What an engine tells the requester of a whole request.
 #[derive(Debug)]
 pub enum Event {
@@ -37,6 +54,9 @@ pub enum Event {
     /// The request is complete: time it waited in the queue and time it was computed,
     /// both on the engine's clock.
     Done { queue: Duration, compute: Duration },
+    /// The request failed (a real server's HTTP error, a broken stream): `reason` says why
+    /// in a few stable words, as failures are counted by reason. No event follows.
+    Failed { reason: String },
 }
 
 /// One whole request: the engine runs the prefill and every decode step itself (a worker
@@ -90,6 +110,8 @@ pub enum EngineError {
     NoSteps(String),
     #[error("the {0} engine needs the real clock (run with --clock real)")]
     NeedsRealClock(String),
+    #[error("{0}")]
+    Setup(String),
 }
 
 /// What an engine is before it runs: the plan's view of it. Pure.
@@ -129,6 +151,12 @@ pub trait Engine: EngineSpec + Send + Sync {
 
     /// Frees a session's place when it ends before its last step.
     fn release(&self, _session: u64) {}
+
+    /// A one-line account of the run for the summary's notes (a real engine: where its
+    /// token counts came from); `None` for engines with nothing to say.
+    fn account(&self) -> Option<String> {
+        None
+    }
 }
 
 impl dyn Engine + '_ {

@@ -7,14 +7,19 @@
 //! - [`engine`]: the seam every engine goes through ([`EngineSpec`] for the plan,
 //!   [`Engine`] for a run), with the work and events that cross it;
 //! - [`batch`]: the continuous-batching scheduler of the roofline engine, a sans-IO state
-//!   machine that `harness::worker` drives on the clock.
+//!   machine that `harness::worker` drives on the clock;
+//! - [`openai`]: the engine backed by a real OpenAI-compatible server (its HTTP shell does
+//!   I/O; its SSE parser and token accounting are pure).
 
 pub mod batch;
 pub mod device;
 pub mod engine;
 pub mod model;
+pub mod openai;
 pub mod roofline;
 
 pub use device::{DeviceProfile, Efficiency};
-pub use engine::{Engine, EngineError, EngineSpec, Event, Job, SessionGuard, Step, StepDone};
+pub use engine::{
+    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step, StepDone,
+};
 pub use roofline::{Pass, RequestCompute, Stage, Work};

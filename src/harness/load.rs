@@ -71,6 +71,7 @@ impl Target {
                                 ..Timeline::default()
                             });
                         }
+                        Event::Failed { reason } => return Err(reason),
                     }
                 }
                 Err("the baseline executor stopped".into())

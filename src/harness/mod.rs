@@ -8,7 +8,7 @@ pub mod node;
 pub mod worker;
 
 use crate::clock::{Clock, ClockKind};
-use crate::compute::EngineError;
+use crate::compute::{EngineConfig, EngineError};
 use crate::net::endpoint::{self, PathShape, TransportSettings};
 use crate::net::link::{Link, LinkStats};
 use crate::net::socket::Network;
@@ -256,6 +256,8 @@ pub struct Measured {
     pub cpu_load: Option<f64>,
     /// The clock's time from setup to the end of the last run.
     pub simulated: Duration,
+    /// What real engines say of the run (where their token counts came from), by whose.
+    pub engines: Vec<String>,
 }
 
 impl Measured {
@@ -400,9 +402,13 @@ impl Topology {
                 Part::TensorMember => 1 << 16,
                 _ => n.max_batch,
             };
+            let real = scenario.nodes[n.index]
+                .engine
+                .as_ref()
+                .map(|e| (e, default_connections(scenario)));
             let engine = stage
                 .as_ref()
-                .map(|s| worker::start(clock, (**s).clone(), max_batch, cancel.clone()))
+                .map(|s| worker::start(clock, (**s).clone(), max_batch, real, cancel.clone()))
                 .transpose()?;
             let node = Node::new(
                 n.name.clone(),
@@ -574,10 +580,24 @@ pub async fn run(
         emulator_lateness: None,
         cpu_load: None,
         simulated: Duration::ZERO,
+        engines: Vec::new(),
     };
     let clock = clock.clone();
     let run_start = clock.now();
     let cpu_start = (cpu_time(), clock.now());
+
+    // Real engines answer before anything is measured: a wrong URL or a stopped server is
+    // a clear error now, not a run of failures.
+    for (whose, engine) in real_engines(scenario) {
+        let EngineConfig::Openai(config) = engine;
+        tokio::select! {
+            biased;
+            r = crate::compute::openai::probe(config) => {
+                r.map_err(|e| anyhow::anyhow!("{whose}: {e}"))?;
+            }
+            _ = cancel.cancelled() => return Ok(measured),
+        }
+    }
 
     // Topology.
     let Some(topo) = run_topology(
@@ -605,6 +625,7 @@ pub async fn run(
     measured.malformed_frames = topo.malformed_frames;
     measured.unroutable = topo.unroutable;
     measured.inbox_overflow = topo.inbox_overflow;
+    measured.engines.extend(topo.engines);
     measured.topology = Some(topo.output);
 
     // Co-located: the same devices with no network between them (the network tax's
@@ -632,7 +653,10 @@ pub async fn run(
                 record: RunRecord::new(),
                 complete: false,
             },
-            |r| r.output,
+            |r| {
+                measured.engines.extend(r.engines);
+                r.output
+            },
         ));
     }
 
@@ -643,11 +667,18 @@ pub async fn run(
         progress.begin_run("baseline");
         // Its own token (see the topology's): cancelled once the run is over.
         let run_cancel = CancellationToken::new();
-        let engine = worker::start(&clock, stage, plan.max_batch, run_cancel.clone())?;
+        let real = scenario
+            .baseline
+            .as_ref()
+            .and_then(|b| b.engine.as_ref())
+            .map(|e| (e, default_connections(scenario)));
+        let engine = worker::start(&clock, stage, plan.max_batch, real, run_cancel.clone())?;
         let mut record = RunRecord::new();
         let complete = drive(
             scenario,
-            Target::Local { engine },
+            Target::Local {
+                engine: engine.clone(),
+            },
             &clock,
             options,
             &progress,
@@ -657,6 +688,9 @@ pub async fn run(
         )
         .await;
         run_cancel.cancel();
+        if let Some(a) = engine.account() {
+            measured.engines.push(format!("the baseline: {a}"));
+        }
         measured.baseline = Some(RunOutput { record, complete });
     }
     measured.simulated = clock.now().saturating_duration_since(run_start);
@@ -672,6 +706,8 @@ struct TopologyRun {
     malformed_frames: u64,
     unroutable: u64,
     inbox_overflow: u64,
+    /// What each real engine recorded (token counts' source, connection waits).
+    engines: Vec<String>,
 }
 
 /// Builds `plan`'s topology, drives the workload through it and tears it down; `None` when
@@ -719,6 +755,14 @@ async fn run_topology(
     )
     .await;
     progress.set_phase(Phase::Teardown);
+    let engines = topo
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let a = n.engine.as_ref()?.account()?;
+            Some(format!("worker {} ({run} run): {a}", n.name))
+        })
+        .collect();
     let connections = topo
         .connections
         .iter()
@@ -737,7 +781,30 @@ async fn run_topology(
             .sum(),
         unroutable: topo.net.unroutable(),
         inbox_overflow: topo.net.inbox_overflow(),
+        engines,
     }))
+}
+
+/// The real engines of a scenario, each with whose it is ("worker gpu-a", "the baseline").
+pub fn real_engines(scenario: &Scenario) -> Vec<(String, &EngineConfig)> {
+    let mut out: Vec<(String, &EngineConfig)> = scenario
+        .nodes
+        .iter()
+        .filter_map(|n| Some((format!("worker {}", n.name), n.engine.as_ref()?)))
+        .collect();
+    if let Some(e) = scenario.baseline.as_ref().and_then(|b| b.engine.as_ref()) {
+        out.push(("the baseline".into(), e));
+    }
+    out
+}
+
+/// Requests a real engine keeps in flight at most when it sets no `connections`: a closed
+/// loop's concurrency, else a bound no open loop of this tool reaches in practice.
+fn default_connections(scenario: &Scenario) -> u32 {
+    match scenario.workload.arrival {
+        crate::scenario::Arrival::Closed { concurrency } => concurrency,
+        _ => crate::compute::openai::DEFAULT_CONNECTIONS,
+    }
 }
 
 /// A seed for one part of a run, derived from the scenario's seed and stable names (node

@@ -421,7 +421,11 @@ impl Node {
 
     /// Serves a whole request: prefill and decode on this node, tokens streamed back.
     async fn whole(&self, send: &mut quinn::SendStream, request: &Request) -> Result<(), Failure> {
-        let (engine, _) = self.engine().map_err(Failure::Refused)?;
+        // A whole request needs only the engine (a real server's worker has no stage).
+        let engine = self
+            .engine
+            .as_deref()
+            .ok_or_else(|| Failure::Refused(format!("{} computes nothing", self.name)))?;
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
         engine
             .submit(Job {
@@ -445,6 +449,7 @@ impl Node {
             let frame = match event {
                 Event::Token { index } => token_frame(index),
                 Event::Done { queue, compute } => Frame::Done(done(&self.name, queue, compute)),
+                Event::Failed { reason } => return Err(Failure::Refused(reason)),
             };
             write_frame(send, &frame, &mut buf).await?;
         }

@@ -6,8 +6,10 @@
 
 use crate::clock::{Clock, ClockKind};
 use crate::compute::batch::{self, Action, Batcher, Input};
+use crate::compute::openai::OpenAi;
 use crate::compute::{
-    Engine, EngineError, EngineSpec, Event, Job, Pass, RequestCompute, Stage, Step, StepDone,
+    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, Pass, RequestCompute, Stage, Step,
+    StepDone,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,14 +28,25 @@ pub struct Executor {
 }
 
 /// Starts the engine that computes `stage` for a node or the baseline, batching up to
-/// `max_batch` requests. The one place that chooses an engine: a new kind of engine is a
-/// new arm here.
+/// `max_batch` requests; or, when the scenario backs it by a real engine, that engine with
+/// `connections` requests in flight at most unless the engine sets its own. The one place
+/// that chooses an engine: a new kind of engine is a new arm here.
 pub fn start(
     clock: &Clock,
     stage: Stage,
     max_batch: u32,
+    real: Option<(&EngineConfig, u32)>,
     cancel: CancellationToken,
 ) -> Result<Arc<dyn Engine>, EngineError> {
+    if let Some((EngineConfig::Openai(config), connections)) = real {
+        if clock.kind() != ClockKind::Real {
+            return Err(EngineError::NeedsRealClock("openai".into()));
+        }
+        let connections = config.connections.unwrap_or(connections);
+        let engine = OpenAi::new(config.clone(), connections, clock.clone(), cancel)
+            .map_err(EngineError::Setup)?;
+        return Ok(Arc::new(engine));
+    }
     if stage.needs_real_clock() && clock.kind() != ClockKind::Real {
         return Err(EngineError::NeedsRealClock(stage.name().to_string()));
     }
@@ -52,7 +65,7 @@ pub fn start_head(
     stage: &Stage,
     cancel: CancellationToken,
 ) -> Result<(Arc<dyn Engine>, Arc<Stage>), EngineError> {
-    let engine = start(clock, stage.clone(), 1 << 16, cancel)?;
+    let engine = start(clock, stage.clone(), 1 << 16, None, cancel)?;
     Ok((engine, Arc::new(stage.clone())))
 }
 

@@ -91,6 +91,7 @@ fn notes(results: &Results, warnings: &[String]) -> Vec<String> {
     }
     notes.extend(warnings.iter().cloned());
     notes.extend(results.plan.notes.iter().cloned());
+    notes.extend(results.measured.engines.iter().cloned());
     if !results.complete() {
         notes.push(
             "the run was interrupted: these results cover only what was measured before it stopped"

@@ -332,6 +332,24 @@ pub(super) struct RawNode {
     pub(super) layers: Option<LayerSpan>,
     pub(super) max_batch: Option<u32>,
     pub(super) share: Option<f64>,
+    pub(super) engine: Option<RawEngine>,
+}
+
+/// `engine = { kind = "openai", url = ..., model = ... }`: a real engine behind a worker or
+/// the baseline (`validate::engine` checks it).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEngine {
+    pub(super) kind: String,
+    pub(super) url: Option<String>,
+    pub(super) model: Option<String>,
+    pub(super) api: Option<String>,
+    pub(super) api_key_env: Option<String>,
+    pub(super) ignore_eos: Option<bool>,
+    pub(super) usage: Option<String>,
+    pub(super) connections: Option<u32>,
+    pub(super) timeout: Option<Dur>,
+    pub(super) body: Option<toml::Table>,
 }
 
 impl<'de> Deserialize<'de> for Role {
@@ -588,8 +606,9 @@ impl<'de> Deserialize<'de> for Hops {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawBaseline {
-    pub(super) device: RawDevice,
+    pub(super) device: Option<RawDevice>,
     pub(super) count: Option<u32>,
+    pub(super) engine: Option<RawEngine>,
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,7 @@ pub mod profile;
 pub mod testing;
 mod validate;
 
+pub use crate::compute::EngineConfig;
 pub use crate::compute::model::{self, Model};
 use crate::format::duration_str;
 pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
@@ -232,6 +233,8 @@ pub struct Node {
     pub max_batch: u32,
     /// A client's share of the workload, relative to the other clients' (default 1).
     pub share: f64,
+    /// A worker backed by a real engine (issue 13); none: its device's roofline model.
+    pub engine: Option<EngineConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,8 +252,11 @@ pub struct Topology {
 
 #[derive(Clone, Debug)]
 pub struct Baseline {
+    /// The device (an ideal stand-in when a real engine computes the baseline).
     pub device: DeviceProfile,
     pub count: u32,
+    /// A baseline backed by a real engine, measured instead of modelled.
+    pub engine: Option<EngineConfig>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]

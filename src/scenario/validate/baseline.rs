@@ -22,7 +22,40 @@ pub(super) fn check(
             format!("count must be in 1..=64 GPUs, got {count}"),
         );
     }
-    let device = cx.device(&b.device, bp.key("device"))?;
+    let engine = match (&b.engine, &b.device) {
+        (Some(e), None) => {
+            if b.count.is_some_and(|c| c != 1) {
+                cx.err(
+                    bp.key("count"),
+                    "a baseline backed by an engine is that one server: remove `count`".into(),
+                );
+            }
+            let engine = super::engine::check(cx, e, bp.key("engine"))?;
+            return Some(Baseline {
+                // The plan's stand-in: a real server's compute is measured, not predicted.
+                device: crate::compute::DeviceProfile::ideal(),
+                count: 1,
+                engine: Some(engine),
+            });
+        }
+        (Some(_), Some(_)) => {
+            cx.err(
+                bp.key("device"),
+                "give [baseline] either `device` (modelled) or `engine` (a real server), not both"
+                    .into(),
+            );
+            return None;
+        }
+        (None, None) => {
+            cx.err(
+                bp.clone(),
+                "[baseline] needs `device` (a profile name like \"h100-sxm\") or `engine` (a real server)".into(),
+            );
+            return None;
+        }
+        (None, Some(d)) => d,
+    };
+    let device = cx.device(engine, bp.key("device"))?;
     if let Some(m) = model {
         let total = device.memory.get() * count.max(1) as f64;
         if m.total_weight_bytes() > total {
@@ -41,5 +74,6 @@ pub(super) fn check(
     Some(Baseline {
         device,
         count: count.max(1),
+        engine: None,
     })
 }

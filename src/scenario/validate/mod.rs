@@ -3,6 +3,7 @@
 //! reports them all.
 
 mod baseline;
+mod engine;
 mod links;
 mod model;
 mod nodes;

@@ -76,7 +76,37 @@ pub(super) fn check(cx: &mut Context, raw: &[RawNode], model: Option<&Model>) ->
 
 /// One node's device, layers, batching and share.
 fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) -> Node {
+    let engine = match (&n.engine, n.role) {
+        (Some(e), Role::Worker) => super::engine::check(cx, e, np.key("engine")),
+        (Some(_), role) => {
+            cx.err(
+                np.key("engine"),
+                format!("a {role} runs no model: `engine` applies to workers and [baseline]"),
+            );
+            None
+        }
+        (None, _) => None,
+    };
+    if n.engine.is_some() && n.role == Role::Worker {
+        for (set, field) in [
+            (n.device.is_some(), "device"),
+            (n.layers.is_some(), "layers"),
+        ] {
+            if set {
+                cx.err(
+                    np.key(field),
+                    format!(
+                        "worker \"{}\" is backed by an engine, which computes the whole model on its own hardware: remove `{field}`",
+                        n.name
+                    ),
+                );
+            }
+        }
+    }
     let device = match (&n.device, n.role) {
+        // The plan's stand-in for a real server: no compute it could predict, so the floor
+        // is the network's alone.
+        (None, Role::Worker) if n.engine.is_some() => Some(crate::compute::DeviceProfile::ideal()),
         (None, Role::Worker) => {
             cx.err(
                 np.clone(),
@@ -160,6 +190,7 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
         layers,
         max_batch,
         share: n.share.unwrap_or(1.0),
+        engine,
     }
 }
 
@@ -179,6 +210,16 @@ pub(super) fn check_weights(
             continue;
         }
         let np = FieldPath::root().key("node").index(i);
+        if raw[i].engine.is_some() && !super::engine::whole_model_kind(kind) {
+            cx.err(
+                np.key("engine"),
+                super::engine::split_message(&n.name, kind),
+            );
+            continue;
+        }
+        if raw[i].engine.is_some() {
+            continue;
+        }
         let holds = holding(i);
         if raw[i].layers.as_ref().is_some_and(|s| s.0.is_empty()) && !holds.may_hold_no_layers {
             cx.err(
