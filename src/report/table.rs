@@ -8,6 +8,9 @@ use crate::scenario::{Extent, Scenario, units};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+/// A tax of a metric at a quantile (network, device or total).
+type TaxOf<'a> = &'a dyn Fn(Metric, f64) -> Option<f64>;
+
 fn ms(d: Duration) -> String {
     fmt_ms(d.as_secs_f64() * 1e3)
 }
@@ -91,7 +94,7 @@ pub fn render(r: &Results) -> String {
             );
         }
         if valid {
-            let taxes: [(&str, &dyn Fn(Metric, f64) -> Option<f64>); 3] = [
+            let taxes: [(&str, TaxOf); 3] = [
                 ("net tax", &|m, q| r.network_tax(m, q)),
                 ("dev tax", &|m, q| r.device_tax(m, q)),
                 ("tax", &|m, q| r.tax(m, q)),

@@ -25,7 +25,14 @@ if ! command -v "$python" >/dev/null; then
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv" >&2
+  if ! "$python" -m venv "$venv" >&2; then
+    # Debian ships venv's ensurepip apart (python3-venv); install it where we may.
+    rm -rf "$venv"
+    SUDO=""
+    if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq >&2 && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
+    "$python" -m venv "$venv" >&2
+  fi
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-input)
 
