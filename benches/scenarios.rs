@@ -243,7 +243,12 @@ fn appendix(
         let reference = match &l.summary.reference {
             Some(r) => {
                 outcomes.entry(r.outcome()).or_default().push(&l.name);
-                format!("reference {}: {}, {}", r.metric, r.figures(), r.verdict())
+                format!(
+                    "reference {}: {}, {}",
+                    r.metric,
+                    model::reference_figures(r),
+                    r.verdict()
+                )
             }
             None => "no reference".into(),
         };

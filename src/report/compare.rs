@@ -688,27 +688,18 @@ fn fmt_interval(i: Option<Interval>) -> String {
 /// is open on a side, so no verdict but inconclusive can come of them, however large the
 /// change. (The virtual clock decides every one exactly.)
 fn undecidable_line(o: &mut String, s: &ScenarioComparison) {
-    let open: Vec<String> = s
+    let open: Vec<&Row> = s
         .rows
         .iter()
         .filter(|r| {
             r.change_interval
                 .is_some_and(|i| i.lo.is_none() || i.hi.is_none())
         })
-        .map(|r| format!("{} {} {}", r.run, r.metric, r.stat))
         .collect();
     if open.is_empty() {
         return;
     }
-    let stats: std::collections::BTreeSet<&str> = s
-        .rows
-        .iter()
-        .filter(|r| {
-            r.change_interval
-                .is_some_and(|i| i.lo.is_none() || i.hi.is_none())
-        })
-        .map(|r| r.stat.as_str())
-        .collect();
+    let stats: std::collections::BTreeSet<&str> = open.iter().map(|r| r.stat.as_str()).collect();
     let needs: Vec<String> = stats
         .iter()
         .filter_map(|st| {
@@ -727,7 +718,10 @@ fn undecidable_line(o: &mut String, s: &ScenarioComparison) {
     let _ = writeln!(
         o,
         "  undecidable with these runs' sample counts (inconclusive whatever the change): {}{}",
-        open.join(", "),
+        open.iter()
+            .map(|r| format!("{} {} {}", r.run, r.metric, r.stat))
+            .collect::<Vec<_>>()
+            .join(", "),
         if needs.is_empty() {
             String::new()
         } else {

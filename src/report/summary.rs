@@ -508,17 +508,6 @@ impl ReferenceCheck {
             (false, false) => Outcome::Missed,
         }
     }
-
-    /// "10.0 ms published, 9.52 ms measured (colocated run)".
-    pub fn figures(&self) -> String {
-        let unit = self.unit.as_deref().unwrap_or("");
-        let run = self.run.as_deref().unwrap_or("topology");
-        format!(
-            "{} {unit} published, {} {unit} measured ({run} run)",
-            sig(self.value),
-            sig(self.measured)
-        )
-    }
 }
 
 /// The words of a reference check: a fitted reference is never a reproduction.
@@ -529,24 +518,6 @@ pub fn verdict(fitted: bool, within: bool) -> &'static str {
         (false, true) => "reproduced (within tolerance)",
         (false, false) => "missed (outside tolerance)",
     }
-}
-
-/// A number with three significant digits (at least the units digit).
-fn sig(v: f64) -> String {
-    if !v.is_finite() {
-        return "-".into();
-    }
-    let a = v.abs();
-    let decimals = if a >= 100.0 {
-        0
-    } else if a >= 10.0 {
-        1
-    } else if a >= 1.0 {
-        2
-    } else {
-        3
-    };
-    format!("{v:.decimals$}")
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
