@@ -807,6 +807,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_real_clock_comparison_names_the_percentiles_it_cannot_decide() {
+        let t = DEFAULT_THRESHOLD;
+        let closed = Some(((9.0, 11.0), (9.0, 11.0)));
+        // A p99 from too few samples: the new run's interval has no upper bound.
+        let open = Some(((9.0, 11.0), (9.0, f64::INFINITY)));
+        let s = ScenarioComparison {
+            name: "s".into(),
+            base: "a".into(),
+            new: "b".into(),
+            clock: "real".into(),
+            refused: None,
+            rows: vec![
+                row("topology", "ttft", "p50", "ms", (10.0, 10.0), closed, t),
+                row("topology", "ttft", "p99", "ms", (10.0, 30.0), open, t),
+            ],
+        };
+        let mut o = String::new();
+        undecidable_line(&mut o, &s);
+        assert!(o.contains("topology ttft p99"), "{o}");
+        assert!(!o.contains("ttft p50"), "{o}");
+        assert!(o.contains("p99 needs 495 requests per run"), "{o}");
+        // Every interval closed: nothing to say.
+        let mut s = s;
+        s.rows.pop();
+        let mut o = String::new();
+        undecidable_line(&mut o, &s);
+        assert!(o.is_empty(), "{o}");
+    }
+
+    #[test]
     fn a_percentile_is_decidable_from_the_sample_count_where_both_bounds_exist() {
         for (q, n) in [(0.5, 9), (0.9, 45), (0.99, 495)] {
             assert_eq!(decidable_from(q, Z), n, "q {q}");
