@@ -29,7 +29,7 @@ fn codec(c: &mut Criterion) {
     };
     let token = Frame::Token {
         index: 3,
-        token: 42,
+        lead_us: 42,
     };
     let mut buf = Vec::with_capacity(1 << 16);
     for (name, frame) in [

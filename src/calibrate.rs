@@ -273,20 +273,27 @@ impl Probe {
                 .map_err(|e| anyhow::anyhow!(e))?;
             rxs.push(rx);
         }
-        let mut out = Vec::new();
-        for mut rx in rxs {
+        // Every request's events are read as they come (a request read after another would
+        // see its tokens stamped when it is read), each token at its arrival less its lead.
+        let clock = &self.clock;
+        let each = rxs.into_iter().map(|mut rx| async move {
             let mut tokens = Vec::new();
             loop {
                 match rx.recv().await {
-                    Some(Event::Token { .. }) => tokens.push(self.clock.now() - start),
+                    Some(Event::Token { lead, .. }) => {
+                        tokens.push(crate::harness::client::stamp(&tokens, clock.now(), lead));
+                    }
                     Some(Event::Done { .. }) => break,
                     Some(Event::Failed { reason }) => anyhow::bail!("{reason}"),
                     None => anyhow::bail!("the engine stopped"),
                 }
             }
-            out.push(tokens);
-        }
-        Ok(out)
+            Ok(tokens
+                .iter()
+                .map(|t| t.saturating_duration_since(start))
+                .collect())
+        });
+        futures_util::future::try_join_all(each).await
     }
 
     /// The prefill of `tokens` positions: the fastest over `repeats` of the time to the first

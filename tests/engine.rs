@@ -108,7 +108,10 @@ impl Server {
             .args(["-m", "llama_cpp.server", "--model"])
             .arg(&model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            // One thread: OpenMP's spinning threads crawl on a loaded machine of 2 cores.
+            // One thread for decode and one for prefill (batches: llama-cpp-python's
+            // `n_threads_batch` defaults to every core): OpenMP's threads wait for each
+            // other at every layer, so on a loaded machine of 2 cores one descheduled
+            // thread stalls the rest and a prefill's time stops following its work.
             .args([
                 "--model_alias",
                 "tiny",
@@ -116,6 +119,12 @@ impl Server {
                 "2048",
                 "--n_threads",
                 "1",
+                "--n_threads_batch",
+                "1",
+                // By default a new request interrupts the one streaming (llama-cpp-python's
+                // `interrupt_requests`): a batch of requests would break each other.
+                "--interrupt_requests",
+                "false",
             ])
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdout(Stdio::null())
@@ -231,13 +240,15 @@ fn tokens_arrive_one_by_one_and_the_requested_count_arrives() {
         let r = &r.as_ref().expect(name).record;
         assert_eq!((r.completed, r.failed), (6, 0), "{name}: {:?}", r.errors);
         assert_eq!(r.output_tokens, 6 * 16, "{name}");
-        // One token per chunk: every gap is a decode step of its own, none is zero.
+        // One token per chunk: the gaps are decode steps of their own. Not every one: on a
+        // loaded machine the server's process can be descheduled and write two chunks at
+        // once (gaps of 28 us were seen), which is what a client would see too.
         let itl = r.histogram(Metric::Itl);
         assert_eq!(itl.len(), 6 * 15, "{name}");
+        let p10 = itl.value_at_quantile(0.1) as f64 / 1e6;
         assert!(
-            itl.min() as f64 / 1e6 > 0.05,
-            "{name}: a gap of {} ms means tokens came together",
-            itl.min() as f64 / 1e6
+            p10 > 0.05,
+            "{name}: a tenth of the gaps under {p10} ms means tokens came together"
         );
     }
     // The network tax of a real server: behind the link, every request's time beyond what
@@ -250,11 +261,26 @@ fn tokens_arrive_one_by_one_and_the_requested_count_arrives() {
     // Where the counts came from is recorded: this server reports no usage in the stream.
     // The topology run, its co-located twin (the same server with no network) and the baseline.
     assert_eq!(m.engines.len(), 3, "{:?}", m.engines);
+    let runs: Vec<&str> = m.engines.iter().map(|e| e.run).collect();
+    assert_eq!(runs, ["topology", "colocated", "baseline"]);
+    for e in &m.engines {
+        let a = &e.account;
+        // Every one of the 7 responses was counted, by chunks: this server sends no usage
+        // in the stream, and none failed.
+        assert_eq!(
+            (a.responses, a.counted_by_chunks, a.counted_by_usage),
+            (7, 7, 0),
+            "{e:?}"
+        );
+        assert!(a.failures.is_empty(), "{e:?}");
+        assert_eq!(a.multi_token_chunks, 0, "one token per chunk: {e:?}");
+    }
     assert!(
-        m.engines[0].starts_with("worker gpu") && m.engines[0].contains("from counting chunks 7"),
+        m.engines[0].whose.starts_with("worker gpu"),
         "{:?}",
         m.engines
     );
+    assert!(m.engines[0].line().contains("from counting chunks 7"));
     let net = |r: &RunRecord, q: f64| r.part(Share::Network).value_at_quantile(q) as f64 / 1e6;
     assert!(
         net(t, 0.0) > 19.0,
@@ -398,6 +424,12 @@ fn a_server_killed_mid_run_fails_the_requests_in_flight_and_the_run_finishes() {
 /// A server that lists model "m" and answers each completion with the next of `statuses`
 /// (cycling); 200 streams `tokens` tokens with `gap` between them.
 fn fake_server(statuses: Vec<u16>, tokens: u32, gap: Duration) -> u16 {
+    fake_server_with(statuses, tokens, gap, 1)
+}
+
+/// A fake server whose chunks after the first carry `per_chunk` tokens each, `per_chunk`
+/// gaps apart, with usage on every chunk (vLLM's `continuous_usage_stats`).
+fn fake_server_with(statuses: Vec<u16>, tokens: u32, gap: Duration, per_chunk: u32) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let posts = std::sync::Arc::new(AtomicUsize::new(0));
@@ -405,14 +437,21 @@ fn fake_server(statuses: Vec<u16>, tokens: u32, gap: Duration) -> u16 {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { continue };
             let (statuses, posts) = (statuses.clone(), posts.clone());
-            std::thread::spawn(move || serve(stream, &statuses, &posts, tokens, gap));
+            std::thread::spawn(move || serve(stream, &statuses, &posts, tokens, gap, per_chunk));
         }
     });
     port
 }
 
 /// Serves requests on one keep-alive connection.
-fn serve(stream: TcpStream, statuses: &[u16], posts: &AtomicUsize, tokens: u32, gap: Duration) {
+fn serve(
+    stream: TcpStream,
+    statuses: &[u16],
+    posts: &AtomicUsize,
+    tokens: u32,
+    gap: Duration,
+    per_chunk: u32,
+) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -470,6 +509,27 @@ fn serve(stream: TcpStream, statuses: &[u16], posts: &AtomicUsize, tokens: u32, 
             let _ = write!(out, "{:x}\r\n{s}\r\n", s.len());
             let _ = out.flush();
         };
+        if per_chunk > 1 {
+            // The first token alone, then chunks of `per_chunk`, each `per_chunk` gaps
+            // after the one before, every chunk with the count so far.
+            let mut sent = 0;
+            while sent < tokens {
+                let k = if sent == 0 {
+                    1
+                } else {
+                    per_chunk.min(tokens - sent)
+                };
+                std::thread::sleep(gap * k);
+                sent += k;
+                send(&format!(
+                    "data: {{\"choices\":[{{\"index\":0,\"text\":\"{}\",\"finish_reason\":null}}],\"usage\":{{\"prompt_tokens\":8,\"completion_tokens\":{sent}}}}}\n\n",
+                    "x".repeat(k as usize)
+                ));
+            }
+            send("data: [DONE]\n\n");
+            send("");
+            continue;
+        }
         // A keep-alive and a chunk with no text come first: neither is the first token.
         send(": keep-alive\n\n");
         std::thread::sleep(gap);
@@ -537,6 +597,53 @@ fn the_first_token_is_the_first_chunk_with_output_not_a_keepalive_or_an_empty_ch
         let itl = mean_ms(r, Metric::Itl);
         assert!(itl >= 30.0 * 0.9, "itl {itl} ms");
     }
+}
+
+/// A chunk that carries 3 tokens 3 gaps after the one before is split over them: the client
+/// sees three gaps of about one gap each (docs/engines.md, "A chunk of k tokens shares the gap
+/// before it"), not one of three gaps and two of zero, behind the link and in the baseline
+/// alike; the engine counts the chunks of several tokens, and e2e is unchanged.
+#[test]
+fn a_chunk_of_several_tokens_shares_the_gap_before_it() {
+    let _g = serial();
+    let gap = Duration::from_millis(20);
+    let port = fake_server_with(vec![200], 7, gap, 3);
+    let engine = format!(
+        "engine = {{ kind = \"openai\", url = \"http://127.0.0.1:{port}/v1\", model = \"m\", usage = \"continuous\" }}"
+    );
+    let text = ScenarioText::new("engine-chunks")
+        .workload("prompt_tokens = 8\noutput_tokens = 7\narrival = { kind = \"closed\", concurrency = 1 }\nrequests = 4\nwarmup_requests = 0")
+        .client("client")
+        .node("gpu", "worker", &engine)
+        .link("client", "gpu", "rtt = \"1ms\"")
+        .raw(&format!("[baseline]\n{engine}"));
+    let m = run(&text).expect("the run");
+    for r in [&m.topology, &m.baseline] {
+        let r = &r.as_ref().unwrap().record;
+        assert_eq!((r.completed, r.failed), (4, 0), "{:?}", r.errors);
+        assert_eq!(r.output_tokens, 4 * 7);
+        // 6 gaps a request, each about one gap: none near zero, none near three.
+        let itl = r.histogram(Metric::Itl);
+        assert_eq!(itl.len(), 4 * 6);
+        let (lo, hi) = (itl.min() as f64 / 1e6, itl.max() as f64 / 1e6);
+        assert!(
+            lo > 0.5 * 20.0,
+            "a gap of {lo} ms: the chunk's tokens were not spread"
+        );
+        assert!(
+            hi < 2.0 * 20.0,
+            "a gap of {hi} ms: the chunk's gap was not split"
+        );
+        // The last token is at the chunk's arrival: 1 + 3 + 3 gaps after the request.
+        let e2e = ms(r, Metric::E2e, 0.0);
+        assert!(e2e >= 7.0 * 20.0 * 0.95, "e2e {e2e} ms");
+    }
+    let a = &m.engines[0].account;
+    assert_eq!(
+        (a.multi_token_chunks, a.counted_by_usage),
+        (4 * 2, 4),
+        "{a:?}"
+    );
 }
 
 #[test]
@@ -644,7 +751,7 @@ fn calibrate_tiny(
             "--prompts",
             "16,32,64,128,256",
             "--batches",
-            "1",
+            "1,4",
             "--contexts",
             "32,128",
         ])
@@ -652,7 +759,7 @@ fn calibrate_tiny(
             "--steps",
             "8",
             "--repeats",
-            "4",
+            "8",
             "--memory",
             "1GB",
             "--no-ignore-eos",
@@ -673,7 +780,7 @@ fn calibrate_tiny(
         "{stdout}"
     );
     assert!(
-        stderr.contains("[1/7] prefill 16 tokens"),
+        stderr.contains("[1/9] prefill 16 tokens"),
         "progress: {stderr}"
     );
     let profile: inferlat::compute::DeviceProfile =
@@ -705,14 +812,15 @@ fn calibrate_measures_a_real_engine_prints_residuals_and_writes_a_profile_with_i
     assert!(long > short, "{long:?} <= {short:?}");
 }
 
-/// What was found: on this project's 2-core machine, shared with other builds, llama.cpp's
-/// CPU prefill of the tiny model is not roofline-shaped (48 tokens ran faster than 32; 128
-/// barely slower than 64): the fit's residuals reached 23 % on its own points and 42 % on a
-/// held-out length, so the 15 % bound does not hold here. Run it on a quiet machine or a GPU
-/// with `cargo test --test engine -- --ignored`.
+/// A profile fitted on prompt lengths 16-256 and decode batches 1 and 4 predicts what it was
+/// not fitted on: prefills of 48 and 192 tokens and a decode step of batch 2 at a context of
+/// 64, each measured the same way on the same server, within 15 %. That is evidence of the
+/// fit's model (roofline plus per-layer and per-request costs), not of the fit alone: the
+/// held-out points take no part in it. The server runs one thread for decode and for prefill:
+/// with two, a prefill on a loaded machine of 2 cores followed the scheduler rather than its
+/// work (48 tokens ran faster than 32; 42 % off a held-out length).
 #[test]
-#[ignore = "the 15 % bound does not hold on a loaded 2-core CPU (see the comment)"]
-fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths() {
+fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths_and_batches() {
     let _g = serial();
     let Some(py) = python() else { return };
     let (server, profile, model, body) = calibrate_tiny(&py);
@@ -730,19 +838,24 @@ fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths() {
     };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let probe = inferlat::calibrate::Probe::new(config, 1).unwrap();
+        let probe = inferlat::calibrate::Probe::new(config, 2).unwrap();
+        let mut held_out = Vec::new();
         for n in [48, 192] {
-            let p = probe.prefill(n, 4).await.unwrap();
+            held_out.push(probe.prefill(n, 8).await.unwrap());
+        }
+        held_out.push(probe.decode(2, 64, 8, 8).await.unwrap());
+        for p in held_out {
             let predicted = inferlat::calibrate::predict(&profile, &model, &p).as_secs_f64();
             let measured = p.time().as_secs_f64();
             let err = (predicted - measured) / measured;
             eprintln!(
-                "held out: prefill {n} tokens measured {:.1} ms, predicted {:.1} ms ({:+.1}%)",
+                "held out: {} measured {:.2} ms, predicted {:.2} ms ({:+.1}%)",
+                p.label(),
                 measured * 1e3,
                 predicted * 1e3,
                 err * 100.0
             );
-            assert!(err.abs() < 0.15, "prefill {n}: {:+.1}% off", err * 100.0);
+            assert!(err.abs() < 0.15, "{}: {:+.1}% off", p.label(), err * 100.0);
         }
     });
 }

@@ -229,7 +229,10 @@ fn frames() -> Vec<Frame> {
             tokens: 2,
             data: vec![9; 64],
         },
-        Frame::Token { index: 4, token: 5 },
+        Frame::Token {
+            index: 4,
+            lead_us: 5,
+        },
         Frame::Done(Done {
             node: "gpu-a".into(),
             queue_ns: 1,

@@ -46,11 +46,63 @@ impl EngineConfig {
     }
 }
 
+/// What a real engine recorded over one run: summary.json's `engines` entries (with whose
+/// it is and the run, `report::summary::EngineRecord`) and a line of the notes.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EngineAccount {
+    /// The engine's kind (`openai`).
+    pub kind: String,
+    pub url: String,
+    pub model: String,
+    /// Responses the engine received, complete or failed.
+    pub responses: u64,
+    /// Responses whose token count came from the server's usage (continuous or final).
+    pub counted_by_usage: u64,
+    /// Responses whose token count came from counting chunks (the server reported no usage).
+    pub counted_by_chunks: u64,
+    /// Responses whose usage disagreed with the chunks that carried text (a chunk of several
+    /// tokens, or chunks without text that carried one).
+    pub count_mismatches: u64,
+    /// Chunks that carried more than one token.
+    pub multi_token_chunks: u64,
+    /// Responses whose `usage.prompt_tokens` differed from the prompt asked for by more than
+    /// a BOS token.
+    pub prompt_mismatches: u64,
+    /// The longest time a request waited for a connection of the pool, in ms.
+    pub max_connection_wait_ms: f64,
+    /// Failed responses by reason.
+    #[serde(default)]
+    pub failures: std::collections::BTreeMap<String, u64>,
+}
+
+impl EngineAccount {
+    /// The account in one line, for the notes.
+    pub fn line(&self) -> String {
+        let failed: u64 = self.failures.values().sum();
+        format!(
+            "{} engine at {} (model {}): {} responses ({failed} failed); token counts from the server's usage {}, from counting chunks {}; usage disagreed with the chunks carrying text in {}; {} chunks carried more than one token; usage.prompt_tokens differed from the prompt in {}; the longest wait for a connection {:.3} ms",
+            self.kind,
+            self.url,
+            self.model,
+            self.responses,
+            self.counted_by_usage,
+            self.counted_by_chunks,
+            self.count_mismatches,
+            self.multi_token_chunks,
+            self.prompt_mismatches,
+            self.max_connection_wait_ms
+        )
+    }
+}
+
 /// What an engine tells the requester of a whole request.
 #[derive(Debug)]
 pub enum Event {
-    /// Output token `index` is ready.
-    Token { index: u32 },
+    /// Output token `index` is ready. `lead` is how long before now it was ready: zero for
+    /// an engine that emits one token at a time; for the tokens of a real server's chunk that
+    /// carried k of them, the gap since the previous output chunk split evenly over the k
+    /// (docs/engines.md, "Timing rules"), so the last of them has none.
+    Token { index: u32, lead: Duration },
     /// The request is complete: time it waited in the queue and time it was computed,
     /// both on the engine's clock.
     Done { queue: Duration, compute: Duration },
@@ -152,9 +204,10 @@ pub trait Engine: EngineSpec + Send + Sync {
     /// Frees a session's place when it ends before its last step.
     fn release(&self, _session: u64) {}
 
-    /// A one-line account of the run for the summary's notes (a real engine: where its
-    /// token counts came from); `None` for engines with nothing to say.
-    fn account(&self) -> Option<String> {
+    /// What a real engine recorded over the run (where its token counts came from, its
+    /// failures by reason, its longest wait for a connection); `None` for engines that
+    /// measure nothing of their own (the roofline model).
+    fn account(&self) -> Option<EngineAccount> {
         None
     }
 }

@@ -20,6 +20,7 @@ pub mod roofline;
 
 pub use device::{DeviceProfile, Efficiency};
 pub use engine::{
-    Engine, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step, StepDone,
+    Engine, EngineAccount, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step,
+    StepDone,
 };
 pub use roofline::{Pass, RequestCompute, Stage, Work};

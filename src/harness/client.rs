@@ -368,7 +368,7 @@ impl Client {
                 f => f,
             };
             match frame {
-                CopyEvent::Frame(Frame::Token { index, .. }) => {
+                CopyEvent::Frame(Frame::Token { index, lead_us }) => {
                     if winner.is_none() {
                         winner = Some(i);
                         for (j, c) in cancels.iter().enumerate() {
@@ -388,7 +388,7 @@ impl Client {
                             t.tokens.len()
                         ));
                     }
-                    t.tokens.push(clock.now());
+                    t.tokens.push(stamp(&t.tokens, clock.now(), lead(lead_us)));
                 }
                 CopyEvent::Frame(Frame::Done(d)) => {
                     t.queue += Duration::from_nanos(d.queue_ns);
@@ -511,14 +511,14 @@ async fn read_tokens(
             .await
             .map_err(|e| e.to_string())?
         {
-            Some(Frame::Token { index, .. }) => {
+            Some(Frame::Token { index, lead_us }) => {
                 if index as usize != t.tokens.len() {
                     return Err(format!(
                         "token {index} arrived when {} was expected",
                         t.tokens.len()
                     ));
                 }
-                t.tokens.push(clock.now());
+                t.tokens.push(stamp(&t.tokens, clock.now(), lead(lead_us)));
             }
             Some(Frame::Done(d)) => t.nodes.push(d),
             Some(Frame::Error { code, message }) => {
@@ -563,5 +563,36 @@ async fn collect_dones(
             Some(_) => {}
             None => return Ok(()),
         }
+    }
+}
+
+/// A token frame's lead as a duration.
+fn lead(lead_us: u32) -> Duration {
+    Duration::from_micros(u64::from(lead_us))
+}
+
+/// When a token that arrives `now` and was ready `lead` before it is stamped: `now - lead`,
+/// never before the token before it (the tokens of a chunk that carried several share the
+/// gap since the previous chunk; docs/engines.md, "Timing rules"). A lead of zero stamps the
+/// arrival.
+pub fn stamp(tokens: &[Instant], now: Instant, lead: Duration) -> Instant {
+    let at = now.checked_sub(lead).unwrap_or(now);
+    tokens.last().map_or(at, |&prev| at.max(prev)).min(now)
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+
+    #[test]
+    fn a_lead_moves_a_token_back_but_never_before_the_one_before_it() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // No lead: the arrival.
+        assert_eq!(stamp(&[], t0 + ms(10), Duration::ZERO), t0 + ms(10));
+        // A lead of 4 ms from an arrival at 30 ms: 26 ms.
+        assert_eq!(stamp(&[t0 + ms(10)], t0 + ms(30), ms(4)), t0 + ms(26));
+        // A lead past the previous token stops at it.
+        assert_eq!(stamp(&[t0 + ms(10)], t0 + ms(30), ms(25)), t0 + ms(10));
     }
 }

@@ -62,7 +62,9 @@ impl Target {
                 let mut tokens = Vec::with_capacity(shape.output as usize);
                 while let Some(e) = rx.recv().await {
                     match e {
-                        Event::Token { .. } => tokens.push(clock.now()),
+                        Event::Token { lead, .. } => {
+                            tokens.push(super::client::stamp(&tokens, clock.now(), lead))
+                        }
                         Event::Done { queue, compute } => {
                             return Ok(Timeline {
                                 tokens,

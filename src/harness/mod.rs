@@ -234,6 +234,23 @@ pub struct RunOutput {
     pub complete: bool,
 }
 
+/// A real engine's account of one run, with whose engine it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineRun {
+    /// "worker gpu-a", "the baseline".
+    pub whose: String,
+    /// `topology`, `colocated` or `baseline`.
+    pub run: &'static str,
+    pub account: crate::compute::EngineAccount,
+}
+
+impl EngineRun {
+    /// The account in one line of the notes.
+    pub fn line(&self) -> String {
+        format!("{} ({} run): {}", self.whose, self.run, self.account.line())
+    }
+}
+
 /// What a scenario's runs measured.
 #[derive(Debug)]
 pub struct Measured {
@@ -256,8 +273,9 @@ pub struct Measured {
     pub cpu_load: Option<f64>,
     /// The clock's time from setup to the end of the last run.
     pub simulated: Duration,
-    /// What real engines say of the run (where their token counts came from), by whose.
-    pub engines: Vec<String>,
+    /// What each real engine recorded, per run (where its token counts came from, its
+    /// failures by reason).
+    pub engines: Vec<EngineRun>,
 }
 
 impl Measured {
@@ -688,8 +706,12 @@ pub async fn run(
         )
         .await;
         run_cancel.cancel();
-        if let Some(a) = engine.account() {
-            measured.engines.push(format!("the baseline: {a}"));
+        if let Some(account) = engine.account() {
+            measured.engines.push(EngineRun {
+                whose: "the baseline".into(),
+                run: "baseline",
+                account,
+            });
         }
         measured.baseline = Some(RunOutput { record, complete });
     }
@@ -707,7 +729,7 @@ struct TopologyRun {
     unroutable: u64,
     inbox_overflow: u64,
     /// What each real engine recorded (token counts' source, connection waits).
-    engines: Vec<String>,
+    engines: Vec<EngineRun>,
 }
 
 /// Builds `plan`'s topology, drives the workload through it and tears it down; `None` when
@@ -759,8 +781,11 @@ async fn run_topology(
         .nodes
         .iter()
         .filter_map(|n| {
-            let a = n.engine.as_ref()?.account()?;
-            Some(format!("worker {} ({run} run): {a}", n.name))
+            Some(EngineRun {
+                whose: format!("worker {}", n.name),
+                run,
+                account: n.engine.as_ref()?.account()?,
+            })
         })
         .collect();
     let connections = topo

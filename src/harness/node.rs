@@ -447,7 +447,7 @@ impl Node {
                 _ = &mut stopped => return Ok(()),
             };
             let frame = match event {
-                Event::Token { index } => token_frame(index),
+                Event::Token { index, lead } => token_frame(index, lead),
                 Event::Done { queue, compute } => Frame::Done(done(&self.name, queue, compute)),
                 Event::Failed { reason } => return Err(Failure::Refused(reason)),
             };
@@ -573,7 +573,7 @@ impl Node {
             }
             self.step(request.id, head, work, 1.0, last, &mut acc)
                 .await?;
-            write_frame(send, &token_frame(k), &mut buf).await?;
+            write_frame(send, &token_frame(k, Duration::ZERO), &mut buf).await?;
         }
         self.close_sessions(&mut remotes, send, acc, &mut buf).await
     }
@@ -642,7 +642,7 @@ impl Node {
                     .await?;
                 }
             }
-            write_frame(send, &token_frame(k), &mut buf).await?;
+            write_frame(send, &token_frame(k, Duration::ZERO), &mut buf).await?;
         }
         self.close_sessions(&mut members, send, acc, &mut buf).await
     }
@@ -731,11 +731,11 @@ pub fn broken(whom: &str, frame: Result<Option<Frame>, FrameIoError>) -> String 
     }
 }
 
-/// Token `index`'s frame (the token id is a deterministic stand-in).
-pub fn token_frame(index: u32) -> Frame {
+/// Token `index`'s frame, `lead` before now (see [`Frame::Token`]).
+pub fn token_frame(index: u32, lead: Duration) -> Frame {
     Frame::Token {
         index,
-        token: index.wrapping_mul(2_654_435_761) % 32_000,
+        lead_us: u32::try_from(lead.as_micros()).unwrap_or(u32::MAX),
     }
 }
 

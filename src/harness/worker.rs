@@ -175,7 +175,10 @@ async fn drive(
 fn tell(action: Action<JobWaiter, StepWaiter>) {
     match action {
         Action::Token { job, index } => {
-            let _ = job.send(Event::Token { index });
+            let _ = job.send(Event::Token {
+                index,
+                lead: Duration::ZERO,
+            });
         }
         Action::Done {
             job,

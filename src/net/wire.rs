@@ -95,10 +95,14 @@ pub enum Frame {
         tokens: u32,
         data: Vec<u8>,
     },
-    /// Output token number `index` (0-based).
+    /// Output token number `index` (0-based). Its second word stands where a real system
+    /// sends the token's id: `lead_us`, how many microseconds before this frame was sent the
+    /// token was ready (non-zero only for the tokens of a real server's chunk that carried
+    /// several: the gap split over them, docs/engines.md). The receiver stamps the token
+    /// that much before the frame's arrival.
     Token {
         index: u32,
-        token: u32,
+        lead_us: u32,
     },
     Done(Done),
     Error {
@@ -187,9 +191,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
             out.extend_from_slice(&tokens.to_be_bytes());
             out.extend_from_slice(data);
         }
-        Frame::Token { index, token } => {
+        Frame::Token { index, lead_us } => {
             out.extend_from_slice(&index.to_be_bytes());
-            out.extend_from_slice(&token.to_be_bytes());
+            out.extend_from_slice(&lead_us.to_be_bytes());
         }
         Frame::Done(d) => {
             put_str(out, &d.node)?;
@@ -335,7 +339,7 @@ pub fn parse_payload(kind: Kind, payload: Vec<u8>) -> Result<Frame, WireError> {
         }
         Kind::Token => Frame::Token {
             index: r.u32()?,
-            token: r.u32()?,
+            lead_us: r.u32()?,
         },
         Kind::Done => Frame::Done(Done {
             node: r.string()?,
@@ -400,7 +404,7 @@ mod tests {
         });
         round_trip(Frame::Token {
             index: 3,
-            token: 42,
+            lead_us: 42,
         });
         round_trip(Frame::Done(Done {
             node: "gpu-a".into(),
@@ -427,7 +431,14 @@ mod tests {
         encode(&f, &mut buf).unwrap();
         assert_eq!(buf.len(), HEADER_LEN + request_payload_len(100, &route));
         buf.clear();
-        encode(&Frame::Token { index: 0, token: 0 }, &mut buf).unwrap();
+        encode(
+            &Frame::Token {
+                index: 0,
+                lead_us: 0,
+            },
+            &mut buf,
+        )
+        .unwrap();
         assert_eq!(buf.len(), TOKEN_FRAME_LEN);
         buf.clear();
         encode(

@@ -3,9 +3,9 @@
 //! changes meaning or goes away, or a section is added.
 
 use super::summary::{
-    Breakdown, ClientSummary, Emulator, Floors, Hedging, Identity, Ladder, ModelInfo, Network,
-    NodeBreakdown, ReferenceCheck, Requests, RunSummary, Runs, ScenarioInfo, Summary, SummaryError,
-    Tax, Throughput, Tool, transcode, what_ran,
+    Breakdown, ClientSummary, Emulator, EngineRecord, Floors, Hedging, Identity, Ladder, ModelInfo,
+    Network, NodeBreakdown, ReferenceCheck, Requests, RunSummary, Runs, ScenarioInfo, Summary,
+    SummaryError, Tax, Throughput, Tool, transcode, what_ran,
 };
 use super::{Exporter, Results};
 use crate::harness::RunOutput;
@@ -91,7 +91,7 @@ fn notes(results: &Results, warnings: &[String]) -> Vec<String> {
     }
     notes.extend(warnings.iter().cloned());
     notes.extend(results.plan.notes.iter().cloned());
-    notes.extend(results.measured.engines.iter().cloned());
+    notes.extend(results.measured.engines.iter().map(|e| e.line()));
     if !results.complete() {
         notes.push(
             "the run was interrupted: these results cover only what was measured before it stopped"
@@ -213,6 +213,16 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
         },
         reference,
         network: network(results)?,
+        engines: results
+            .measured
+            .engines
+            .iter()
+            .map(|e| EngineRecord {
+                whose: e.whose.clone(),
+                run: e.run.to_string(),
+                account: e.account.clone(),
+            })
+            .collect(),
         notes: notes(results, &warnings),
     })
 }

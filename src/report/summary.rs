@@ -89,7 +89,22 @@ pub struct Summary {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<ReferenceCheck>,
     pub network: Network,
+    /// What each real engine recorded, per run: where its token counts came from, their
+    /// mismatches, failures by reason (absent when no real engine ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineRecord>,
     pub notes: Vec<String>,
+}
+
+/// A real engine's account of one run (docs/engines.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EngineRecord {
+    /// Whose engine it is: "worker gpu-a", "the baseline".
+    pub whose: String,
+    /// `topology`, `colocated` or `baseline`.
+    pub run: String,
+    #[serde(flatten)]
+    pub account: crate::compute::EngineAccount,
 }
 
 impl Summary {

@@ -19,13 +19,15 @@ pub mod sse;
 pub mod tally;
 
 use crate::clock::Clock;
-use crate::compute::{Engine, EngineError, EngineSpec, Event, Job, Pass, RequestCompute};
+use crate::compute::{
+    Engine, EngineAccount, EngineError, EngineSpec, Event, Job, Pass, RequestCompute,
+};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use sse::SseParser;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tally::{CountSource, Tally};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -157,27 +159,6 @@ pub fn prompt_text(n: u32, seed: u64) -> String {
     s
 }
 
-/// What an engine counted over a run, for the summary.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct EngineStats {
-    pub requests: u64,
-    /// Responses whose token count came from the server's usage.
-    pub counted_by_usage: u64,
-    /// Responses whose token count came from counting chunks (no usage reported).
-    pub counted_by_chunks: u64,
-    /// Responses whose usage disagreed with the chunks that carried output.
-    pub count_mismatches: u64,
-    /// Chunks that carried more than one token.
-    pub multi_token_chunks: u64,
-    /// Responses whose `usage.prompt_tokens` differed from the prompt asked for by more
-    /// than a BOS token.
-    pub prompt_mismatches: u64,
-    /// The most time a request waited for a connection, in ms.
-    pub max_connection_wait_ms: f64,
-    /// Failures by reason.
-    pub failures: std::collections::BTreeMap<String, u64>,
-}
-
 /// A running `openai` engine.
 pub struct OpenAi {
     config: Arc<Config>,
@@ -186,7 +167,7 @@ pub struct OpenAi {
     pool: Arc<Semaphore>,
     clock: Clock,
     next: AtomicU64,
-    stats: Arc<Mutex<EngineStats>>,
+    stats: Arc<Mutex<EngineAccount>>,
     cancel: CancellationToken,
 }
 
@@ -200,6 +181,12 @@ impl OpenAi {
     ) -> Result<Self, String> {
         let key = config.key()?;
         let http = client(&config, connections as usize)?;
+        let stats = EngineAccount {
+            kind: "openai".into(),
+            url: config.url.clone(),
+            model: config.model.clone(),
+            ..EngineAccount::default()
+        };
         Ok(OpenAi {
             config: Arc::new(config),
             http,
@@ -207,12 +194,12 @@ impl OpenAi {
             pool: Arc::new(Semaphore::new(connections.max(1) as usize)),
             clock,
             next: AtomicU64::new(0),
-            stats: Arc::default(),
+            stats: Arc::new(Mutex::new(stats)),
             cancel,
         })
     }
 
-    pub fn stats(&self) -> EngineStats {
+    pub fn stats(&self) -> EngineAccount {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -278,20 +265,8 @@ impl Engine for OpenAi {
         Ok(())
     }
 
-    fn account(&self) -> Option<String> {
-        let s = self.stats();
-        Some(format!(
-            "openai engine at {} (model {}): {} responses; token counts from the server's usage {}, from counting chunks {}; usage disagreed with the chunks carrying text in {}; {} chunks carried more than one token; usage.prompt_tokens differed from the prompt in {}; the longest wait for a connection {:.3} ms",
-            self.config.url,
-            self.config.model,
-            s.requests,
-            s.counted_by_usage,
-            s.counted_by_chunks,
-            s.count_mismatches,
-            s.multi_token_chunks,
-            s.prompt_mismatches,
-            s.max_connection_wait_ms
-        ))
+    fn account(&self) -> Option<EngineAccount> {
+        Some(self.stats())
     }
 }
 
@@ -302,7 +277,7 @@ struct Request {
     key: Option<String>,
     pool: Arc<Semaphore>,
     clock: Clock,
-    stats: Arc<Mutex<EngineStats>>,
+    stats: Arc<Mutex<EngineAccount>>,
     seed: u64,
 }
 
@@ -311,7 +286,7 @@ impl Request {
         let events = job.events.clone();
         let outcome = self.stream(&job).await;
         let mut st = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        st.requests += 1;
+        st.responses += 1;
         match outcome {
             Ok((queue, compute, tally)) => {
                 match tally.source() {
@@ -376,6 +351,9 @@ impl Request {
         let mut tally = Tally::new(self.config.usage == UsageMode::Continuous);
         let mut index = 0u32;
         let mut last = sent;
+        // The arrival of the previous chunk that carried output: a chunk of k tokens shares
+        // the gap since it among its k.
+        let mut previous: Option<Instant> = None;
         while let Some(bytes) = resp
             .chunk()
             .await
@@ -398,10 +376,14 @@ impl Request {
                     // [DONE] after it overlap that token's way back.
                     last = event.at;
                 }
-                for _ in 0..k {
+                let leads = tally::leads(k, previous, event.at, self.clock.now());
+                if k > 0 {
+                    previous = Some(event.at);
+                }
+                for lead in leads {
                     // More tokens than asked for are not the request's.
                     if index < job.output {
-                        let _ = job.events.send(Event::Token { index });
+                        let _ = job.events.send(Event::Token { index, lead });
                         index += 1;
                     }
                 }

@@ -12,16 +12,20 @@
 //!   (`stream_options.include_usage`) corrects the count at its arrival: tokens the chunks
 //!   did not show (empty byte tokens, tokens merged into one chunk) are added then, and the
 //!   mismatch is recorded.
-//! - All k tokens of a chunk are stamped with the chunk's arrival: that is when the client
-//!   can use them, and it is the same rule for the baseline and behind the links, so the
-//!   network tax compares like with like. TPOT ((e2e - ttft) / (n - 1)) does not depend on
-//!   how a gap is split; the pooled ITL shows such a chunk as one gap and k - 1 gaps of zero,
-//!   and the run records how many chunks carried more than one token, so a reader knows.
+//! - **A chunk of k tokens shares its gap.** Token j of k (1-based) is stamped (k - j) / k of
+//!   the gap since the previous output chunk before the chunk's arrival ([`leads`]), so the
+//!   last one is at the arrival and the ITL shows k gaps of gap / k, not one gap and k - 1
+//!   zeros. The first output chunk has no gap: all its tokens are at its arrival (TTFT).
+//!   TPOT ((e2e - ttft) / (n - 1)) and e2e do not depend on the split. The lead travels in
+//!   the token frame to the client (`wire::Frame::Token`), the same rule serves the baseline
+//!   and the run behind the links, so the network tax compares like with like, and the run
+//!   records how many chunks carried more than one token.
 //! - **Complete** means the stream ended with `data: [DONE]` and carried as many tokens as
 //!   were asked for; anything else is a failure with that reason.
 
 use super::Api;
 use serde_json::Value;
+use std::time::{Duration, Instant};
 
 /// What one `data:` payload of the stream says.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -78,6 +82,20 @@ pub fn parse_chunk(api: Api, data: &str) -> Result<Chunk, String> {
         c.prompt_tokens = u.get("prompt_tokens").and_then(Value::as_u64);
     }
     Ok(c)
+}
+
+/// How long before `now` each of the `k` tokens of a chunk that arrived `at` was ready: the
+/// gap since the `previous` output chunk split evenly over the k, so token j of k (1-based)
+/// leads the chunk's arrival by (k - j) / k of the gap and the last one by nothing. The
+/// first output chunk has no gap to split: all its tokens are at its arrival (TTFT is the
+/// first chunk that carries output). `now - at` (the time since the bytes arrived) is added
+/// to each, so the receiver's stamp is relative to the arrival.
+pub fn leads(k: u64, previous: Option<Instant>, at: Instant, now: Instant) -> Vec<Duration> {
+    let since = now.saturating_duration_since(at);
+    let gap = previous.map_or(Duration::ZERO, |p| at.saturating_duration_since(p));
+    (1..=k)
+        .map(|j| since + gap.mul_f64((k - j) as f64 / k as f64))
+        .collect()
 }
 
 /// Where a response's token count came from.
@@ -247,6 +265,23 @@ mod tests {
         let fin = r#"{"choices":[],"usage":{"completion_tokens":4}}"#;
         assert_eq!(feed(&mut t, Api::Completions, fin), 0);
         assert_eq!((t.tokens, t.multi_token_chunks, t.output_chunks), (4, 1, 3));
+    }
+
+    #[test]
+    fn a_chunk_of_k_tokens_splits_the_gap_since_the_previous_chunk() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // The first chunk: no gap to split, every token at its arrival.
+        assert_eq!(leads(3, None, t0, t0), vec![ms(0); 3]);
+        // 4 tokens 40 ms after the previous chunk: 30, 20, 10 and 0 ms before the arrival,
+        // so the client sees four gaps of 10 ms, not one of 40 and three of zero.
+        assert_eq!(
+            leads(4, Some(t0), t0 + ms(40), t0 + ms(40)),
+            vec![ms(30), ms(20), ms(10), ms(0)]
+        );
+        // Handled 1 ms after the bytes arrived: each lead is 1 ms longer.
+        assert_eq!(leads(1, Some(t0), t0 + ms(40), t0 + ms(41)), vec![ms(1)]);
+        assert!(leads(0, Some(t0), t0, t0).is_empty());
     }
 
     #[test]
