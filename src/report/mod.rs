@@ -51,7 +51,49 @@ pub fn warnings(results: &Results) -> Vec<String> {
     {
         out.push(w);
     }
+    if m.clock == crate::clock::ClockKind::Real
+        && let Some(t) = &m.topology
+        && let Some(w) = lag_warning(
+            t.record.histogram(crate::record::Metric::ScheduleLag),
+            m.cpu_load,
+            results.environment.cpus,
+        )
+    {
+        out.push(w);
+    }
     out
+}
+
+/// The schedule lag p99 past which a real-clock run's load generator is said to have sent
+/// late: the harness, not the scenario, then sets part of every latency.
+pub const LAG_WARN: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The warning of a real-clock run whose load generator sent requests late: by how much,
+/// how busy the machine was, and the way out.
+pub fn lag_warning(
+    lag: &hdrhistogram::Histogram<u64>,
+    cpu_load: Option<f64>,
+    cpus: usize,
+) -> Option<String> {
+    if lag.is_empty() {
+        return None;
+    }
+    let p99 = std::time::Duration::from_nanos(lag.value_at_quantile(0.99));
+    if p99 <= LAG_WARN {
+        return None;
+    }
+    let busy = match cpu_load {
+        Some(load) => format!(
+            "; the run used {:.0}% of this machine's {cpus} cores",
+            load * 100.0 / cpus as f64
+        ),
+        None => String::new(),
+    };
+    Some(format!(
+        "the harness could not keep up: requests were sent late (schedule lag p99 {:.3} ms, over {:.0} ms){busy}; times run from the scheduled start, so the latencies include up to that much of the harness's own time. Lower the rate, close other work, or use --clock virtual, where the harness takes no time",
+        p99.as_secs_f64() * 1e3,
+        LAG_WARN.as_secs_f64() * 1e3
+    ))
 }
 
 /// The warning of a real-clock run whose link emulator delivered late, naming the cause.
@@ -436,5 +478,17 @@ mod tests {
         let idle = lateness_warning(&h, Some(0.3), 2).unwrap();
         assert!(idle.contains("operating system delayed"), "{idle}");
         assert_eq!(lateness_warning(&lateness(&[]), None, 2), None);
+    }
+
+    #[test]
+    fn a_late_load_generator_warns_by_how_much_and_names_the_virtual_clock() {
+        assert_eq!(lag_warning(&lateness(&[50; 100]), Some(1.0), 2), None);
+        let mut late = vec![50u64; 95];
+        late.extend([2500; 5]);
+        let w = lag_warning(&lateness(&late), Some(1.9), 2).unwrap();
+        assert!(w.contains("schedule lag p99 2.50"), "{w}");
+        assert!(w.contains("95% of this machine's 2 cores"), "{w}");
+        assert!(w.contains("--clock virtual"), "{w}");
+        assert_eq!(lag_warning(&lateness(&[]), None, 2), None);
     }
 }
