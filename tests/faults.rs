@@ -84,3 +84,151 @@ fn a_relay_reconnects_to_its_worker_after_an_outage_past_the_idle_timeout() {
         t.errors
     );
 }
+
+// `[[fault]]`s (docs/faults.md): one test per kind and per recovery path, on the virtual
+// clock. Each asserts what the fault must do physically (which requests it can and cannot
+// lose, what a recovery must resend), not numbers taken from a run of the model itself.
+
+use inferlat::record::RunRecord;
+use inferlat::scenario::testing::ScenarioText;
+
+/// Runs the topology alone (no co-located run, no baseline) and returns its record.
+fn topology_run(s: &scenario::Scenario) -> RunRecord {
+    let p = plan::plan(s).unwrap();
+    let options = Options {
+        colocated: false,
+        ..Options::default()
+    };
+    let m = harness::run_to_end(s, &p, &options, ClockKind::Virtual).unwrap();
+    m.topology.unwrap().record
+}
+
+/// Every failure of the run was blamed on `fault` (its error names it).
+fn all_lost_to(r: &RunRecord, fault: &str) {
+    for (e, n) in &r.errors {
+        assert!(
+            e.starts_with(&format!("lost to fault {fault}")),
+            "{n} failed with {e:?}, not lost to {fault}"
+        );
+    }
+    assert_eq!(r.faults.lost, r.failed, "{:?}", r.errors);
+}
+
+/// A direct worker at one request a second for 60 s (32-token answers take well under a
+/// second on an A100), with `faults` appended.
+fn direct(faults: &str) -> scenario::Scenario {
+    ScenarioText::new("crash")
+        .workload(
+            "prompt_tokens = 128\noutput_tokens = 32\narrival = { kind = \"constant\", rate = 1.0 }\nduration = \"60s\"",
+        )
+        .client("client")
+        .worker("gpu-a", "a100-80g", "")
+        .link("client", "gpu-a", "rtt = \"20ms\"\nbandwidth = \"1Gbit/s\"")
+        .raw(faults)
+        .parse()
+        .unwrap()
+}
+
+/// A crash with a restart loses only the requests that its outage can touch: those in
+/// flight at 20 s and those sent while the worker was down or before the client noticed
+/// (at most one idle timeout after the restart; here the default 60 s is longer than the
+/// run, so only until the restarted worker's reset reached the client). The requests sent
+/// before the crash all complete, and so do the later ones once the client has dialled
+/// again: at 1 request/s, 60 requests, at least the 19 before it and a share after it.
+#[test]
+fn a_crash_with_a_restart_loses_the_requests_it_touches_and_serves_the_later_ones() {
+    let r = topology_run(&direct(
+        "[[fault]]\nkind = \"crash\"\nnode = \"gpu-a\"\nat = \"20s\"\nfor = \"5s\"",
+    ));
+    assert_eq!(r.completed + r.failed, 60, "{:?}", r.errors);
+    assert_eq!(r.faults.injected, 1);
+    all_lost_to(&r, "crash(gpu-a) at 20s");
+    // Requests sent at 20 s to 24 s cannot be served by a worker that is down: its links
+    // drop everything, and it forgets their streams.
+    assert!(r.failed >= 5, "{} failed: {:?}", r.failed, r.errors);
+    // The 20 requests before the crash completed (each takes well under a second), and the
+    // client came back: more completed than before the crash.
+    assert!(r.completed >= 30, "{} completed: {:?}", r.completed, r.errors);
+    assert!(r.faults.dropped_datagrams > 0);
+}
+
+/// A crash with no restart on a topology with no recovery (a direct worker): every request
+/// from the crash on fails, with the fault's name, and the ones before it complete.
+#[test]
+fn a_crash_without_a_restart_fails_every_later_request_with_the_faults_name() {
+    let r = topology_run(&direct(
+        "[[fault]]\nkind = \"crash\"\nnode = \"gpu-a\"\nat = \"30s\"",
+    ));
+    assert_eq!(r.completed + r.failed, 60, "{:?}", r.errors);
+    all_lost_to(&r, "crash(gpu-a) at 30s");
+    // Requests at 0..29 s finished before the crash (each takes well under a second); the
+    // 30 from 30 s on cannot be served.
+    assert_eq!(r.completed, 30, "{:?}", r.errors);
+    assert_eq!(r.failed, 30, "{:?}", r.errors);
+}
+
+/// A client-relayed pipeline of two stages (Llama 2 7B, 16 layers each) sending one long
+/// generation (16-token prompt, 1,200 tokens) over 50 Mbit/s links, with stage b crashing at
+/// `at` for 2 s.
+fn pipeline(fault_at: Option<&str>) -> scenario::Scenario {
+    let fault = fault_at.map_or(String::new(), |at| {
+        format!("[[fault]]\nkind = \"crash\"\nnode = \"gpu-b\"\nat = \"{at}\"\nfor = \"2s\"")
+    });
+    ScenarioText::new("replay")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 1200\narrival = { kind = \"constant\", rate = 0.01 }\nrequests = 1",
+        )
+        .client("client")
+        .worker("gpu-a", "a100-80g", "layers = \"0..16\"")
+        .worker("gpu-b", "a100-80g", "layers = \"16..32\"")
+        .link("client", "gpu-a", "rtt = \"10ms\"\nbandwidth = \"50Mbit/s\"")
+        .link("client", "gpu-b", "rtt = \"10ms\"\nbandwidth = \"50Mbit/s\"")
+        .topology("pipeline", &["client", "gpu-a", "gpu-b"], "hops = \"client-relayed\"")
+        .raw(&fault)
+        .parse()
+        .unwrap()
+}
+
+/// Petals' recovery: the session on the crashed stage is opened again once its server is
+/// back, and the prompt plus every token generated so far is replayed there as one
+/// prefill. The request completes with all its tokens; the replay sends prompt + k tokens
+/// (k: the tokens before the failure), so a crash late in the generation replays more
+/// tokens and costs more time than the same crash early: the hidden states alone are
+/// (prompt + k) × 4,096 × 2 bytes each way over a 50 Mbit/s link, about 1.3 ms a token.
+#[test]
+fn a_pipeline_replays_the_tokens_so_far_and_a_late_crash_costs_more_than_an_early_one() {
+    let clean = topology_run(&pipeline(None));
+    assert_eq!(clean.completed, 1, "{:?}", clean.errors);
+    let e2e = |r: &RunRecord| r.ladder(inferlat::record::Metric::E2e).max.unwrap();
+    let clean_e2e = e2e(&clean);
+    // One token every ~10 ms or more (two stages, two round trips of 10 ms): 1,200 tokens
+    // take well over 10 s, so both crashes fall inside the generation.
+    assert!(clean_e2e > Duration::from_secs(10), "{clean_e2e:?}");
+    let early = topology_run(&pipeline(Some("1s")));
+    let late = topology_run(&pipeline(Some("9s")));
+    for (name, r) in [("early", &early), ("late", &late)] {
+        assert_eq!(r.completed, 1, "{name}: {:?}", r.errors);
+        assert_eq!(r.faults.injected, 1, "{name}");
+        assert!(r.faults.failovers >= 1, "{name}: {:?}", r.faults);
+        // Replays are prompt + k with 0 < k < 1,200.
+        assert!(
+            r.faults.replayed_tokens > 16 && r.faults.replayed_tokens < 16 + 1200 * r.faults.failovers,
+            "{name}: {:?}",
+            r.faults
+        );
+    }
+    // The late crash came after ~8 s more of generation: hundreds of tokens more to replay.
+    assert!(
+        late.faults.replayed_tokens > early.faults.replayed_tokens + 300,
+        "early {:?}, late {:?}",
+        early.faults,
+        late.faults
+    );
+    // Both lose the same 2 s of outage and notice it the same way; the late one also sends
+    // its extra replayed tokens' hidden states there and back: at least half of that time.
+    let extra = late.faults.replayed_tokens - early.faults.replayed_tokens;
+    let bytes = extra as f64 * 4096.0 * 2.0 * 2.0;
+    let floor = Duration::from_secs_f64(0.5 * bytes * 8.0 / 50e6);
+    let (pe, pl) = (e2e(&early) - clean_e2e, e2e(&late) - clean_e2e);
+    assert!(pl > pe + floor, "penalty early {pe:?}, late {pl:?}, floor {floor:?}");
+}

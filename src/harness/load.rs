@@ -90,13 +90,21 @@ async fn call(
     clock: &Clock,
     timeout: Duration,
 ) -> Result<Timeline, String> {
-    tokio::select! {
+    let sent = clock.now();
+    let r = tokio::select! {
         biased;
         r = target.call(id, shape, clock) => r,
         _ = clock.sleep(timeout) => Err(format!(
             "no answer within {} (the drain timeout)",
             crate::scenario::units::format_duration(timeout)
         )),
+    };
+    // A request a fault touched is lost to it, and its error says which.
+    match (r, target) {
+        (Err(e), Target::Remote { clients }) => {
+            Err(pick(clients, id).blame(sent, clock.now(), e))
+        }
+        (r, _) => r,
     }
 }
 

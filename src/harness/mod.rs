@@ -3,6 +3,7 @@
 //! topology and then against the local baseline, and hands back what it measured.
 
 pub mod client;
+pub mod fault;
 pub mod load;
 pub mod node;
 pub mod worker;
@@ -324,6 +325,10 @@ pub struct Topology {
     /// Stops the nodes' servers and executors.
     pub cancel: CancellationToken,
     addrs: Vec<SocketAddr>,
+    /// The scenario's faults: when they were on, what they did.
+    pub faults: Arc<fault::FaultLog>,
+    /// The running nodes by scenario index, for a crash.
+    by_index: HashMap<usize, Arc<Node>>,
 }
 
 impl Topology {
@@ -438,6 +443,10 @@ impl Topology {
             ep.set_default_client_config(tls.client.clone());
             endpoints.insert(c.index, ep);
         }
+        let faults = Arc::new(fault::FaultLog::new(
+            &scenario.faults,
+            Duration::from_millis(options.transport.max_idle_timeout_ms),
+        ));
         // Open every connection: clients' first (their handshakes are the `connect` metric).
         let mut connects = Vec::new();
         let mut connections = Vec::new();
@@ -474,6 +483,8 @@ impl Topology {
                     .transpose()?;
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
+                    index: c.index,
+                    faults: faults.clone(),
                     route: plan.route.clone(),
                     conns: Mutex::new(client_conns.remove(&c.index).unwrap_or_default()),
                     dialer: Some(client::Dialer {
@@ -490,7 +501,15 @@ impl Topology {
                 }))
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
+        let by_index = plan
+            .nodes
+            .iter()
+            .zip(&nodes)
+            .map(|(p, n)| (p.index, n.clone()))
+            .collect();
         Ok(Topology {
+            faults,
+            by_index,
             net,
             clients,
             nodes,
@@ -514,6 +533,19 @@ impl Topology {
         for ep in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_millis(200), ep.wait_idle()).await;
         }
+    }
+
+    /// What injects the scenario's faults into this topology.
+    fn injector(&self, scenario: &Scenario, clock: &Clock) -> fault::Injector {
+        fault::Injector::new(
+            scenario,
+            self.faults.clone(),
+            self.net.clone(),
+            self.by_index.clone(),
+            self.addrs.clone(),
+            clock.clone(),
+            self.cancel.clone(),
+        )
     }
 
     /// The statistics of each link direction the plan uses.
@@ -685,6 +717,7 @@ pub async fn run(
             &cancel,
             &mut record,
             None,
+            None,
         )
         .await;
         run_cancel.cancel();
@@ -743,6 +776,10 @@ async fn run_topology(
                 .collect(),
         ),
     };
+    // Faults act on the topology run only: the co-located run and the baseline are what
+    // the same workload costs without them.
+    let injector = (run == "topology" && !topo.faults.is_empty())
+        .then(|| topo.injector(scenario, clock));
     let complete = drive(
         scenario,
         target,
@@ -752,8 +789,12 @@ async fn run_topology(
         cancel,
         &mut record,
         Some(&topo.net),
+        injector.as_ref(),
     )
     .await;
+    if injector.is_some() {
+        record.faults = topo.faults.counts(topo.net.fault_dropped());
+    }
     progress.set_phase(Phase::Teardown);
     let engines = topo
         .nodes
@@ -858,6 +899,7 @@ async fn drive(
     cancel: &CancellationToken,
     record: &mut RunRecord,
     net: Option<&Network>,
+    faults: Option<&fault::Injector>,
 ) -> bool {
     let driver = Driver {
         target,
@@ -879,6 +921,9 @@ async fn drive(
     }
     if let Some(net) = net {
         net.start_changes(clock.now());
+    }
+    if let Some(f) = faults {
+        f.start(clock.now());
     }
     let measured: PhaseResult = driver.run_phase(LoadPhase::Measure, w.measure).await;
     for s in &measured.samples {

@@ -301,6 +301,14 @@ fn topology_lines(o: &mut String, r: &Results) {
                 rec.hedge_wins
             );
         }
+        if !r.scenario.faults.is_empty() {
+            let f = &rec.faults;
+            let _ = writeln!(
+                o,
+                "  faults: {} injected, {} failovers, {} tokens replayed, {} requests lost to faults, {} datagrams dropped",
+                f.injected, f.failovers, f.replayed_tokens, f.lost, f.dropped_datagrams
+            );
+        }
         if let Some(c) = rec
             .histogram(Metric::Connect)
             .len()
