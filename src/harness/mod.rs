@@ -911,6 +911,7 @@ async fn drive(
         drain: options.drain,
         grace: options.grace,
         next_id: Arc::new(AtomicU64::new(0)),
+        inflight: Default::default(),
     };
     let w = &scenario.workload;
     if w.warmup != Extent::Requests(0) && w.warmup != Extent::Duration(Duration::ZERO) {
