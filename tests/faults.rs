@@ -149,7 +149,12 @@ fn a_crash_with_a_restart_loses_the_requests_it_touches_and_serves_the_later_one
     assert!(r.failed >= 5, "{} failed: {:?}", r.failed, r.errors);
     // The 20 requests before the crash completed (each takes well under a second), and the
     // client came back: more completed than before the crash.
-    assert!(r.completed >= 30, "{} completed: {:?}", r.completed, r.errors);
+    assert!(
+        r.completed >= 30,
+        "{} completed: {:?}",
+        r.completed,
+        r.errors
+    );
     assert!(r.faults.dropped_datagrams > 0);
 }
 
@@ -200,7 +205,8 @@ fn pipeline(fault_at: Option<&str>) -> scenario::Scenario {
 fn a_pipeline_replays_the_tokens_so_far_and_a_late_crash_costs_more_than_an_early_one() {
     let clean = topology_run(&pipeline(None));
     assert_eq!(clean.completed, 1, "{:?}", clean.errors);
-    let e2e = |r: &RunRecord| Duration::from_secs_f64(r.ladder(inferlat::record::Metric::E2e).max / 1e3);
+    let e2e =
+        |r: &RunRecord| Duration::from_secs_f64(r.ladder(inferlat::record::Metric::E2e).max / 1e3);
     let clean_e2e = e2e(&clean);
     // One token every 20 ms or more (two stages, a round trip of 10 ms to each, then the
     // compute): 1,200 tokens take more than 24 s, so both crashes (1 s and 25 s) fall
@@ -215,7 +221,8 @@ fn a_pipeline_replays_the_tokens_so_far_and_a_late_crash_costs_more_than_an_earl
         assert!(r.faults.failovers >= 1, "{name}: {:?}", r.faults);
         // Replays are prompt + k with 0 < k < 1,200.
         assert!(
-            r.faults.replayed_tokens > 16 && r.faults.replayed_tokens < 16 + 1200 * r.faults.failovers,
+            r.faults.replayed_tokens > 16
+                && r.faults.replayed_tokens < 16 + 1200 * r.faults.failovers,
             "{name}: {:?}",
             r.faults
         );
@@ -234,7 +241,10 @@ fn a_pipeline_replays_the_tokens_so_far_and_a_late_crash_costs_more_than_an_earl
     let bytes = extra as f64 * 4096.0 * 2.0 * 2.0;
     let floor = Duration::from_secs_f64(0.5 * bytes * 8.0 / 50e6);
     let (pe, pl) = (e2e(&early) - clean_e2e, e2e(&late) - clean_e2e);
-    assert!(pl > pe + floor, "penalty early {pe:?}, late {pl:?}, floor {floor:?}");
+    assert!(
+        pl > pe + floor,
+        "penalty early {pe:?}, late {pl:?}, floor {floor:?}"
+    );
 }
 
 /// Two A100 replicas 10 ms away, hedged only after 1 h (so no copy is sent for speed), one
@@ -333,7 +343,12 @@ fn a_long_partition_between_client_and_relay_is_recovered_after_it_heals() {
     // served once the client has dialled again; at least 70 requests sent into it are
     // beyond any drain.
     assert!(r.failed > 0);
-    assert!(r.completed >= 20 + 50, "{} completed: {:?}", r.completed, r.errors);
+    assert!(
+        r.completed >= 20 + 50,
+        "{} completed: {:?}",
+        r.completed,
+        r.errors
+    );
 }
 
 /// A direct worker, two requests a second for 60 s; a 30 % loss burst on its link from 20
@@ -378,8 +393,14 @@ fn a_loss_burst_drops_datagrams_and_slows_requests_only_while_it_lasts() {
         if (20..32).contains(sec) {
             slower_inside |= *max > base + base / 10;
         } else {
-            assert!(*max <= base + base / 100, "second {sec}: {max} ns against {base} ns clean");
+            assert!(
+                *max <= base + base / 100,
+                "second {sec}: {max} ns against {base} ns clean"
+            );
         }
     }
-    assert!(slower_inside, "no interval in the burst was slower: {wf:?} against {wc:?}");
+    assert!(
+        slower_inside,
+        "no interval in the burst was slower: {wf:?} against {wc:?}"
+    );
 }

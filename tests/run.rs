@@ -332,8 +332,15 @@ fn a_write_that_fails_after_the_run_still_prints_the_table_and_names_what_was_no
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
     );
-    assert_eq!(o.status.code(), Some(1), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("ttft"), "the table was not printed:\n{stdout}");
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ttft"),
+        "the table was not printed:\n{stdout}"
+    );
     assert!(
         stderr.contains("the results were printed above but not written")
             && stderr.contains("quickstart was left as it was"),

@@ -542,7 +542,13 @@ pub const REPLAY_RETRY: Duration = Duration::from_secs(1);
 pub const MAX_REPLAYS: u32 = 8;
 
 /// One step of a client-relayed stage: its hidden states there and back.
-async fn stage_step(io: &mut Io, id: u64, tokens: u32, bytes: usize, max: u32) -> Result<(), String> {
+async fn stage_step(
+    io: &mut Io,
+    id: u64,
+    tokens: u32,
+    bytes: usize,
+    max: u32,
+) -> Result<(), String> {
     write_activations(&mut io.0, id, tokens, bytes)
         .await
         .map_err(|e| e.to_string())?;

@@ -11,9 +11,9 @@ use super::node::Node;
 use crate::clock::Clock;
 use crate::format::format_duration;
 use crate::net::socket::Network;
-use crate::scenario::fault::{Fault, FaultKind};
-use crate::scenario::Scenario;
 pub use crate::record::FaultCounts;
+use crate::scenario::Scenario;
+use crate::scenario::fault::{Fault, FaultKind};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,7 +79,11 @@ impl FaultLog {
         })?;
         self.lost.fetch_add(1, Ordering::Relaxed);
         let f = &self.faults[i];
-        Some(format!("lost to fault {} at {}", f.name, format_duration(f.at)))
+        Some(format!(
+            "lost to fault {} at {}",
+            f.name,
+            format_duration(f.at)
+        ))
     }
 
     pub fn counts(&self, dropped_datagrams: u64) -> FaultCounts {

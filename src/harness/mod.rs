@@ -778,8 +778,8 @@ async fn run_topology(
     };
     // Faults act on the topology run only: the co-located run and the baseline are what
     // the same workload costs without them.
-    let injector = (run == "topology" && !topo.faults.is_empty())
-        .then(|| topo.injector(scenario, clock));
+    let injector =
+        (run == "topology" && !topo.faults.is_empty()).then(|| topo.injector(scenario, clock));
     let complete = drive(
         scenario,
         target,

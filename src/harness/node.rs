@@ -135,7 +135,12 @@ impl Node {
         for c in accepted {
             c.close(0x20u32.into(), b"crashed");
         }
-        for c in self.peers.lock().unwrap_or_else(|e| e.into_inner()).values() {
+        for c in self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             c.close(0x20u32.into(), b"crashed");
         }
         self.returns
@@ -303,7 +308,9 @@ impl Node {
                                 _ = epoch.cancelled() => return,
                                 r = node.handle(send, recv) => r,
                             };
-                            if let Err(Failure::Malformed | Failure::Frame(FrameIoError::Wire(_))) = r {
+                            if let Err(Failure::Malformed | Failure::Frame(FrameIoError::Wire(_))) =
+                                r
+                            {
                                 node.stats.malformed.fetch_add(1, Ordering::Relaxed);
                             }
                         });

@@ -183,7 +183,14 @@ impl Network {
 
     /// Fault `id` begins on the direction `from` -> `to`, dropping `fraction` of its
     /// datagrams; the direction's gate draws from `seed`.
-    pub fn fault_begin(&self, from: SocketAddr, to: SocketAddr, id: usize, fraction: f64, seed: u64) {
+    pub fn fault_begin(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        id: usize,
+        fraction: f64,
+        seed: u64,
+    ) {
         lock(&self.inner.gates)
             .entry((from, to))
             .or_insert_with(|| Gate::new(seed))

@@ -133,7 +133,16 @@ pub(super) fn check(
 ) -> Vec<Fault> {
     raw.iter()
         .enumerate()
-        .filter_map(|(i, f)| one(cx, f, &FieldPath::root().key("fault").index(i), nodes, links, measure))
+        .filter_map(|(i, f)| {
+            one(
+                cx,
+                f,
+                &FieldPath::root().key("fault").index(i),
+                nodes,
+                links,
+                measure,
+            )
+        })
         .collect()
 }
 
@@ -155,7 +164,10 @@ fn one(
     if !KINDS.contains(&kind) {
         cx.err(
             fp.key("kind"),
-            format!("unknown fault kind \"{kind}\"; kinds are: {}", KINDS.join(", ")),
+            format!(
+                "unknown fault kind \"{kind}\"; kinds are: {}",
+                KINDS.join(", ")
+            ),
         );
         return None;
     }
@@ -220,17 +232,17 @@ fn one(
         (f.loss.is_some(), "loss"),
     ] {
         if present && !takes(field) {
-            cx.err(
-                fp.key(field),
-                format!("a {kind} fault takes no `{field}`"),
-            );
+            cx.err(fp.key(field), format!("a {kind} fault takes no `{field}`"));
             ok = false;
         }
     }
     let kind = match kind {
         "crash" => {
             let Some(name) = &f.node else {
-                cx.err(fp.clone(), "a crash needs `node`, the node that stops".into());
+                cx.err(
+                    fp.clone(),
+                    "a crash needs `node`, the node that stops".into(),
+                );
                 return None;
             };
             let node = cx.node(nodes, name, fp.key("node"))?;
@@ -249,13 +261,19 @@ fn one(
         }
         _ => {
             let Some(loss) = f.loss.map(Fraction::get) else {
-                cx.err(fp.clone(), "a loss fault needs `loss`, like loss = \"20%\"".into());
+                cx.err(
+                    fp.clone(),
+                    "a loss fault needs `loss`, like loss = \"20%\"".into(),
+                );
                 return None;
             };
             if !(loss > 0.0 && loss <= 1.0) {
                 cx.err(
                     fp.key("loss"),
-                    format!("a loss burst's `loss` must be more than 0% and at most 100%, got {}%", loss * 100.0),
+                    format!(
+                        "a loss burst's `loss` must be more than 0% and at most 100%, got {}%",
+                        loss * 100.0
+                    ),
                 );
                 return None;
             }
@@ -279,7 +297,9 @@ fn one(
                     }
                     links
                         .iter()
-                        .filter(|l| (l.from == a[0] && l.to == b[0]) || (l.from == b[0] && l.to == a[0]))
+                        .filter(|l| {
+                            (l.from == a[0] && l.to == b[0]) || (l.from == b[0] && l.to == a[0])
+                        })
                         .map(|l| (l.from, l.to))
                         .collect()
                 }
@@ -306,7 +326,10 @@ fn one(
             FaultKind::Partition { .. } => "no declared link joins the two sides",
             FaultKind::Loss { .. } => "no declared link matches",
         };
-        cx.err(fp.clone(), format!("the fault would change nothing: {what}"));
+        cx.err(
+            fp.clone(),
+            format!("the fault would change nothing: {what}"),
+        );
         ok = false;
     }
     let list = |v: &[usize]| {
@@ -323,11 +346,7 @@ fn one(
         FaultKind::Loss { loss, .. } => {
             let target = match (&f.node, &f.between) {
                 (Some(n), _) => n.clone(),
-                (_, Some(b)) => b
-                    .iter()
-                    .flat_map(Side::names)
-                    .collect::<Vec<_>>()
-                    .join("-"),
+                (_, Some(b)) => b.iter().flat_map(Side::names).collect::<Vec<_>>().join("-"),
                 _ => String::new(),
             };
             let pct = loss * 100.0;
@@ -382,11 +401,71 @@ fn sides(
         }
     }
     if let Some(&n) = out[0].iter().find(|n| out[1].contains(n)) {
-        cx.err(
-            bp,
-            format!("\"{}\" is on both sides", nodes[n].name),
-        );
+        cx.err(bp, format!("\"{}\" is on both sides", nodes[n].name));
         return None;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FaultKind;
+    use crate::scenario::testing::ScenarioText;
+    use std::time::Duration;
+
+    fn three(faults: &str) -> crate::scenario::Scenario {
+        ScenarioText::new("f")
+            .workload("prompt_tokens = 16\noutput_tokens = 4\narrival = { kind = \"constant\", rate = 1.0 }\nduration = \"60s\"")
+            .client("client")
+            .relay("relay")
+            .worker("gpu", "a100-80g", "")
+            .link("client", "relay", "rtt = \"10ms\"")
+            .link("relay", "gpu", "rtt = \"10ms\"")
+            .topology("relay", &["client", "relay", "gpu"], "")
+            .raw(faults)
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn each_kind_maps_onto_its_nodes_directions_and_name() {
+        let s = three(
+            r#"[[fault]]
+kind = "crash"
+node = "gpu"
+at = "10s"
+
+[[fault]]
+kind = "partition"
+between = [["client"], "relay"]
+at = "20s"
+for = "5s"
+
+[[fault]]
+kind = "loss"
+node = "relay"
+loss = "25%"
+at = "30s"
+for = "1.5s""#,
+        );
+        let f = &s.faults;
+        assert_eq!(f.len(), 3);
+        assert_eq!(f[0].kind, FaultKind::Crash { node: 2 });
+        assert_eq!((f[0].at, f[0].lasts), (Duration::from_secs(10), None));
+        assert_eq!(f[0].name, "crash(gpu)");
+        // A crash cuts both directions of every link of the node.
+        let mut d = f[0].directions(&s.links);
+        d.sort();
+        assert_eq!(d, vec![(1, 2), (2, 1)]);
+        assert_eq!(f[1].name, "partition(client | relay)");
+        let mut d = f[1].directions(&s.links);
+        d.sort();
+        assert_eq!(d, vec![(0, 1), (1, 0)]);
+        assert_eq!(f[1].drop_fraction(), 1.0);
+        assert_eq!(f[2].name, "loss(relay 25%)");
+        assert_eq!(f[2].directions(&s.links).len(), 4);
+        assert_eq!(f[2].drop_fraction(), 0.25);
+        assert_eq!(f[2].lasts, Some(Duration::from_millis(1500)));
+        assert_eq!(f[2].nodes(), vec![0, 1, 2]);
+    }
 }
