@@ -101,7 +101,18 @@ fn topology_run(s: &scenario::Scenario) -> RunRecord {
         ..Options::default()
     };
     let m = harness::run_to_end(s, &p, &options, ClockKind::Virtual).unwrap();
-    m.topology.unwrap().record
+    let r = m.topology.unwrap().record;
+    // What the run did, for whoever reads the test's output (--nocapture).
+    eprintln!(
+        "{}: {} completed, {} failed, {:?}, e2e max {:.0} ms, errors {:?}",
+        s.name,
+        r.completed,
+        r.failed,
+        r.faults,
+        r.ladder(inferlat::record::Metric::E2e).max,
+        r.errors
+    );
+    r
 }
 
 /// Every failure of the run was blamed on `fault` (its error names it).
@@ -145,12 +156,19 @@ fn a_crash_with_a_restart_loses_the_requests_it_touches_and_serves_the_later_one
     assert_eq!(r.faults.injected, 1);
     all_lost_to(&r, "crash(gpu-a) at 20s");
     // Requests sent at 20 s to 24 s cannot be served by a worker that is down: its links
-    // drop everything, and it forgets their streams.
-    assert!(r.failed >= 5, "{} failed: {:?}", r.failed, r.errors);
-    // The 20 requests before the crash completed (each takes well under a second), and the
-    // client came back: more completed than before the crash.
+    // drop everything, and it forgets their streams. At most three more can be touched:
+    // QUIC's probes back off while the worker is down, so the client may hear of the
+    // restart (the reset of its old connection) a couple of seconds after 25 s.
     assert!(
-        r.completed >= 30,
+        (5..=8).contains(&r.failed),
+        "{} failed: {:?}",
+        r.failed,
+        r.errors
+    );
+    // The 20 requests before the crash completed (each takes well under a second), and
+    // every request from 28 s on (32 of them) too, over a new connection.
+    assert!(
+        r.completed >= 52,
         "{} completed: {:?}",
         r.completed,
         r.errors
@@ -339,12 +357,17 @@ fn a_long_partition_between_client_and_relay_is_recovered_after_it_heals() {
     ));
     assert_eq!(r.completed + r.failed, 150, "{:?}", r.errors);
     all_lost_to(&r, "partition(client | relay) at 20s");
-    // The 20 requests before it complete, and the 59 after it heals (at 90 s) can be
-    // served once the client has dialled again; at least 70 requests sent into it are
-    // beyond any drain.
-    assert!(r.failed > 0);
+    // The 20 requests before it and the 60 from its end (90 s) on complete, the last ones
+    // once the client has dialled again; of the 70 sent into it, those sent in its first
+    // 40 s cannot outlast it within their 30 s timeout.
     assert!(
-        r.completed >= 20 + 50,
+        (40..=70).contains(&r.failed),
+        "{} failed: {:?}",
+        r.failed,
+        r.errors
+    );
+    assert!(
+        r.completed >= 80,
         "{} completed: {:?}",
         r.completed,
         r.errors
