@@ -427,3 +427,47 @@ fn a_loss_burst_drops_datagrams_and_slows_requests_only_while_it_lasts() {
         "no interval in the burst was slower: {wf:?} against {wc:?}"
     );
 }
+
+/// A server-to-server pipeline (Petals 2) of three stages whose middle one crashes for 2 s
+/// during a 400-token generation: the client builds the chain again once the stage is back
+/// and replays the prompt and the tokens so far through it, so the request completes with
+/// every token, and the replay carries more than the prompt and fewer than all the tokens.
+/// Without a restart, nothing holds the span and the request is lost to the crash.
+#[test]
+fn a_server_to_server_pipeline_rebuilds_its_chain_and_replays_after_a_stage_restarts() {
+    let s = |fault: &str| {
+        ScenarioText::new("chain")
+            .workload(
+                "prompt_tokens = 16\noutput_tokens = 400\narrival = { kind = \"constant\", rate = 0.01 }\nrequests = 1",
+            )
+            .client("client")
+            .worker("s1", "a100-80g", "layers = \"0..10\"")
+            .worker("s2", "a100-80g", "layers = \"10..20\"")
+            .worker("s3", "a100-80g", "layers = \"20..32\"")
+            .link("client", "s1", "rtt = \"10ms\"")
+            .link("s1", "s2", "rtt = \"10ms\"")
+            .link("s2", "s3", "rtt = \"10ms\"")
+            .link("client", "s3", "rtt = \"10ms\"")
+            .topology(
+                "pipeline",
+                &["client", "s1", "s2", "s3"],
+                "hops = \"server-to-server\"",
+            )
+            .raw(fault)
+            .parse()
+            .unwrap()
+    };
+    let r = topology_run(&s(
+        "[[fault]]\nkind = \"crash\"\nnode = \"s2\"\nat = \"2s\"\nfor = \"2s\"",
+    ));
+    assert_eq!(r.completed, 1, "{:?}", r.errors);
+    assert_eq!(r.output_tokens, 400);
+    assert!(r.faults.failovers >= 1, "{:?}", r.faults);
+    let per = r.faults.replayed_tokens / r.faults.failovers;
+    assert!(per > 16 && per < 416, "{:?}", r.faults);
+    let lost = topology_run(&s(
+        "[[fault]]\nkind = \"crash\"\nnode = \"s2\"\nat = \"2s\"",
+    ));
+    assert_eq!(lost.completed, 0);
+    all_lost_to(&lost, "crash(s2) at 2s");
+}

@@ -5,7 +5,7 @@
 use super::node::{broken, open_stream, read_activations};
 use crate::clock::Clock;
 use crate::compute::{Engine, Pass, SessionGuard, Stage};
-use crate::net::framed::{FrameIoError, read_frame, write_activations};
+use crate::net::framed::{read_frame, write_activations};
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::plan::Route;
 use crate::plan::schedule::Shape;
@@ -260,24 +260,22 @@ impl Client {
         let mut t = Timeline::default();
         let mut replays = 0u32;
         let (mut head_queue, mut head_compute) = (Duration::ZERO, Duration::ZERO);
-        let err = |e: FrameIoError| e.to_string();
         for k in 0..shape.output.max(1) {
             let (tokens, pass) = Pass::of_step(k, shape.prompt);
             let bytes = tokens as usize * self.hidden_bytes;
             if server_to_server {
-                write_activations(&mut streams[0].0, id, tokens, bytes)
-                    .await
-                    .map_err(err)?;
                 let recv = ret.as_mut().expect("server-to-server has a return stream");
-                // The first stage answers on the chain stream only when something broke.
-                let first = &mut streams[0].1;
-                tokio::select! {
-                    biased;
-                    r = read_activations(recv, self.max_frame) => r.map_err(err)?,
-                    f = read_frame(first, self.max_frame) => {
-                        return Err(broken("the first stage", f));
-                    }
-                };
+                if let Err(e) =
+                    chain_step(&mut streams[0], recv, id, tokens, bytes, self.max_frame).await
+                {
+                    // The chain broke somewhere: build it again and replay the tokens so
+                    // far through every stage (see `replay_chain`).
+                    let (chain, back) = self
+                        .replay_chain(chains, id, shape, k, e, &mut replays, clock)
+                        .await?;
+                    streams[0] = chain;
+                    ret = Some(back);
+                }
             } else {
                 for (i, io) in streams.iter_mut().enumerate() {
                     if let Err(e) = stage_step(io, id, tokens, bytes, self.max_frame).await {
@@ -369,6 +367,74 @@ impl Client {
                             *io = fresh;
                             return Ok(());
                         }
+                        Err(e) => error = e,
+                    }
+                }
+                Err(e) => error = e,
+            }
+            clock.sleep(REPLAY_RETRY).await;
+        }
+    }
+
+    /// A server-to-server chain broke at step `k`: open the chain and the return stream
+    /// again (dialling again where a connection was lost) and replay the prompt and the `k`
+    /// tokens so far through it as one prefill. Every stage of the new chain rebuilds its
+    /// cache, the healthy ones too: Petals 2 replaces only the failed server's session,
+    /// from inputs the client kept, so this costs more than Petals does (docs/faults.md).
+    /// Retries as [`Client::replay`] does.
+    #[allow(clippy::too_many_arguments)]
+    async fn replay_chain(
+        &self,
+        chains: &[Vec<usize>],
+        id: u64,
+        shape: Shape,
+        k: u32,
+        mut error: String,
+        replays: &mut u32,
+        clock: &Clock,
+    ) -> Result<(Io, quinn::RecvStream), String> {
+        let tokens = shape.prompt + k;
+        let all: Vec<usize> = chains.iter().flatten().copied().collect();
+        let last = &chains[chains.len() - 1];
+        loop {
+            if *replays >= MAX_REPLAYS {
+                return Err(format!("{error} (after {MAX_REPLAYS} replays)"));
+            }
+            *replays += 1;
+            let session = id | (*replays as u64) << 48;
+            let request = |mode, route| Request {
+                id: session,
+                output_tokens: shape.output.max(1) - k,
+                mode,
+                route,
+                prompt: Vec::new(),
+            };
+            let opened = async {
+                let chain = self
+                    .open(&all, &request(Mode::Chain, self.names(&all[1..])))
+                    .await?;
+                let (mut send, back) = self
+                    .open(last, &request(Mode::Return, self.names(&last[1..])))
+                    .await?;
+                send.finish()
+                    .map_err(|e| format!("finishing the return stream: {e}"))?;
+                Ok::<_, String>((chain, back))
+            };
+            match opened.await {
+                Ok((mut chain, mut back)) => {
+                    self.faults.failover(tokens as u64);
+                    let bytes = tokens as usize * self.hidden_bytes;
+                    match chain_step(
+                        &mut chain,
+                        &mut back,
+                        session,
+                        tokens,
+                        bytes,
+                        self.max_frame,
+                    )
+                    .await
+                    {
+                        Ok(()) => return Ok((chain, back)),
                         Err(e) => error = e,
                     }
                 }
@@ -556,6 +622,27 @@ async fn stage_step(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// One step of a server-to-server chain: the hidden states into the first stage, the
+/// last stage's back on the return stream.
+async fn chain_step(
+    chain: &mut Io,
+    back: &mut quinn::RecvStream,
+    id: u64,
+    tokens: u32,
+    bytes: usize,
+    max: u32,
+) -> Result<(), String> {
+    write_activations(&mut chain.0, id, tokens, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The first stage answers on the chain stream only when something broke.
+    tokio::select! {
+        biased;
+        r = read_activations(back, max) => r.map(|_| ()).map_err(|e| e.to_string()),
+        f = read_frame(&mut chain.1, max) => Err(broken("the first stage", f)),
+    }
 }
 
 /// One copy of a hedged request, sent to one replica by a task of its own.
