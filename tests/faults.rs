@@ -471,3 +471,54 @@ fn a_server_to_server_pipeline_rebuilds_its_chain_and_replays_after_a_stage_rest
     assert_eq!(lost.completed, 0);
     all_lost_to(&lost, "crash(s2) at 2s");
 }
+
+/// A client-relayed pipeline whose second span (16..32) is held by b and, off the path, by a
+/// standby server b2 that the client also reaches. b crashes for good at 1 s of a
+/// 300-token generation: once QUIC gives b's connection up (2 s of silence), the client
+/// moves the session to b2 and replays the prompt and the tokens so far there. The request
+/// completes with every token, b2 computed for it, and the replay is more than the prompt
+/// and fewer than all the tokens. Without b2 nothing holds the span and the request is
+/// lost to the crash.
+#[test]
+fn a_pipeline_moves_a_failed_stage_to_a_standby_server_holding_its_span() {
+    let s = |standby: bool| {
+        let mut t = ScenarioText::new("standby")
+            .workload(
+                "prompt_tokens = 16\noutput_tokens = 300\narrival = { kind = \"constant\", rate = 0.01 }\nrequests = 1",
+            )
+            .client("client")
+            .worker("a", "a100-80g", "layers = \"0..16\"")
+            .worker("b", "a100-80g", "layers = \"16..32\"")
+            .link("client", "a", "rtt = \"10ms\"")
+            .link("client", "b", "rtt = \"10ms\"");
+        if standby {
+            t = t.worker("b2", "a100-80g", "layers = \"16..32\"").link(
+                "client",
+                "b2",
+                "rtt = \"10ms\"",
+            );
+        }
+        t.topology(
+            "pipeline",
+            &["client", "a", "b"],
+            "hops = \"client-relayed\"",
+        )
+        .raw("[quic]\nidle_timeout = \"2s\"\nkeep_alive = \"500ms\"")
+        .raw("[[fault]]\nkind = \"crash\"\nnode = \"b\"\nat = \"1s\"")
+        .parse()
+        .unwrap()
+    };
+    let r = topology_run(&s(true));
+    assert_eq!(r.completed, 1, "{:?}", r.errors);
+    assert_eq!(r.output_tokens, 300);
+    assert_eq!(r.faults.failovers, 1, "{:?}", r.faults);
+    assert!(
+        r.faults.replayed_tokens > 16 && r.faults.replayed_tokens < 316,
+        "{:?}",
+        r.faults
+    );
+    assert!(r.nodes().any(|(n, _, _)| n == "b2"), "b2 computed nothing");
+    let lost = topology_run(&s(false));
+    assert_eq!(lost.completed, 0);
+    all_lost_to(&lost, "crash(b) at 1s");
+}

@@ -87,6 +87,9 @@ pub struct Client {
     pub recent: Mutex<Recent>,
     pub hidden_bytes: usize,
     pub max_frame: u32,
+    /// A client-relayed pipeline's standby servers: (a stage's node, a worker off the path
+    /// holding its span), where a failed stage's session moves first.
+    pub standby: Vec<(usize, usize)>,
 }
 
 type Io = (quinn::SendStream, quinn::RecvStream);
@@ -343,11 +346,24 @@ impl Client {
         clock: &Clock,
     ) -> Result<(), String> {
         let tokens = shape.prompt + k;
+        // Where the span is held: the standby servers first (Petals' client picks another
+        // server for the failed span), then the stage's own server (once it is back).
+        let stage = chain[chain.len() - 1];
+        let mut servers: Vec<Vec<usize>> = self
+            .standby
+            .iter()
+            .filter(|&&(s, _)| s == stage)
+            .map(|&(_, r)| vec![r])
+            .collect();
+        servers.push(chain.to_vec());
+        let mut attempt = 0usize;
         loop {
             if *replays >= MAX_REPLAYS {
                 return Err(format!("{error} (after {MAX_REPLAYS} replays)"));
             }
             *replays += 1;
+            let chain = &servers[attempt % servers.len()];
+            attempt += 1;
             // A session of its own: the old one may still hold its place on a server that
             // did not crash (a partition), until that server notices.
             let session = id | (*replays as u64) << 48;

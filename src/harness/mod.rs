@@ -497,6 +497,7 @@ impl Topology {
                     hedge_after: plan.hedge_after,
                     recent: Mutex::new(Default::default()),
                     hidden_bytes: plan.hidden_bytes as usize,
+                    standby: plan.standby.clone(),
                     max_frame: options.max_frame,
                 }))
             })
