@@ -502,6 +502,20 @@ fn route_lines(o: &mut String, plan: &Plan) {
             "  hedging   next copy to the next replica after {when}; the first to answer wins"
         );
     }
+    let name = |i: usize| {
+        plan.nodes
+            .iter()
+            .find(|n| n.index == i)
+            .map_or("?", |n| n.name.as_str())
+    };
+    for &(stage, r) in &plan.standby {
+        let _ = writeln!(
+            o,
+            "  standby   {} holds {}'s span: a session that fails there moves to it and replays its tokens (docs/faults.md)",
+            name(r),
+            name(stage)
+        );
+    }
     let shape = plan.typical;
     let _ = writeln!(
         o,
