@@ -215,6 +215,34 @@ pub fn ladder(h: &Histogram<u64>) -> Ladder {
     }
 }
 
+/// What a run's faults did, as summary.json writes it (`runs.<run>.faults`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FaultCounts {
+    /// Faults that began during the run.
+    pub injected: u64,
+    /// Requests that moved to another server (a hedged replica, or a pipeline stage's
+    /// session opened again on the server holding its span) after one failed.
+    pub failovers: u64,
+    /// Tokens the failovers sent again to rebuild a server's KV cache: the prompt and the
+    /// tokens generated so far, each time.
+    pub replayed_tokens: u64,
+    /// Failed requests that a fault touched (their error names it).
+    pub lost: u64,
+    /// Datagrams the faults dropped on every link direction.
+    pub dropped_datagrams: u64,
+}
+
+impl FaultCounts {
+    /// Adds another run's counts (merging records).
+    pub fn add(&mut self, o: &FaultCounts) {
+        self.injected += o.injected;
+        self.failovers += o.failovers;
+        self.replayed_tokens += o.replayed_tokens;
+        self.lost += o.lost;
+        self.dropped_datagrams += o.dropped_datagrams;
+    }
+}
+
 /// Everything measured in one run (the topology or the baseline).
 #[derive(Clone, Debug)]
 pub struct RunRecord {
@@ -227,6 +255,8 @@ pub struct RunRecord {
     /// Hedging: copies sent beyond the first, and requests a later copy answered first.
     pub extra_copies: u64,
     pub hedge_wins: u64,
+    /// What the scenario's `[[fault]]`s did in this run (zero where none was injected).
+    pub faults: FaultCounts,
     pub completed: u64,
     pub failed: u64,
     pub output_tokens: u64,
@@ -279,6 +309,7 @@ impl Default for RunRecord {
             clients: BTreeMap::new(),
             extra_copies: 0,
             hedge_wins: 0,
+            faults: FaultCounts::default(),
             completed: 0,
             failed: 0,
             output_tokens: 0,
@@ -511,6 +542,7 @@ impl RunRecord {
         }
         self.extra_copies += other.extra_copies;
         self.hedge_wins += other.hedge_wins;
+        self.faults.add(&other.faults);
         self.completed += other.completed;
         self.failed += other.failed;
         self.output_tokens += other.output_tokens;

@@ -289,3 +289,64 @@ fn failures_within_the_limit_leave_the_run_valid_and_exit_0() {
         "{stdout}"
     );
 }
+
+/// When writing the results fails after the run (here: the process may write no file
+/// larger than 1 KiB, RLIMIT_FSIZE, which holds for root too, so the empty probe files of
+/// the pre-run check pass and the first results file does not), the table is still
+/// printed, the error says what was not written, the exit code says the run failed, and
+/// nothing is left where the results would have gone.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_write_that_fails_after_the_run_still_prints_the_table_and_names_what_was_not_written() {
+    use std::os::unix::process::CommandExt;
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("inferlat"));
+    cmd.args([
+        "run",
+        quickstart(),
+        "--requests",
+        "4",
+        "--clock",
+        "virtual",
+        "--quiet",
+        "--out",
+    ])
+    .arg(out.path());
+    // SAFETY: setrlimit and signal are async-signal-safe and touch only this child.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A write past the limit fails with EFBIG instead of killing the process.
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let lim = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ttft"),
+        "the table was not printed:\n{stdout}"
+    );
+    assert!(
+        stderr.contains("the results were printed above but not written")
+            && stderr.contains("quickstart was left as it was"),
+        "{stderr}"
+    );
+    assert!(!out.path().join("quickstart").exists());
+    let left: Vec<_> = std::fs::read_dir(out.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

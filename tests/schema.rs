@@ -161,6 +161,7 @@ fn shipped_scenarios_write_summaries_that_match_the_schema() {
         "hedged-replicas",
         "petals-bloom-lan-s2s",
         "dllama-tp2",
+        "petals-lan-stage-crash",
     ] {
         let dir = run(&scenario(name), name, out.path());
         let summary = read_json(&dir.join("summary.json"));

@@ -5,7 +5,7 @@
 use super::node::{broken, open_stream, read_activations};
 use crate::clock::Clock;
 use crate::compute::{Engine, Pass, SessionGuard, Stage};
-use crate::net::framed::{FrameIoError, read_frame, write_activations};
+use crate::net::framed::{read_frame, write_activations};
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::plan::Route;
 use crate::plan::schedule::Shape;
@@ -67,6 +67,11 @@ impl Recent {
 /// A client node of a built topology.
 pub struct Client {
     pub name: String,
+    /// Its scenario node index.
+    pub index: usize,
+    /// The scenario's faults: a failed request that one touched is lost to it, and
+    /// recoveries are counted there.
+    pub faults: Arc<super::fault::FaultLog>,
     pub route: Route,
     /// Connections this client opened, by scenario node index; a lost one is replaced
     /// when the dialer can dial again.
@@ -82,6 +87,9 @@ pub struct Client {
     pub recent: Mutex<Recent>,
     pub hidden_bytes: usize,
     pub max_frame: u32,
+    /// A client-relayed pipeline's standby servers: (a stage's node, a worker off the path
+    /// holding its span), where a failed stage's session moves first.
+    pub standby: Vec<(usize, usize)>,
 }
 
 type Io = (quinn::SendStream, quinn::RecvStream);
@@ -154,6 +162,25 @@ impl Client {
             } else {
                 Vec::new()
             },
+        }
+    }
+
+    /// The nodes a request of this client uses: itself and its route's.
+    pub fn route_nodes(&self) -> Vec<usize> {
+        let mut v = vec![self.index];
+        match &self.route {
+            Route::Serve { via, members, .. } => v.extend(via.iter().chain(members)),
+            Route::Hedged { replicas } => v.extend(replicas),
+            Route::Pipeline { chains, .. } => v.extend(chains.iter().flatten()),
+        }
+        v
+    }
+
+    /// A failed request's error, naming the fault it was lost to when one touched it.
+    pub fn blame(&self, sent: Instant, now: Instant, error: String) -> String {
+        match self.faults.blame(sent, now, &self.route_nodes()) {
+            Some(f) => format!("{f}: {error}"),
+            None => error,
         }
     }
 
@@ -234,31 +261,32 @@ impl Client {
             session: id,
         });
         let mut t = Timeline::default();
+        let mut replays = 0u32;
         let (mut head_queue, mut head_compute) = (Duration::ZERO, Duration::ZERO);
-        let err = |e: FrameIoError| e.to_string();
         for k in 0..shape.output.max(1) {
             let (tokens, pass) = Pass::of_step(k, shape.prompt);
             let bytes = tokens as usize * self.hidden_bytes;
             if server_to_server {
-                write_activations(&mut streams[0].0, id, tokens, bytes)
-                    .await
-                    .map_err(err)?;
                 let recv = ret.as_mut().expect("server-to-server has a return stream");
-                // The first stage answers on the chain stream only when something broke.
-                let first = &mut streams[0].1;
-                tokio::select! {
-                    biased;
-                    r = read_activations(recv, self.max_frame) => r.map_err(err)?,
-                    f = read_frame(first, self.max_frame) => {
-                        return Err(broken("the first stage", f));
-                    }
-                };
+                if let Err(e) =
+                    chain_step(&mut streams[0], recv, id, tokens, bytes, self.max_frame).await
+                {
+                    // The chain broke somewhere: build it again and replay the tokens so
+                    // far through every stage (see `replay_chain`).
+                    let (chain, back) = self
+                        .replay_chain(chains, id, shape, k, e, &mut replays, clock)
+                        .await?;
+                    streams[0] = chain;
+                    ret = Some(back);
+                }
             } else {
-                for (send, recv) in streams.iter_mut() {
-                    write_activations(send, id, tokens, bytes)
-                        .await
-                        .map_err(err)?;
-                    read_activations(recv, self.max_frame).await.map_err(err)?;
+                for (i, io) in streams.iter_mut().enumerate() {
+                    if let Err(e) = stage_step(io, id, tokens, bytes, self.max_frame).await {
+                        // Petals: the session moves to a server holding the stage's span
+                        // and the tokens so far are replayed there to rebuild its cache.
+                        self.replay(io, &chains[i], id, shape, k, e, &mut replays, clock)
+                            .await?;
+                    }
                 }
             }
             if let Some((engine, stage)) = &self.head {
@@ -299,6 +327,139 @@ impl Client {
         Ok(t)
     }
 
+    /// A client-relayed stage failed at step `k`: open its session again on the server
+    /// that holds the span (through its chain, dialling again if the connection was lost)
+    /// and replay the prompt and the `k` tokens generated so far as one prefill, which
+    /// rebuilds the server's KV cache and yields step `k`'s hidden states. While no server
+    /// answers, it tries again every [`REPLAY_RETRY`], at most [`MAX_REPLAYS`] times; the
+    /// request's own timeout bounds the wait.
+    #[allow(clippy::too_many_arguments)]
+    async fn replay(
+        &self,
+        io: &mut Io,
+        chain: &[usize],
+        id: u64,
+        shape: Shape,
+        k: u32,
+        mut error: String,
+        replays: &mut u32,
+        clock: &Clock,
+    ) -> Result<(), String> {
+        let tokens = shape.prompt + k;
+        // Where the span is held: the standby servers first (Petals' client picks another
+        // server for the failed span), then the stage's own server (once it is back).
+        let stage = chain[chain.len() - 1];
+        let mut servers: Vec<Vec<usize>> = self
+            .standby
+            .iter()
+            .filter(|&&(s, _)| s == stage)
+            .map(|&(_, r)| vec![r])
+            .collect();
+        servers.push(chain.to_vec());
+        let mut attempt = 0usize;
+        loop {
+            if *replays >= MAX_REPLAYS {
+                return Err(format!("{error} (after {MAX_REPLAYS} replays)"));
+            }
+            *replays += 1;
+            let chain = &servers[attempt % servers.len()];
+            attempt += 1;
+            // A session of its own: the old one may still hold its place on a server that
+            // did not crash (a partition), until that server notices.
+            let session = id | (*replays as u64) << 48;
+            let request = Request {
+                id: session,
+                output_tokens: shape.output.max(1) - k,
+                mode: Mode::Stage,
+                route: self.names(&chain[1..]),
+                prompt: Vec::new(),
+            };
+            match self.open(chain, &request).await {
+                Ok(mut fresh) => {
+                    self.faults.failover(tokens as u64);
+                    let bytes = tokens as usize * self.hidden_bytes;
+                    match stage_step(&mut fresh, session, tokens, bytes, self.max_frame).await {
+                        Ok(()) => {
+                            *io = fresh;
+                            return Ok(());
+                        }
+                        Err(e) => error = e,
+                    }
+                }
+                Err(e) => error = e,
+            }
+            clock.sleep(REPLAY_RETRY).await;
+        }
+    }
+
+    /// A server-to-server chain broke at step `k`: open the chain and the return stream
+    /// again (dialling again where a connection was lost) and replay the prompt and the `k`
+    /// tokens so far through it as one prefill. Every stage of the new chain rebuilds its
+    /// cache, the healthy ones too: Petals 2 replaces only the failed server's session,
+    /// from inputs the client kept, so this costs more than Petals does (docs/faults.md).
+    /// Retries as [`Client::replay`] does.
+    #[allow(clippy::too_many_arguments)]
+    async fn replay_chain(
+        &self,
+        chains: &[Vec<usize>],
+        id: u64,
+        shape: Shape,
+        k: u32,
+        mut error: String,
+        replays: &mut u32,
+        clock: &Clock,
+    ) -> Result<(Io, quinn::RecvStream), String> {
+        let tokens = shape.prompt + k;
+        let all: Vec<usize> = chains.iter().flatten().copied().collect();
+        let last = &chains[chains.len() - 1];
+        loop {
+            if *replays >= MAX_REPLAYS {
+                return Err(format!("{error} (after {MAX_REPLAYS} replays)"));
+            }
+            *replays += 1;
+            let session = id | (*replays as u64) << 48;
+            let request = |mode, route| Request {
+                id: session,
+                output_tokens: shape.output.max(1) - k,
+                mode,
+                route,
+                prompt: Vec::new(),
+            };
+            let opened = async {
+                let chain = self
+                    .open(&all, &request(Mode::Chain, self.names(&all[1..])))
+                    .await?;
+                let (mut send, back) = self
+                    .open(last, &request(Mode::Return, self.names(&last[1..])))
+                    .await?;
+                send.finish()
+                    .map_err(|e| format!("finishing the return stream: {e}"))?;
+                Ok::<_, String>((chain, back))
+            };
+            match opened.await {
+                Ok((mut chain, mut back)) => {
+                    self.faults.failover(tokens as u64);
+                    let bytes = tokens as usize * self.hidden_bytes;
+                    match chain_step(
+                        &mut chain,
+                        &mut back,
+                        session,
+                        tokens,
+                        bytes,
+                        self.max_frame,
+                    )
+                    .await
+                    {
+                        Ok(()) => return Ok((chain, back)),
+                        Err(e) => error = e,
+                    }
+                }
+                Err(e) => error = e,
+            }
+            clock.sleep(REPLAY_RETRY).await;
+        }
+    }
+
     /// Hedged replicas: the first copy goes to one replica (in turn by request id); while no
     /// first token has come, a further copy goes to the next replica after the hedge delay.
     /// The first replica to answer wins; the others' streams are reset, which cancels their
@@ -324,9 +485,16 @@ impl Client {
         let (tx, mut rx) = mpsc::unbounded_channel::<(usize, CopyEvent)>();
         let mut cancels: Vec<CancellationToken> = Vec::new();
         let start = clock.now();
-        let launch = |i: usize, cancels: &mut Vec<CancellationToken>| {
+        // A copy sent after a failure carries the tokens generated so far after the prompt,
+        // and its tokens are numbered from there.
+        let mut offsets: Vec<u32> = Vec::new();
+        let launch = |i: usize, cancels: &mut Vec<CancellationToken>, got: u32| {
             let cancel = CancellationToken::new();
             cancels.push(cancel.clone());
+            let shape = Shape {
+                prompt: shape.prompt + got,
+                output: shape.output.max(1) - got,
+            };
             let copy = Copy {
                 index: i,
                 request: self.request(id, shape, Mode::Serve, Vec::new()),
@@ -336,7 +504,8 @@ impl Client {
             };
             tokio::spawn(copy.run(tx.clone(), cancel))
         };
-        launch(0, &mut cancels);
+        launch(0, &mut cancels, 0);
+        offsets.push(0);
         let mut next_at = delay.map(|d| start + d);
         let mut winner: Option<usize> = None;
         let mut failed = vec![false; k];
@@ -348,7 +517,8 @@ impl Client {
                 biased;
                 e = rx.recv() => e,
                 _ = clock.sleep_until(next_at.unwrap_or(start)), if hedge => {
-                    launch(cancels.len(), &mut cancels);
+                    launch(cancels.len(), &mut cancels, 0);
+                    offsets.push(0);
                     next_at = delay.map(|d| clock.now() + d);
                     continue;
                 }
@@ -381,6 +551,7 @@ impl Client {
                             .unwrap_or_else(|e| e.into_inner())
                             .push(clock.now().saturating_duration_since(start));
                     }
+                    let index = index + offsets[i];
                     if index as usize != t.tokens.len() {
                         cancel_all(&cancels);
                         return Err(format!(
@@ -400,8 +571,19 @@ impl Client {
                     return Err(format!("unexpected {:?} frame", other.kind()));
                 }
                 CopyEvent::Failed(e) if winner == Some(i) => {
-                    cancel_all(&cancels);
-                    return Err(e);
+                    // The replica that was answering failed: the request fails over to the
+                    // next replica, which gets the prompt and the tokens so far as its
+                    // prompt (a prefill rebuilds the KV cache there) and generates the rest.
+                    let got = t.tokens.len() as u32;
+                    if cancels.len() >= k || got >= shape.output.max(1) {
+                        cancel_all(&cancels);
+                        return Err(e);
+                    }
+                    self.faults.failover((shape.prompt + got) as u64);
+                    let next = cancels.len();
+                    launch(next, &mut cancels, got);
+                    offsets.push(got);
+                    winner = Some(next);
                 }
                 CopyEvent::Closed if winner == Some(i) => {
                     cancel_all(&cancels);
@@ -419,7 +601,11 @@ impl Client {
                 ended => {
                     failed[i] = true;
                     if cancels.len() < k {
-                        launch(cancels.len(), &mut cancels);
+                        // Fails over before the first token: the next replica gets the
+                        // request.
+                        self.faults.failover(shape.prompt as u64);
+                        launch(cancels.len(), &mut cancels, 0);
+                        offsets.push(0);
                     } else if failed.iter().take(cancels.len()).all(|&f| f) {
                         return Err(match ended {
                             CopyEvent::Failed(e) => e,
@@ -429,6 +615,49 @@ impl Client {
                 }
             }
         }
+    }
+}
+
+/// How often a pipeline client tries again to reach a stage's server after a failure.
+pub const REPLAY_RETRY: Duration = Duration::from_secs(1);
+/// How many times one request may replay its history before it fails.
+pub const MAX_REPLAYS: u32 = 8;
+
+/// One step of a client-relayed stage: its hidden states there and back.
+async fn stage_step(
+    io: &mut Io,
+    id: u64,
+    tokens: u32,
+    bytes: usize,
+    max: u32,
+) -> Result<(), String> {
+    write_activations(&mut io.0, id, tokens, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    read_activations(&mut io.1, max)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// One step of a server-to-server chain: the hidden states into the first stage, the
+/// last stage's back on the return stream.
+async fn chain_step(
+    chain: &mut Io,
+    back: &mut quinn::RecvStream,
+    id: u64,
+    tokens: u32,
+    bytes: usize,
+    max: u32,
+) -> Result<(), String> {
+    write_activations(&mut chain.0, id, tokens, bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The first stage answers on the chain stream only when something broke.
+    tokio::select! {
+        biased;
+        r = read_activations(back, max) => r.map(|_| ()).map_err(|e| e.to_string()),
+        f = read_frame(&mut chain.1, max) => Err(broken("the first stage", f)),
     }
 }
 

@@ -91,14 +91,37 @@ async fn call(
     shape: Shape,
     clock: &Clock,
     timeout: Duration,
+    inflight: &InFlight,
 ) -> Result<Timeline, String> {
-    tokio::select! {
+    let sent = clock.now();
+    lock(inflight).insert(id, sent);
+    let r = tokio::select! {
         biased;
         r = target.call(id, shape, clock) => r,
         _ = clock.sleep(timeout) => Err(format!(
             "no answer within {} (the drain timeout)",
             crate::scenario::units::format_duration(timeout)
         )),
+    };
+    lock(inflight).remove(&id);
+    r.map_err(|e| target.blame(id, sent, clock.now(), e))
+}
+
+/// The requests of a phase still running, by id, with their send times.
+pub type InFlight = Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Target {
+    /// A failed request's error; a request a fault touched is lost to it, and its error
+    /// says which.
+    fn blame(&self, id: u64, sent: Instant, now: Instant, error: String) -> String {
+        match self {
+            Target::Remote { clients } => pick(clients, id).blame(sent, now, error),
+            Target::Local { .. } => error,
+        }
     }
 }
 
@@ -131,6 +154,8 @@ pub struct Driver {
     /// How long to wait for them after cancellation.
     pub grace: Duration,
     pub next_id: Arc<AtomicU64>,
+    /// The requests still running, so those a drain cuts off can be blamed on a fault.
+    pub inflight: InFlight,
 }
 
 type Outcome = (Instant, Instant, Result<Timeline, String>);
@@ -171,6 +196,7 @@ impl Driver {
             Phase::Measure => ProgressPhase::Measure,
         };
         let started = self.clock.now();
+        lock(&self.inflight).clear();
         self.progress.enter(label, extent, started);
         let (tx, mut rx) = mpsc::unbounded_channel::<Outcome>();
         let mut tasks = JoinSet::new();
@@ -250,9 +276,16 @@ impl Driver {
         } else {
             "still running when the drain timeout ran out"
         };
-        for _ in 0..unfinished {
-            result.failures.push(reason.to_string());
-        }
+        // Those a fault touched are lost to it (the rest of the ids are from aborted tasks
+        // that never sent).
+        let now = self.clock.now();
+        let mut blamed: Vec<String> = std::mem::take(&mut *lock(&self.inflight))
+            .into_iter()
+            .map(|(id, sent)| self.target.blame(id, sent, now, reason.to_string()))
+            .collect();
+        blamed.sort();
+        blamed.resize(unfinished as usize, reason.to_string());
+        result.failures.extend(blamed);
         self.progress.abandon(unfinished);
         let since = |t: Instant| t.saturating_duration_since(started);
         let mut window =
@@ -296,9 +329,10 @@ impl Driver {
             progress.started();
             let shape = p.shape;
             let timeout = self.drain;
+            let inflight = self.inflight.clone();
             tasks.spawn(async move {
                 let sent = clock.now();
-                let r = call(&target, id, shape, &clock, timeout).await;
+                let r = call(&target, id, shape, &clock, timeout, &inflight).await;
                 progress.finished(r.is_ok());
                 let _ = tx.send((scheduled, sent, r));
             });
@@ -346,6 +380,7 @@ impl Driver {
                 self.progress.clone(),
                 self.cancel.clone(),
             );
+            let inflight = self.inflight.clone();
             let (shapes, issued, tx, next_id, done) = (
                 shapes.clone(),
                 issued.clone(),
@@ -372,7 +407,7 @@ impl Driver {
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
                     progress.started();
                     let sent = clock.now();
-                    let r = call(&target, id, shape, &clock, timeout).await;
+                    let r = call(&target, id, shape, &clock, timeout, &inflight).await;
                     progress.finished(r.is_ok());
                     if tx.send((sent, sent, r)).is_err() {
                         break;

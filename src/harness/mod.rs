@@ -3,6 +3,7 @@
 //! topology and then against the local baseline, and hands back what it measured.
 
 pub mod client;
+pub mod fault;
 pub mod load;
 pub mod node;
 pub mod worker;
@@ -342,6 +343,10 @@ pub struct Topology {
     /// Stops the nodes' servers and executors.
     pub cancel: CancellationToken,
     addrs: Vec<SocketAddr>,
+    /// The scenario's faults: when they were on, what they did.
+    pub faults: Arc<fault::FaultLog>,
+    /// The running nodes by scenario index, for a crash.
+    by_index: HashMap<usize, Arc<Node>>,
 }
 
 impl Topology {
@@ -456,6 +461,10 @@ impl Topology {
             ep.set_default_client_config(tls.client.clone());
             endpoints.insert(c.index, ep);
         }
+        let faults = Arc::new(fault::FaultLog::new(
+            &scenario.faults,
+            Duration::from_millis(options.transport.max_idle_timeout_ms),
+        ));
         // Open every connection: clients' first (their handshakes are the `connect` metric).
         let mut connects = Vec::new();
         let mut connections = Vec::new();
@@ -492,6 +501,8 @@ impl Topology {
                     .transpose()?;
                 Ok::<_, EngineError>(Arc::new(Client {
                     name: c.name.clone(),
+                    index: c.index,
+                    faults: faults.clone(),
                     route: plan.route.clone(),
                     conns: Mutex::new(client_conns.remove(&c.index).unwrap_or_default()),
                     dialer: Some(client::Dialer {
@@ -504,11 +515,20 @@ impl Topology {
                     hedge_after: plan.hedge_after,
                     recent: Mutex::new(Default::default()),
                     hidden_bytes: plan.hidden_bytes as usize,
+                    standby: plan.standby.clone(),
                     max_frame: options.max_frame,
                 }))
             })
             .collect::<Result<Vec<_>, EngineError>>()?;
+        let by_index = plan
+            .nodes
+            .iter()
+            .zip(&nodes)
+            .map(|(p, n)| (p.index, n.clone()))
+            .collect();
         Ok(Topology {
+            faults,
+            by_index,
             net,
             clients,
             nodes,
@@ -532,6 +552,19 @@ impl Topology {
         for ep in &self.endpoints {
             let _ = tokio::time::timeout(Duration::from_millis(200), ep.wait_idle()).await;
         }
+    }
+
+    /// What injects the scenario's faults into this topology.
+    fn injector(&self, scenario: &Scenario, clock: &Clock) -> fault::Injector {
+        fault::Injector::new(
+            scenario,
+            self.faults.clone(),
+            self.net.clone(),
+            self.by_index.clone(),
+            self.addrs.clone(),
+            clock.clone(),
+            self.cancel.clone(),
+        )
     }
 
     /// The statistics of each link direction the plan uses.
@@ -703,6 +736,7 @@ pub async fn run(
             &cancel,
             &mut record,
             None,
+            None,
         )
         .await;
         run_cancel.cancel();
@@ -765,6 +799,10 @@ async fn run_topology(
                 .collect(),
         ),
     };
+    // Faults act on the topology run only: the co-located run and the baseline are what
+    // the same workload costs without them.
+    let injector =
+        (run == "topology" && !topo.faults.is_empty()).then(|| topo.injector(scenario, clock));
     let complete = drive(
         scenario,
         target,
@@ -774,8 +812,12 @@ async fn run_topology(
         cancel,
         &mut record,
         Some(&topo.net),
+        injector.as_ref(),
     )
     .await;
+    if injector.is_some() {
+        record.faults = topo.faults.counts(topo.net.fault_dropped());
+    }
     progress.set_phase(Phase::Teardown);
     let engines = topo
         .nodes
@@ -883,6 +925,7 @@ async fn drive(
     cancel: &CancellationToken,
     record: &mut RunRecord,
     net: Option<&Network>,
+    faults: Option<&fault::Injector>,
 ) -> bool {
     let driver = Driver {
         target,
@@ -894,6 +937,7 @@ async fn drive(
         drain: options.drain,
         grace: options.grace,
         next_id: Arc::new(AtomicU64::new(0)),
+        inflight: Default::default(),
     };
     let w = &scenario.workload;
     if w.warmup != Extent::Requests(0) && w.warmup != Extent::Duration(Duration::ZERO) {
@@ -904,6 +948,9 @@ async fn drive(
     }
     if let Some(net) = net {
         net.start_changes(clock.now());
+    }
+    if let Some(f) = faults {
+        f.start(clock.now());
     }
     let measured: PhaseResult = driver.run_phase(LoadPhase::Measure, w.measure).await;
     for s in &measured.samples {

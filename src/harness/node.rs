@@ -63,6 +63,11 @@ pub struct Node {
     dialing: tokio::sync::Mutex<()>,
     returns: Mutex<HashMap<u64, Rendezvous>>,
     pub stats: Arc<ServerStats>,
+    /// Cancelled when the node crashes (`[[fault]] kind = "crash"`): every stream it was
+    /// serving stops, and a fresh token serves what comes after the restart.
+    epoch: Mutex<CancellationToken>,
+    /// The connections it accepted in this epoch, closed by a crash.
+    accepted: Mutex<Vec<quinn::Connection>>,
 }
 
 type Io = (quinn::SendStream, quinn::RecvStream);
@@ -96,6 +101,8 @@ impl Node {
             dialing: tokio::sync::Mutex::new(()),
             returns: Mutex::new(HashMap::new()),
             stats: Arc::new(ServerStats::default()),
+            epoch: Mutex::new(CancellationToken::new()),
+            accepted: Mutex::new(Vec::new()),
         })
     }
 
@@ -106,6 +113,40 @@ impl Node {
             .get(name)
             .cloned()
             .ok_or_else(|| format!("{} has no connection to {name}", self.name))
+    }
+
+    fn epoch(&self) -> CancellationToken {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The node crashes: every stream it serves stops where it is (its engine drops those
+    /// sessions and jobs: the KV cache is gone), and every connection it holds is closed on
+    /// its side, so it comes back with no connection state. Its close frames never arrive
+    /// (the fault drops its links); a peer learns of the crash when its connection times
+    /// out, or when the restarted node answers the old connection with a reset.
+    pub fn crash(&self) {
+        let old = std::mem::replace(
+            &mut *self.epoch.lock().unwrap_or_else(|e| e.into_inner()),
+            CancellationToken::new(),
+        );
+        old.cancel();
+        let accepted =
+            std::mem::take(&mut *self.accepted.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in accepted {
+            c.close(0x20u32.into(), b"crashed");
+        }
+        for c in self
+            .peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            c.close(0x20u32.into(), b"crashed");
+        }
+        self.returns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Lets the node dial its peers again when a connection was lost.
@@ -243,17 +284,32 @@ impl Node {
                 tokio::spawn(async move {
                     let Ok(connecting) = accepting else { return };
                     let Ok(conn) = connecting.await else { return };
+                    let epoch = node.epoch();
+                    if epoch.is_cancelled() {
+                        return;
+                    }
+                    node.accepted
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(conn.clone());
                     loop {
                         let (send, recv) = tokio::select! {
                             biased;
                             _ = cancel.cancelled() => return,
+                            _ = epoch.cancelled() => return,
                             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
                         };
                         node.stats.streams.fetch_add(1, Ordering::Relaxed);
-                        let node = node.clone();
+                        let (node, epoch) = (node.clone(), epoch.clone());
                         tokio::spawn(async move {
+                            let r = tokio::select! {
+                                biased;
+                                // A crash: the work in flight is lost, nothing is answered.
+                                _ = epoch.cancelled() => return,
+                                r = node.handle(send, recv) => r,
+                            };
                             if let Err(Failure::Malformed | Failure::Frame(FrameIoError::Wire(_))) =
-                                node.handle(send, recv).await
+                                r
                             {
                                 node.stats.malformed.fetch_add(1, Ordering::Relaxed);
                             }

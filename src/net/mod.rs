@@ -3,6 +3,7 @@
 
 pub mod congestion;
 pub mod endpoint;
+pub mod fault;
 pub mod framed;
 pub mod link;
 pub mod params;

@@ -13,6 +13,7 @@
 //! Both split quinn's GSO batches so each datagram meets the link on its own, and both
 //! record how late the clock delivered each datagram (the emulator's own lateness).
 
+use super::fault::Gate;
 use super::link::{Link, LinkStats};
 use crate::clock::Clock;
 use hdrhistogram::Histogram;
@@ -103,6 +104,8 @@ struct Inner {
     links: Mutex<HashMap<(SocketAddr, SocketAddr), Link>>,
     unroutable: Mutex<u64>,
     lateness: Lateness,
+    /// Faults acting on link directions (`[[fault]]`), checked before the link.
+    gates: Mutex<HashMap<(SocketAddr, SocketAddr), Gate>>,
 }
 
 /// An in-memory network: hosts by address and a link for each direction that exists.
@@ -120,6 +123,7 @@ impl Network {
                 links: Mutex::new(HashMap::new()),
                 unroutable: Mutex::new(0),
                 lateness: Lateness::default(),
+                gates: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -176,6 +180,34 @@ impl Network {
     pub fn lateness(&self) -> Lateness {
         self.inner.lateness.clone()
     }
+
+    /// Fault `id` begins on the direction `from` -> `to`, dropping `fraction` of its
+    /// datagrams; the direction's gate draws from `seed`.
+    pub fn fault_begin(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        id: usize,
+        fraction: f64,
+        seed: u64,
+    ) {
+        lock(&self.inner.gates)
+            .entry((from, to))
+            .or_insert_with(|| Gate::new(seed))
+            .begin(id, fraction);
+    }
+
+    /// Fault `id` ends on the direction `from` -> `to`.
+    pub fn fault_end(&self, from: SocketAddr, to: SocketAddr, id: usize) {
+        if let Some(g) = lock(&self.inner.gates).get_mut(&(from, to)) {
+            g.end(id);
+        }
+    }
+
+    /// Datagrams faults dropped, on every direction.
+    pub fn fault_dropped(&self) -> u64 {
+        lock(&self.inner.gates).values().map(|g| g.dropped).sum()
+    }
 }
 
 /// A socket on the in-memory network.
@@ -196,6 +228,11 @@ impl fmt::Debug for MemSocket {
 impl MemSocket {
     fn send_one(&self, to: SocketAddr, data: &[u8]) {
         let now = self.net.clock.now();
+        if let Some(g) = lock(&self.net.gates).get_mut(&(self.addr, to))
+            && !g.pass()
+        {
+            return;
+        }
         let verdict = lock(&self.net.links)
             .get_mut(&(self.addr, to))
             .map(|l| l.offer(now, data.len()));

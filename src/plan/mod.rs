@@ -79,6 +79,10 @@ pub struct Plan {
     /// What in the scenario looks like a mistake without stopping it (a declared link the
     /// topology never uses).
     pub warnings: Vec<String>,
+    /// Standby servers of a client-relayed pipeline (docs/faults.md): (a stage's node, a
+    /// worker off the path holding exactly its span, linked to every client), where a
+    /// failed stage's session moves.
+    pub standby: Vec<(usize, usize)>,
     names: Vec<String>,
     links: Vec<((usize, usize), Hop)>,
 }
@@ -100,11 +104,15 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
     let path = &s.topology.path;
     let (route, parts) = kind.layout(path, &roles, s.topology.hops)?;
     let ways = parts.len().max(1) as u32;
-    let nodes = parts
+    let mut nodes = parts
         .iter()
         .map(|&(i, part)| node_plan(s, i, part, ways))
         .collect::<Result<Vec<_>, _>>()?;
     let clients = client_plans(s, kind);
+    let standby = standby(s, &route, &parts, &clients);
+    for &(_, r) in &standby {
+        nodes.push(node_plan(s, r, Part::Stage, ways)?);
+    }
     let mut notes: Vec<String> = Vec::new();
     if kind.client_heads() && clients.iter().any(|c| c.head.is_none()) {
         notes.push(
@@ -112,7 +120,10 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         );
     }
     let client_indices: Vec<usize> = clients.iter().map(|c| c.index).collect();
-    let connections = route.connections(&client_indices);
+    let mut connections = route.connections(&client_indices);
+    for &(_, r) in &standby {
+        connections.extend(client_indices.iter().map(|&c| (c, r)));
+    }
     let links = links_of(s, &names, &connections);
     let unused = unused_links(s, &names, &links);
     if links.iter().any(|(_, h)| !h.changes.is_empty()) {
@@ -172,11 +183,47 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         warnings: unused,
         clients,
         nodes,
+        standby,
         names,
         links,
     };
     plan.count_bytes();
     Ok(plan)
+}
+
+/// The standby servers of a client-relayed pipeline: each worker off the path whose span
+/// is exactly a stage's, with a declared link to every client.
+fn standby(
+    s: &Scenario,
+    route: &Route,
+    parts: &[(usize, Part)],
+    clients: &[ClientPlan],
+) -> Vec<(usize, usize)> {
+    let Route::Pipeline {
+        chains,
+        server_to_server: false,
+    } = route
+    else {
+        return Vec::new();
+    };
+    let on_path =
+        |i: usize| parts.iter().any(|&(n, _)| n == i) || clients.iter().any(|c| c.index == i);
+    let mut out = Vec::new();
+    for chain in chains {
+        let Some(&stage) = chain.last() else { continue };
+        for (r, n) in s.nodes.iter().enumerate() {
+            if n.role == crate::scenario::Role::Worker
+                && !on_path(r)
+                && n.layers == s.nodes[stage].layers
+                && clients
+                    .iter()
+                    .all(|c| s.link(c.index, r).is_some() && s.link(r, c.index).is_some())
+            {
+                out.push((stage, r));
+            }
+        }
+    }
+    out
 }
 
 /// A node's plan from the part its kind gives it: relays compute nothing, whole-model

@@ -81,6 +81,7 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
         }),
         measured_s: r.elapsed.as_secs_f64(),
         errors: r.errors.clone(),
+        faults: None,
     }
 }
 
@@ -191,10 +192,11 @@ pub fn summary(results: &Results) -> Result<Summary, SummaryError> {
         model: Some(ModelInfo::from(&s.model)),
         identity: Some(Identity::of(s, m.clock.name())),
         runs: Runs {
-            topology: m
-                .topology
-                .as_ref()
-                .map(|r| run_summary(r, has_slo, results.plan.hedge_after.is_some())),
+            topology: m.topology.as_ref().map(|r| RunSummary {
+                // The faults act on the topology run (docs/faults.md).
+                faults: (!s.faults.is_empty()).then(|| r.record.faults.clone()),
+                ..run_summary(r, has_slo, results.plan.hedge_after.is_some())
+            }),
             colocated: m
                 .colocated
                 .as_ref()

@@ -93,6 +93,9 @@ fn scenario(o: &mut String, e: &Entry) {
             let _ = writeln!(o, "Each part of the time at its own {stat}: {p}.");
         }
     }
+    if let Some(f) = model::faults(topo) {
+        let _ = writeln!(o, "Faults (topology run): {f}.");
+    }
     if let Some(r) = &s.reference {
         let line = model::reference_line(r);
         match r.outcome() {

@@ -147,6 +147,16 @@ pub fn requests(run: Option<&RunSummary>) -> String {
     format!("{c} completed, {f} failed")
 }
 
+/// What a run's faults did, as "2 faults injected, 3 failovers, 412 tokens replayed, 1
+/// request lost to faults"; `None` when the scenario has none.
+pub fn faults(run: Option<&RunSummary>) -> Option<String> {
+    let f = run?.faults.as_ref()?;
+    Some(format!(
+        "{} faults injected, {} failovers, {} tokens replayed, {} requests lost to faults, {} datagrams dropped",
+        f.injected, f.failovers, f.replayed_tokens, f.lost, f.dropped_datagrams
+    ))
+}
+
 /// A run's throughput, as "1.44 req/s, 46.2 tok/s" (with its goodput and the window when
 /// the file has them), or "-".
 pub fn throughput(run: Option<&RunSummary>) -> String {

@@ -358,6 +358,9 @@ pub struct RunSummary {
     pub measured_s: f64,
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// Scenarios with `[[fault]]`s, on the topology run: what the faults did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::record::FaultCounts>,
 }
 
 impl RunSummary {

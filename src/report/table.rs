@@ -301,6 +301,14 @@ fn topology_lines(o: &mut String, r: &Results) {
                 rec.hedge_wins
             );
         }
+        if !r.scenario.faults.is_empty() {
+            let f = &rec.faults;
+            let _ = writeln!(
+                o,
+                "  faults: {} injected, {} failovers, {} tokens replayed, {} requests lost to faults, {} datagrams dropped",
+                f.injected, f.failovers, f.replayed_tokens, f.lost, f.dropped_datagrams
+            );
+        }
         if let Some(c) = rec
             .histogram(Metric::Connect)
             .len()
@@ -492,6 +500,20 @@ fn route_lines(o: &mut String, plan: &Plan) {
         let _ = writeln!(
             o,
             "  hedging   next copy to the next replica after {when}; the first to answer wins"
+        );
+    }
+    let name = |i: usize| {
+        plan.nodes
+            .iter()
+            .find(|n| n.index == i)
+            .map_or("?", |n| n.name.as_str())
+    };
+    for &(stage, r) in &plan.standby {
+        let _ = writeln!(
+            o,
+            "  standby   {} holds {}'s span: a session that fails there moves to it and replays its tokens (docs/faults.md)",
+            name(r),
+            name(stage)
         );
     }
     let shape = plan.typical;

@@ -32,6 +32,8 @@ pub(super) struct RawScenario {
     pub(super) reference: Option<RawReference>,
     #[serde(default)]
     pub(super) quic: Option<RawQuic>,
+    #[serde(default, rename = "fault")]
+    pub(super) faults: Vec<super::fault::RawFault>,
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 //! profiles and mahimahi traces it names.
 
 pub mod diagnostic;
+pub mod fault;
 mod file;
 pub mod limits;
 pub mod link;
@@ -59,6 +60,8 @@ pub struct Scenario {
     pub quic: Quic,
     pub slo: Slo,
     pub reference: Option<Reference>,
+    /// `[[fault]]`s in file order (docs/faults.md).
+    pub faults: Vec<fault::Fault>,
 }
 
 /// A command-line override of a scenario's value.

@@ -24,7 +24,7 @@ pub use workload::{phase_too_long, too_many_requests};
 
 /// What every table's check shares: where the profiles and traces are, and the problems
 /// found so far.
-pub(super) struct Context<'a> {
+pub(in crate::scenario) struct Context<'a> {
     pub profiles: &'a ProfileLibrary,
     /// The scenario file's folder, where its traces are.
     pub base_dir: &'a Path,
@@ -137,6 +137,7 @@ pub(super) fn validate(
     let slo = slo::check(&mut cx, raw.slo.as_ref());
     let quic = quic::check(&mut cx, raw.quic.as_ref());
     let reference = reference::check(&mut cx, raw.reference.as_ref(), raw.baseline.is_some());
+    let faults = super::fault::check(&mut cx, &raw.faults, &nodes, &links, measure);
 
     let (Some(model), Some(measure)) = (model, measure) else {
         return Err(cx.problems);
@@ -171,5 +172,6 @@ pub(super) fn validate(
         slo,
         reference,
         quic,
+        faults,
     })
 }
