@@ -6,5 +6,6 @@ pub mod endpoint;
 pub mod framed;
 pub mod link;
 pub mod params;
+pub mod port;
 pub mod socket;
 pub mod wire;

@@ -6,6 +6,7 @@
 //! each parameter next to netem's.
 
 use crate::format::{duration_str, format_duration, format_si};
+pub use crate::net::port::PortDef;
 use serde::{Serialize, Serializer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +241,10 @@ pub struct LinkParams {
     /// The largest IP packet the link carries (UDP payload + 28 bytes); larger ones are dropped.
     pub mtu: Option<u32>,
     pub queue: Queue,
+    /// A port this direction shares with other links (`[[port]]`): its datagrams also
+    /// queue behind theirs at the port's rate (`net::port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<Arc<PortDef>>,
 }
 
 impl LinkParams {
@@ -258,6 +263,7 @@ impl LinkParams {
             duplicate: 0.0,
             mtu: None,
             queue: Queue::Bytes(DEFAULT_QUEUE_BYTES),
+            port: None,
         }
     }
 
@@ -266,17 +272,23 @@ impl LinkParams {
         self.bandwidth.is_some() || self.trace.is_some()
     }
 
-    /// The least time to serialize `bytes` onto the link.
+    /// The least time to serialize `bytes` onto the link: the slower of its own rate and
+    /// its port's, with no other traffic on the port.
     pub fn serialization(&self, bytes: f64) -> Duration {
+        let port = self
+            .port
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.serialization(bytes));
         if let Some(t) = &self.trace {
-            return t.min_time(bytes);
+            return t.min_time(bytes).max(port);
         }
-        match self.bandwidth {
+        let own = match self.bandwidth {
             Some(bps) if bps > 0.0 => {
                 Duration::try_from_secs_f64(bytes * 8.0 / bps).unwrap_or(Duration::MAX)
             }
             _ => Duration::ZERO,
-        }
+        };
+        own.max(port)
     }
 
     /// The least one-way delay a datagram can see (reordered datagrams skip the delay).
@@ -340,6 +352,9 @@ impl LinkParams {
         }
         if let Some(m) = self.mtu {
             s += &format!(", mtu {m}");
+        }
+        if let Some(p) = &self.port {
+            s += &format!(", {}", p.describe());
         }
         s
     }

@@ -22,6 +22,8 @@ pub(super) struct RawScenario {
     pub(super) nodes: Vec<RawNode>,
     #[serde(default, rename = "link")]
     pub(super) links: Vec<RawLink>,
+    #[serde(default, rename = "port")]
+    pub(super) ports: Vec<RawPort>,
     #[serde(default)]
     pub(super) topology: Option<RawTopology>,
     #[serde(default)]
@@ -434,10 +436,21 @@ pub(super) struct RawLink {
     pub(super) duplicate: Option<Fraction>,
     pub(super) mtu: Option<u32>,
     pub(super) queue: Option<RawQueue>,
+    /// The `[[port]]` every direction of this link shares with other links.
+    pub(super) port: Option<String>,
     /// Only in a `[[link.change]]`: when it applies.
     pub(super) at: Option<Dur>,
     #[serde(default)]
     pub(super) change: Vec<RawLink>,
+}
+
+/// `[[port]]`: a switch port or NIC several links share.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPort {
+    pub(super) name: String,
+    pub(super) rate: BitRate,
+    pub(super) queue: Option<RawQueue>,
 }
 
 /// A queue size: bytes (`"256KiB"`) or packets (`"25 packets"`).

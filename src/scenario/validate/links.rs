@@ -3,6 +3,7 @@
 
 use super::Context;
 use crate::format::format_duration;
+use crate::net::port::PortDef;
 use crate::scenario::Node;
 use crate::scenario::diagnostic::FieldPath;
 use crate::scenario::file::RawLink;
@@ -10,9 +11,15 @@ use crate::scenario::link::{
     JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue, RateTrace, Reorder,
     WIRE_OVERHEAD,
 };
+use std::sync::Arc;
 
 /// Every direction the links define; a `between` link gives two.
-pub(super) fn check(cx: &mut Context, raw: &[RawLink], nodes: &[Node]) -> Vec<LinkDef> {
+pub(super) fn check(
+    cx: &mut Context,
+    raw: &[RawLink],
+    nodes: &[Node],
+    ports: &[Arc<PortDef>],
+) -> Vec<LinkDef> {
     let mut links: Vec<LinkDef> = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let lp = FieldPath::root().key("link").index(i);
@@ -23,8 +30,16 @@ pub(super) fn check(cx: &mut Context, raw: &[RawLink], nodes: &[Node]) -> Vec<Li
                 "`at` belongs in a [[link.change]]; a link itself applies from the start".into(),
             );
         }
-        let params = link_params(cx, &LinkParams::ideal(), l, &lp, l.between.is_none());
-        let changes = changes(cx, l, &lp, &params);
+        let mut params = link_params(cx, &LinkParams::ideal(), l, &lp, l.between.is_none());
+        params.port = l
+            .port
+            .as_deref()
+            .and_then(|name| super::ports::find(cx, ports, name, lp.key("port")));
+        let mut changes = changes(cx, l, &lp, &params);
+        // A link stays on its port through its changes (a change cannot move it).
+        for c in &mut changes {
+            c.params.port = params.port.clone();
+        }
         let Some((a, b, both)) = ends else { continue };
         if a == b {
             cx.err(
@@ -106,6 +121,7 @@ fn changes(cx: &mut Context, l: &RawLink, lp: &FieldPath, params: &LinkParams) -
             (c.from.is_some(), "from"),
             (c.to.is_some(), "to"),
             (!c.change.is_empty(), "change"),
+            (c.port.is_some(), "port"),
         ] {
             if given {
                 cx.err(

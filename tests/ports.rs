@@ -1,0 +1,192 @@
+//! Shared ports (`[[port]]`, `net::port`): real QUIC connections on the in-memory network,
+//! on the virtual clock, so each transfer's time is the links', the port's and QUIC's alone.
+
+use inferlat::clock::ClockKind;
+use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
+use inferlat::net::link::Link;
+use inferlat::net::port::{Port, PortDef};
+use inferlat::net::socket::Network;
+use inferlat::scenario::{LinkParams, Queue};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A QUIC server that reads each bidirectional stream to its end and answers with its length.
+fn serve(server: quinn::Endpoint) {
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(Some(k)) = recv.read(&mut buf).await {
+                            n += k as u64;
+                        }
+                        let _ = send.write_all(&n.to_le_bytes()).await;
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// Sends `bytes` on one stream and waits for the answer.
+async fn upload(conn: &quinn::Connection, bytes: usize) {
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let chunk = vec![0x5a; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        send.write_all(&chunk[..k]).await.unwrap();
+        left -= k;
+    }
+    send.finish().unwrap();
+    let answer = recv.read_to_end(8).await.unwrap();
+    assert_eq!(u64::from_le_bytes(answer.try_into().unwrap()), bytes as u64);
+}
+
+const RATE: f64 = 1e9;
+const BYTES: usize = 4_000_000;
+
+/// A 1 Gbit/s LAN direction (0.25 ms one way), on `port` when given.
+fn lan(port: Option<&Arc<PortDef>>) -> LinkParams {
+    LinkParams {
+        delay: Duration::from_micros(250),
+        bandwidth: Some(RATE),
+        queue: Queue::Packets(1000),
+        port: port.cloned(),
+        ..LinkParams::ideal()
+    }
+}
+
+/// Three workers each upload `BYTES` to one root at the same moment, over warm QUIC
+/// connections; the root's inbound directions share one 1 Gbit/s port when `shared`.
+/// Returns the time until the last upload is answered and the datagrams dropped.
+fn three_to_one(shared: bool) -> (Duration, u64) {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    rt.block_on(async move {
+        let net = Network::new(clock.clone());
+        let root: SocketAddr = "10.2.0.1:4433".parse().unwrap();
+        let workers: Vec<SocketAddr> = (2..5)
+            .map(|i| format!("10.2.0.{i}:4433").parse().unwrap())
+            .collect();
+        let def = Arc::new(PortDef {
+            name: "switch".into(),
+            rate: RATE,
+            queue: Queue::Packets(1000),
+        });
+        let port = Port::shared(def.clone());
+        for (i, &w) in workers.iter().enumerate() {
+            let mut up = Link::new(lan(shared.then_some(&def)), 10 + i as u64);
+            if shared {
+                up = up.with_port(port.clone());
+            }
+            net.add_link(w, root, up);
+            net.add_link(root, w, Link::new(lan(None), 20 + i as u64));
+        }
+        let settings = TransportSettings::default();
+        let tls = endpoint::tls(&settings).unwrap();
+        // The root answers on its own links; each worker's window is a warm one of its path.
+        let server =
+            endpoint::endpoint(net.bind(root).unwrap(), Some(tls.server.clone()), 1).unwrap();
+        serve(server);
+        let mut conns = Vec::new();
+        for (i, &w) in workers.iter().enumerate() {
+            let ep = endpoint::endpoint(net.bind(w).unwrap(), None, 2 + i as u64).unwrap();
+            let out = lan(shared.then_some(&def));
+            let path = PathShape::new(&out, Some(&lan(None)));
+            let cfg = tls.client_with(settings.config_for(Some(&path)).unwrap());
+            let conn = ep
+                .connect_with(cfg, root, SERVER_NAME)
+                .unwrap()
+                .await
+                .unwrap();
+            conns.push((ep, conn));
+        }
+        let t0 = clock.now();
+        let uploads = conns.iter().map(|(_, c)| upload(c, BYTES));
+        futures_util::future::join_all(uploads).await;
+        let took = clock.now() - t0;
+        let dropped = workers
+            .iter()
+            .map(|&w| net.link_stats(w, root).unwrap().dropped)
+            .sum();
+        (took, dropped)
+    })
+}
+
+/// What it shows: three uploads into one root through a shared 1 Gbit/s port take about
+/// three times one upload's serialization (3·X/rate), and through three independent
+/// 1 Gbit/s links about one (X/rate), as on a gigabit switch against a full mesh. The
+/// physical bounds are hard (never faster than the port or the link can carry the bytes);
+/// the upper bounds leave room for QUIC's headers (about 3 %) and the handshake-free warm
+/// start's first round trip.
+#[test]
+fn three_workers_into_one_root_queue_at_a_shared_port() {
+    let x = BYTES as f64 * 8.0 / RATE;
+    let (alone, alone_dropped) = three_to_one(false);
+    let (shared, shared_dropped) = three_to_one(true);
+    eprintln!(
+        "X/rate {:.1} ms: independent links {:.1} ms ({alone_dropped} dropped), shared port {:.1} ms ({shared_dropped} dropped)",
+        x * 1e3,
+        alone.as_secs_f64() * 1e3,
+        shared.as_secs_f64() * 1e3
+    );
+    let (alone, shared) = (alone.as_secs_f64(), shared.as_secs_f64());
+    assert!(alone >= x, "independent: {alone} s beats X/rate {x} s");
+    assert!(alone <= 1.15 * x, "independent: {alone} s, X/rate {x} s");
+    assert!(
+        shared >= 3.0 * x,
+        "shared: {shared} s beats 3·X/rate {} s",
+        3.0 * x
+    );
+    assert!(
+        shared <= 1.15 * 3.0 * x,
+        "shared: {shared} s, 3·X/rate {} s",
+        3.0 * x
+    );
+}
+
+/// What it shows: a scenario's `[[port]]` reaches the plan and the harness. The floor
+/// counts an unlimited link on a 10 Mbit/s port as a 10 Mbit/s hop (and exactly that: the
+/// same scenario with the rate on the link has the same floor); a virtual-clock run through
+/// the port is never faster than that floor, and a declared port no link names changes
+/// nothing.
+#[test]
+fn a_scenario_port_sets_the_floor_and_the_run() {
+    use inferlat::harness::{self, Options};
+    use inferlat::plan::{self, schedule::Shape};
+    use inferlat::record::Metric;
+    use inferlat::scenario::testing;
+    let port = "[[port]]\nname = \"nic\"\nrate = \"10Mbit/s\"\n";
+    let on_port = testing::direct("p", "ideal", "rtt = \"20ms\"\nport = \"nic\"").raw(port);
+    let on_link = testing::direct("p", "ideal", "rtt = \"20ms\"\nbandwidth = \"10Mbit/s\"");
+    let unused = testing::direct("p", "ideal", "rtt = \"20ms\"").raw(port);
+    let plain = testing::direct("p", "ideal", "rtt = \"20ms\"");
+    let shape = Shape {
+        prompt: 512,
+        output: 4,
+    };
+    let floor = |t: &testing::ScenarioText| plan::plan(&t.parse().unwrap()).unwrap().floor(shape);
+    assert_eq!(floor(&on_port), floor(&on_link));
+    assert_eq!(floor(&unused), floor(&plain));
+    assert!(floor(&on_port).ttft > floor(&plain).ttft);
+
+    let s = on_port.parse().unwrap();
+    let p = plan::plan(&s).unwrap();
+    let m = harness::run_to_end(&s, &p, &Options::default(), ClockKind::Virtual).unwrap();
+    let rec = &m.topology.unwrap().record;
+    let ttft_min = rec.histogram(Metric::Ttft).min();
+    assert!(
+        Duration::from_nanos(ttft_min) >= p.floor(p.typical).ttft,
+        "ttft {ttft_min} ns beats the floor"
+    );
+    assert!(
+        m.links.iter().any(|l| l.params.port.is_some()),
+        "the link reports name the port"
+    );
+}
