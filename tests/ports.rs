@@ -190,3 +190,63 @@ fn a_scenario_port_sets_the_floor_and_the_run() {
         "the link reports name the port"
     );
 }
+
+/// TTFT p50 of a direct scenario on a 100 ms RTT, 100 Mbit/s link with `link_extra`
+/// (one request a second: each one after 1 s of silence), and the request's bytes on the
+/// way up.
+fn ttft_after_idle(link_extra: &str, prompt: u32) -> (f64, u64) {
+    use inferlat::harness::{self, Options};
+    use inferlat::plan;
+    use inferlat::record::Metric;
+    use inferlat::scenario::testing;
+    let s = testing::direct(
+        "tcp",
+        "ideal",
+        &format!("rtt = \"100ms\"\nbandwidth = \"100Mbit/s\"\n{link_extra}"),
+    )
+    .workload(&format!(
+        "prompt_tokens = {prompt}\noutput_tokens = 2\narrival = {{ kind = \"constant\", rate = 1.0 }}\nrequests = 6\nwarmup_requests = 1"
+    ))
+    .parse()
+    .unwrap();
+    let p = plan::plan(&s).unwrap();
+    let up = p
+        .hops
+        .iter()
+        .find(|h| h.from == "client")
+        .unwrap()
+        .prefill_bytes;
+    let m = harness::run_to_end(&s, &p, &Options::default(), ClockKind::Virtual).unwrap();
+    let ttft = m
+        .topology
+        .unwrap()
+        .record
+        .histogram(Metric::Ttft)
+        .value_at_quantile(0.5);
+    (ttft as f64 / 1e9, up)
+}
+
+/// What it shows: `transport = "tcp-linux"` on a link makes the connection that sends on
+/// it behave as Linux TCP does after an idle period longer than its RTO: the window
+/// restarts from ten segments (14,480 B), so a request of two to three windows needs one
+/// more round trip than on the same link with inferlat's warm QUIC default, and a request
+/// that fits one window needs none. The expected counts are TCP's (RFC 5681 §4.1,
+/// RFC 6928), not measured from the model.
+#[test]
+fn a_link_stating_tcp_linux_pays_slow_start_after_idle_per_request() {
+    let rtt = 0.1;
+    for (prompt, extra_trips) in [(256u32, 0.0), (6144, 1.0)] {
+        let (quic, up) = ttft_after_idle("", prompt);
+        let (tcp, _) = ttft_after_idle("transport = \"tcp-linux\"", prompt);
+        let trips = (tcp - quic) / rtt;
+        eprintln!(
+            "prompt {prompt} ({up} B up): ttft quic {:.1} ms, tcp-linux {:.1} ms: {trips:.2} extra RTT",
+            quic * 1e3,
+            tcp * 1e3
+        );
+        assert!(
+            (trips - extra_trips).abs() < 0.35,
+            "prompt {prompt} ({up} B): {trips:.2} extra round trips, TCP needs {extra_trips}"
+        );
+    }
+}

@@ -376,7 +376,11 @@ impl Topology {
         };
         let transport_for = |a: usize, b: usize| {
             let path = link_of(a, b).map(|out| PathShape::new(out, link_of(b, a)));
-            options.transport.config_for(path.as_ref())
+            // A link's `transport` sets the behaviour of what sends on it.
+            options
+                .transport
+                .for_link(link_of(a, b))
+                .config_for(path.as_ref())
         };
         let mut accept_configs: HashMap<usize, HashMap<SocketAddr, Arc<quinn::ServerConfig>>> =
             HashMap::new();

@@ -161,6 +161,14 @@ impl TransportSettings {
         self
     }
 
+    /// These settings with what a link's `transport` sets over them, if it sets any.
+    pub fn for_link(&self, link: Option<&LinkParams>) -> Self {
+        match link.and_then(|l| l.transport.as_deref()) {
+            Some(q) => self.clone().with(q),
+            None => self.clone(),
+        }
+    }
+
     /// The window a connection on `path` starts with.
     pub fn start_window(&self, path: Option<&PathShape>) -> u64 {
         match path {

@@ -8,4 +8,5 @@ pub mod link;
 pub mod params;
 pub mod port;
 pub mod socket;
+pub mod transport;
 pub mod wire;

@@ -245,6 +245,10 @@ pub struct LinkParams {
     /// queue behind theirs at the port's rate (`net::port`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<Arc<PortDef>>,
+    /// The transport behaviour of the connections that send on this direction
+    /// (`transport` on a `[[link]]`), over `[quic]`'s; none: `[quic]`'s alone.
+    #[serde(skip)]
+    pub transport: Option<Arc<Quic>>,
 }
 
 impl LinkParams {
@@ -264,6 +268,7 @@ impl LinkParams {
             mtu: None,
             queue: Queue::Bytes(DEFAULT_QUEUE_BYTES),
             port: None,
+            transport: None,
         }
     }
 

@@ -4,9 +4,10 @@
 use super::Context;
 use crate::format::format_duration;
 use crate::net::port::PortDef;
+use crate::net::transport::TransportPreset;
 use crate::scenario::Node;
 use crate::scenario::diagnostic::FieldPath;
-use crate::scenario::file::RawLink;
+use crate::scenario::file::{RawLink, RawTransport};
 use crate::scenario::link::{
     JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue, RateTrace, Reorder,
     WIRE_OVERHEAD,
@@ -35,10 +36,15 @@ pub(super) fn check(
             .port
             .as_deref()
             .and_then(|name| super::ports::find(cx, ports, name, lp.key("port")));
+        params.transport = l
+            .transport
+            .as_ref()
+            .and_then(|t| transport(cx, t, lp.key("transport")));
         let mut changes = changes(cx, l, &lp, &params);
-        // A link stays on its port through its changes (a change cannot move it).
+        // A link keeps its port and its transport through its changes.
         for c in &mut changes {
             c.params.port = params.port.clone();
+            c.params.transport = params.transport.clone();
         }
         let Some((a, b, both)) = ends else { continue };
         if a == b {
@@ -111,6 +117,30 @@ fn ends(
     }
 }
 
+/// A link's `transport`: a preset's settings or a table's, checked as `[quic]`'s.
+fn transport(
+    cx: &mut Context,
+    t: &RawTransport,
+    path: FieldPath,
+) -> Option<Arc<crate::net::params::Quic>> {
+    match t {
+        RawTransport::Named(name) => match TransportPreset::find(name) {
+            Some(p) => Some(Arc::new((p.settings)())),
+            None => {
+                cx.err(
+                    path,
+                    format!(
+                        "unknown transport \"{name}\"; presets: {} (or a table of [quic] fields)",
+                        TransportPreset::names().join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        RawTransport::Table(q) => Some(Arc::new(super::quic::check_at(cx, q, path))),
+    }
+}
+
 /// The link's changes, in time order, each stating what differs from the link itself.
 fn changes(cx: &mut Context, l: &RawLink, lp: &FieldPath, params: &LinkParams) -> Vec<LinkChange> {
     let mut changes: Vec<LinkChange> = Vec::new();
@@ -122,6 +152,7 @@ fn changes(cx: &mut Context, l: &RawLink, lp: &FieldPath, params: &LinkParams) -
             (c.to.is_some(), "to"),
             (!c.change.is_empty(), "change"),
             (c.port.is_some(), "port"),
+            (c.transport.is_some(), "transport"),
         ] {
             if given {
                 cx.err(
