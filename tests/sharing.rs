@@ -1,5 +1,6 @@
-//! Shared ports (`[[port]]`, `net::port`): real QUIC connections on the in-memory network,
-//! on the virtual clock, so each transfer's time is the links', the port's and QUIC's alone.
+//! Shared ports (`[[port]]`, `net::port`) and a link's own transport (`transport` on a
+//! `[[link]]`): real QUIC on the in-memory network, on the virtual clock, so each
+//! transfer's time is the links', the port's and QUIC's alone.
 
 use inferlat::clock::ClockKind;
 use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
@@ -249,4 +250,59 @@ fn a_link_stating_tcp_linux_pays_slow_start_after_idle_per_request() {
             "prompt {prompt} ({up} B): {trips:.2} extra round trips, TCP needs {extra_trips}"
         );
     }
+}
+
+/// Seconds to upload `bytes` on one stream over a warm connection on a 1 Gbit/s link of
+/// 100 ms RTT (a deep queue: no loss), with `stream_window` of per-stream credit.
+fn long_upload(bytes: usize, stream_window: u64) -> f64 {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    rt.block_on(async move {
+        let net = Network::new(clock.clone());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "10.4.0.1:4433".parse().unwrap(),
+            "10.4.0.2:4433".parse().unwrap(),
+        );
+        let path = LinkParams {
+            delay: Duration::from_millis(50),
+            bandwidth: Some(1e9),
+            queue: Queue::Bytes(20_000_000),
+            ..LinkParams::ideal()
+        };
+        net.add_link(a, b, Link::new(path.clone(), 1));
+        net.add_link(b, a, Link::new(path.clone(), 2));
+        let settings = TransportSettings {
+            stream_receive_window: stream_window,
+            initial_rtt_ms: 100.0,
+            ..TransportSettings::default()
+        };
+        let shape = PathShape::new(&path, Some(&path));
+        let tls = endpoint::tls(&settings).unwrap();
+        let server_cfg = tls.server_with(settings.config_for(Some(&shape)).unwrap());
+        let server = endpoint::endpoint(net.bind(b).unwrap(), Some(server_cfg), 3).unwrap();
+        serve(server);
+        let ep = endpoint::endpoint(net.bind(a).unwrap(), None, 4).unwrap();
+        let cfg = tls.client_with(settings.config_for(Some(&shape)).unwrap());
+        let conn = ep.connect_with(cfg, b, SERVER_NAME).unwrap().await.unwrap();
+        let t0 = clock.now();
+        upload(&conn, bytes).await;
+        (clock.now() - t0).as_secs_f64()
+    })
+}
+
+/// What it shows: quinn's default stream receive window (1.25 MB) caps one stream at one
+/// window per round trip, so a long prefill's 12.5 MB of activations across a 1 Gbit/s,
+/// 100 ms hop takes about 10 RTTs (1 s) where the link could carry it in 0.1 s plus the
+/// RTT, as it does with a 16 MiB window (what a long-lived TCP connection's autotuned
+/// buffer allows). The bound is arithmetic (bytes / window × RTT), not fitted.
+#[test]
+fn the_default_stream_window_caps_a_long_prefill_at_one_window_per_round_trip() {
+    let bytes = 12_500_000;
+    let capped = long_upload(bytes, 1_250_000);
+    let open = long_upload(bytes, 16 << 20);
+    eprintln!(
+        "12.5 MB over 1 Gbit/s, 100 ms RTT: 1.25 MB window {capped:.3} s, 16 MiB window {open:.3} s"
+    );
+    let window_bound = bytes as f64 / 1_250_000.0 * 0.1;
+    assert!(capped >= 0.9 * window_bound, "1.25 MB window: {capped} s");
+    assert!(open <= 0.5 * window_bound, "16 MiB window: {open} s");
 }
