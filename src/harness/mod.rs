@@ -376,10 +376,11 @@ impl Topology {
         };
         let transport_for = |a: usize, b: usize| {
             let path = link_of(a, b).map(|out| PathShape::new(out, link_of(b, a)));
-            // A link's `transport` sets the behaviour of what sends on it.
+            // A link's `transport` sets the behaviour of what sends on it, else the
+            // sending node's.
             options
                 .transport
-                .for_link(link_of(a, b))
+                .for_link(link_of(a, b), scenario.nodes[a].transport.as_deref())
                 .config_for(path.as_ref())
         };
         let mut accept_configs: HashMap<usize, HashMap<SocketAddr, Arc<quinn::ServerConfig>>> =

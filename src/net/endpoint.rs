@@ -161,9 +161,10 @@ impl TransportSettings {
         self
     }
 
-    /// These settings with what a link's `transport` sets over them, if it sets any.
-    pub fn for_link(&self, link: Option<&LinkParams>) -> Self {
-        match link.and_then(|l| l.transport.as_deref()) {
+    /// These settings with what a link's `transport` sets over them, or else what the
+    /// sending node's does (`node`), if either sets any.
+    pub fn for_link(&self, link: Option<&LinkParams>, node: Option<&Quic>) -> Self {
+        match link.and_then(|l| l.transport.as_deref()).or(node) {
             Some(q) => self.clone().with(q),
             None => self.clone(),
         }

@@ -335,6 +335,9 @@ pub(super) struct RawNode {
     pub(super) max_batch: Option<u32>,
     pub(super) share: Option<f64>,
     pub(super) engine: Option<RawEngine>,
+    /// The transport behaviour of every connection direction this node sends on (a
+    /// link's own `transport` wins).
+    pub(super) transport: Option<RawTransport>,
 }
 
 /// `engine = { kind = "openai", url = ..., model = ... }`: a real engine behind a worker or

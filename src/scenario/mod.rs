@@ -235,6 +235,9 @@ pub struct Node {
     pub share: f64,
     /// A worker backed by a real engine (issue 13); none: its device's roofline model.
     pub engine: Option<EngineConfig>,
+    /// `transport`: the behaviour of the connection directions it sends on, over
+    /// `[quic]`'s, unless the link states its own.
+    pub transport: Option<std::sync::Arc<Quic>>,
 }
 
 #[derive(Clone, Debug)]

@@ -117,8 +117,8 @@ fn ends(
     }
 }
 
-/// A link's `transport`: a preset's settings or a table's, checked as `[quic]`'s.
-fn transport(
+/// A link's or a node's `transport`: a preset's settings or a table's, checked as `[quic]`'s.
+pub(super) fn transport(
     cx: &mut Context,
     t: &RawTransport,
     path: FieldPath,
