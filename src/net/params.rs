@@ -361,6 +361,9 @@ impl LinkParams {
         if let Some(p) = &self.port {
             s += &format!(", {}", p.describe());
         }
+        if let Some(t) = &self.transport {
+            s += &format!(", transport {}", t.describe());
+        }
         s
     }
 }
@@ -427,6 +430,52 @@ pub struct Quic {
     /// Whether the window restarts from `initial_window` after an idle period (TCP's
     /// slow start after idle); default false.
     pub slow_start_after_idle: Option<bool>,
+}
+
+impl Quic {
+    /// The fields it sets, for `validate` ("initial_window 14.5kB, slow start after idle");
+    /// "the run's [quic]" when it sets none.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(w) = self.initial_window {
+            parts.push(format!("initial_window {}", format_si(w as f64, "B")));
+        }
+        match self.slow_start_after_idle {
+            Some(true) => parts.push("slow start after idle".into()),
+            Some(false) => parts.push("no slow start after idle".into()),
+            None => {}
+        }
+        match self.warm {
+            Some(true) => parts.push("warm".into()),
+            Some(false) => parts.push("cold".into()),
+            None => {}
+        }
+        if let Some(c) = self.congestion {
+            parts.push(c.name().into());
+        }
+        if let Some(d) = self.initial_rtt {
+            parts.push(format!("initial_rtt {}", format_duration(d)));
+        }
+        if let Some(w) = self.stream_receive_window {
+            parts.push(format!(
+                "stream_receive_window {}",
+                format_si(w as f64, "B")
+            ));
+        }
+        if let Some(w) = self.receive_window {
+            parts.push(format!("receive_window {}", format_si(w as f64, "B")));
+        }
+        if let Some(d) = self.idle_timeout {
+            parts.push(format!("idle_timeout {}", format_duration(d)));
+        }
+        if let Some(d) = self.keep_alive {
+            parts.push(format!("keep_alive {}", format_duration(d)));
+        }
+        match parts.is_empty() {
+            true => "the run's [quic]".into(),
+            false => parts.join(", "),
+        }
+    }
 }
 
 #[cfg(test)]
