@@ -156,7 +156,7 @@ fn three_workers_into_one_root_queue_at_a_shared_port() {
 /// counts an unlimited link on a 10 Mbit/s port as a 10 Mbit/s hop (and exactly that: the
 /// same scenario with the rate on the link has the same floor); a virtual-clock run through
 /// the port is never faster than that floor, and a declared port no link names changes
-/// nothing.
+/// nothing and is warned about.
 #[test]
 fn a_scenario_port_sets_the_floor_and_the_run() {
     use inferlat::harness::{self, Options};
@@ -175,6 +175,19 @@ fn a_scenario_port_sets_the_floor_and_the_run() {
     let floor = |t: &testing::ScenarioText| plan::plan(&t.parse().unwrap()).unwrap().floor(shape);
     assert_eq!(floor(&on_port), floor(&on_link));
     assert_eq!(floor(&unused), floor(&plain));
+    let warnings = plan::plan(&unused.parse().unwrap()).unwrap().warnings;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("the port \"nic\" is declared")),
+        "no warning for an unused port: {warnings:?}"
+    );
+    assert!(
+        plan::plan(&on_port.parse().unwrap())
+            .unwrap()
+            .warnings
+            .is_empty()
+    );
     assert!(floor(&on_port).ttft > floor(&plain).ttft);
 
     let s = on_port.parse().unwrap();

@@ -53,6 +53,8 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     /// Directed links: a `between` link appears once in each direction.
     pub links: Vec<LinkDef>,
+    /// The `[[port]]`s, in file order; each link direction on one holds it in its params.
+    pub ports: Vec<std::sync::Arc<crate::net::port::PortDef>>,
     pub topology: Topology,
     pub baseline: Option<Baseline>,
     /// QUIC settings the scenario sets; the rest keep inferlat's documented defaults.

@@ -168,6 +168,7 @@ pub(super) fn validate(
         },
         nodes,
         links,
+        ports,
         topology: topology.topology,
         baseline,
         slo,
