@@ -12,6 +12,7 @@ use crate::clock::{Clock, ClockKind};
 use crate::compute::{EngineConfig, EngineError};
 use crate::net::endpoint::{self, PathShape, TransportSettings};
 use crate::net::link::{Link, LinkStats};
+use crate::net::port::{Port, SharedPort};
 use crate::net::socket::Network;
 use crate::net::wire::DEFAULT_MAX_FRAME;
 use crate::plan::Plan;
@@ -362,6 +363,7 @@ impl Topology {
         let seed = scenario.seed;
         let net = Network::new(clock.clone());
         let addrs: Vec<SocketAddr> = (0..scenario.nodes.len()).map(host_addr).collect();
+        let mut ports: HashMap<String, SharedPort> = HashMap::new();
         for (a, b) in plan.connections.iter().flat_map(|&(a, b)| [(a, b), (b, a)]) {
             if net.link_stats(addrs[a], addrs[b]).is_some() {
                 continue;
@@ -374,11 +376,15 @@ impl Topology {
             // Seeded by the direction's node names: adding a node or a link elsewhere, or
             // reordering the file, leaves this direction's random stream as it was.
             let link_seed = keyed_seed(seed, &["link", &hop.from, &hop.to]);
-            net.add_link(
-                addrs[a],
-                addrs[b],
-                Link::new(hop.link.clone(), link_seed).with_changes(hop.changes.clone()),
-            );
+            let mut link = Link::new(hop.link.clone(), link_seed).with_changes(hop.changes.clone());
+            // Every direction on one `[[port]]` shares its queue and rate.
+            if let Some(def) = &hop.link.port {
+                let port = ports
+                    .entry(def.name.clone())
+                    .or_insert_with(|| Port::shared(def.clone()));
+                link = link.with_port(port.clone());
+            }
+            net.add_link(addrs[a], addrs[b], link);
         }
         let tls = endpoint::tls(&options.transport)?;
         let names: Arc<Vec<String>> =
@@ -393,7 +399,12 @@ impl Topology {
         };
         let transport_for = |a: usize, b: usize| {
             let path = link_of(a, b).map(|out| PathShape::new(out, link_of(b, a)));
-            options.transport.config_for(path.as_ref())
+            // A link's `transport` sets the behaviour of what sends on it, else the
+            // sending node's.
+            options
+                .transport
+                .for_link(link_of(a, b), scenario.nodes[a].transport.as_deref())
+                .config_for(path.as_ref())
         };
         let mut accept_configs: HashMap<usize, HashMap<SocketAddr, Arc<quinn::ServerConfig>>> =
             HashMap::new();

@@ -73,14 +73,21 @@ pub struct PathShape {
 impl PathShape {
     /// The path of a connection sending on `out` and hearing back on `back`.
     pub fn new(out: &LinkParams, back: Option<&LinkParams>) -> Self {
-        let rate = match (&out.trace, out.bandwidth) {
+        let own = match (&out.trace, out.bandwidth) {
             (Some(t), _) => Some(t.mean_rate()),
             (None, b) => b,
         };
-        let queue_bytes = match (rate, out.queue) {
-            (None, _) => 0,
-            (Some(_), Queue::Bytes(b)) => b,
-            (Some(_), Queue::Packets(n)) => u64::from(n) * 1500,
+        let bytes = |q: Queue| match q {
+            Queue::Bytes(b) => b,
+            Queue::Packets(n) => u64::from(n) * 1500,
+        };
+        // A shared port slower than the link is the path's bottleneck (as if the
+        // connection had the port to itself), and its queue the bottleneck's queue.
+        let (rate, queue_bytes) = match (own, &out.port) {
+            (Some(r), Some(p)) if p.rate < r => (Some(p.rate), bytes(p.queue)),
+            (None, Some(p)) => (Some(p.rate), bytes(p.queue)),
+            (Some(r), _) => (Some(r), bytes(out.queue)),
+            (None, None) => (None, 0),
         };
         PathShape {
             rate,
@@ -152,6 +159,15 @@ impl TransportSettings {
             self.slow_start_after_idle = r;
         }
         self
+    }
+
+    /// These settings with what a link's `transport` sets over them, or else what the
+    /// sending node's does (`node`), if either sets any.
+    pub fn for_link(&self, link: Option<&LinkParams>, node: Option<&Quic>) -> Self {
+        match link.and_then(|l| l.transport.as_deref()).or(node) {
+            Some(q) => self.clone().with(q),
+            None => self.clone(),
+        }
     }
 
     /// The window a connection on `path` starts with.

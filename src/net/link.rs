@@ -11,6 +11,7 @@
 use crate::net::params::{
     JitterDist, LinkChange, LinkParams, Loss, Queue, RateTrace, WIRE_OVERHEAD,
 };
+use crate::net::port::SharedPort;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -152,6 +153,8 @@ pub struct Link {
     reorder_last: bool,
     reorder_counter: u32,
     stats: LinkStats,
+    /// The port this direction shares with other links, if any.
+    port: Option<SharedPort>,
 }
 
 /// Where a trace-driven rate is: the next opportunity with room, and the room left in it.
@@ -237,7 +240,15 @@ impl Link {
             reorder_last: false,
             reorder_counter: 0,
             stats: LinkStats::default(),
+            port: None,
         }
+    }
+
+    /// Puts the link on a port it shares with other links: its datagrams queue there, after
+    /// its own queue and rate and before its delay, behind every other link's.
+    pub fn with_port(mut self, port: SharedPort) -> Self {
+        self.port = Some(port);
+        self
     }
 
     /// Parameter changes during the run, applied from [`Link::start_changes`] on.
@@ -306,7 +317,10 @@ impl Link {
             self.stats.lost += 1;
             return Verdict::Lost;
         }
-        let Some(departure) = self.enqueue(now, wire) else {
+        let Some(departure) = self
+            .enqueue(now, wire)
+            .and_then(|d| self.through_port(d, wire))
+        else {
             self.stats.dropped += 1;
             return Verdict::Dropped;
         };
@@ -374,6 +388,18 @@ impl Link {
         self.queue.push_back((done, wire));
         self.queued_bytes += wire as u64;
         Some(done)
+    }
+
+    /// The shared port: when a datagram that left the link's own rate limiter at
+    /// `departure` leaves the port, or `None` when the port's queue is full.
+    fn through_port(&mut self, departure: Instant, wire: u32) -> Option<Instant> {
+        match &self.port {
+            None => Some(departure),
+            Some(p) => p
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .enqueue(departure, wire),
+        }
     }
 
     /// Delay, jitter and order: when a datagram that left the rate limiter at `departure`
@@ -464,6 +490,34 @@ mod tests {
         let at: Vec<Verdict> = (0..3).map(|_| l.offer(t0, payload(1000))).collect();
         let ms = |n| Verdict::Deliver(t0 + Duration::from_millis(n));
         assert_eq!(at, vec![ms(21), ms(22), ms(23)]);
+    }
+
+    #[test]
+    fn links_on_one_port_queue_behind_each_other() {
+        use crate::net::port::{Port, PortDef};
+        let t0 = Instant::now();
+        let def = Arc::new(PortDef {
+            name: "switch".into(),
+            rate: 8e6,
+            queue: Queue::Packets(100),
+        });
+        let port = Port::shared(def.clone());
+        let on_port = || LinkParams {
+            port: Some(def.clone()),
+            ..params()
+        };
+        let mut a = Link::new(on_port(), 1).with_port(port.clone());
+        let mut b = Link::new(on_port(), 2).with_port(port.clone());
+        // 1000 wire bytes at the port's 8 Mbit/s = 1 ms each, then 20 ms of delay: b's
+        // datagram waits for a's, though b's own link is idle.
+        let ms = |n| Verdict::Deliver(t0 + Duration::from_millis(n));
+        assert_eq!(a.offer(t0, payload(1000)), ms(21));
+        assert_eq!(b.offer(t0, payload(1000)), ms(22));
+        assert_eq!(a.offer(t0, payload(1000)), ms(23));
+        // Without the port, b's link alone would have sent it at once.
+        let mut c = Link::new(params(), 3);
+        assert_eq!(c.offer(t0, payload(1000)), ms(20));
+        assert_eq!(port.lock().unwrap().stats().datagrams, 3);
     }
 
     #[test]

@@ -7,5 +7,7 @@ pub mod fault;
 pub mod framed;
 pub mod link;
 pub mod params;
+pub mod port;
 pub mod socket;
+pub mod transport;
 pub mod wire;

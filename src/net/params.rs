@@ -6,6 +6,7 @@
 //! each parameter next to netem's.
 
 use crate::format::{duration_str, format_duration, format_si};
+pub use crate::net::port::PortDef;
 use serde::{Serialize, Serializer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -240,6 +241,14 @@ pub struct LinkParams {
     /// The largest IP packet the link carries (UDP payload + 28 bytes); larger ones are dropped.
     pub mtu: Option<u32>,
     pub queue: Queue,
+    /// A port this direction shares with other links (`[[port]]`): its datagrams also
+    /// queue behind theirs at the port's rate (`net::port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<Arc<PortDef>>,
+    /// The transport behaviour of the connections that send on this direction
+    /// (`transport` on a `[[link]]`), over `[quic]`'s; none: `[quic]`'s alone.
+    #[serde(skip)]
+    pub transport: Option<Arc<Quic>>,
 }
 
 impl LinkParams {
@@ -258,6 +267,8 @@ impl LinkParams {
             duplicate: 0.0,
             mtu: None,
             queue: Queue::Bytes(DEFAULT_QUEUE_BYTES),
+            port: None,
+            transport: None,
         }
     }
 
@@ -266,17 +277,23 @@ impl LinkParams {
         self.bandwidth.is_some() || self.trace.is_some()
     }
 
-    /// The least time to serialize `bytes` onto the link.
+    /// The least time to serialize `bytes` onto the link: the slower of its own rate and
+    /// its port's, with no other traffic on the port.
     pub fn serialization(&self, bytes: f64) -> Duration {
+        let port = self
+            .port
+            .as_ref()
+            .map_or(Duration::ZERO, |p| p.serialization(bytes));
         if let Some(t) = &self.trace {
-            return t.min_time(bytes);
+            return t.min_time(bytes).max(port);
         }
-        match self.bandwidth {
+        let own = match self.bandwidth {
             Some(bps) if bps > 0.0 => {
                 Duration::try_from_secs_f64(bytes * 8.0 / bps).unwrap_or(Duration::MAX)
             }
             _ => Duration::ZERO,
-        }
+        };
+        own.max(port)
     }
 
     /// The least one-way delay a datagram can see (reordered datagrams skip the delay).
@@ -340,6 +357,12 @@ impl LinkParams {
         }
         if let Some(m) = self.mtu {
             s += &format!(", mtu {m}");
+        }
+        if let Some(p) = &self.port {
+            s += &format!(", {}", p.describe());
+        }
+        if let Some(t) = &self.transport {
+            s += &format!(", transport {}", t.describe());
         }
         s
     }
@@ -407,6 +430,52 @@ pub struct Quic {
     /// Whether the window restarts from `initial_window` after an idle period (TCP's
     /// slow start after idle); default false.
     pub slow_start_after_idle: Option<bool>,
+}
+
+impl Quic {
+    /// The fields it sets, for `validate` ("initial_window 14.5kB, slow start after idle");
+    /// "the run's [quic]" when it sets none.
+    pub fn describe(&self) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(w) = self.initial_window {
+            parts.push(format!("initial_window {}", format_si(w as f64, "B")));
+        }
+        match self.slow_start_after_idle {
+            Some(true) => parts.push("slow start after idle".into()),
+            Some(false) => parts.push("no slow start after idle".into()),
+            None => {}
+        }
+        match self.warm {
+            Some(true) => parts.push("warm".into()),
+            Some(false) => parts.push("cold".into()),
+            None => {}
+        }
+        if let Some(c) = self.congestion {
+            parts.push(c.name().into());
+        }
+        if let Some(d) = self.initial_rtt {
+            parts.push(format!("initial_rtt {}", format_duration(d)));
+        }
+        if let Some(w) = self.stream_receive_window {
+            parts.push(format!(
+                "stream_receive_window {}",
+                format_si(w as f64, "B")
+            ));
+        }
+        if let Some(w) = self.receive_window {
+            parts.push(format!("receive_window {}", format_si(w as f64, "B")));
+        }
+        if let Some(d) = self.idle_timeout {
+            parts.push(format!("idle_timeout {}", format_duration(d)));
+        }
+        if let Some(d) = self.keep_alive {
+            parts.push(format!("keep_alive {}", format_duration(d)));
+        }
+        match parts.is_empty() {
+            true => "the run's [quic]".into(),
+            false => parts.join(", "),
+        }
+    }
 }
 
 #[cfg(test)]

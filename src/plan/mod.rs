@@ -125,7 +125,18 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         connections.extend(client_indices.iter().map(|&c| (c, r)));
     }
     let links = links_of(s, &names, &connections);
-    let unused = unused_links(s, &names, &links);
+    let mut unused = unused_links(s, &names, &links);
+    for port in &s.ports {
+        let crossed = links
+            .iter()
+            .any(|(_, h)| h.link.port.as_ref().is_some_and(|p| p.name == port.name));
+        if !crossed {
+            unused.push(format!(
+                "the port \"{}\" is declared but no link the {} topology uses crosses it: it changes nothing (name it in a link's `port`)",
+                port.name, s.topology.kind
+            ));
+        }
+    }
     if links.iter().any(|(_, h)| !h.changes.is_empty()) {
         notes.push("links change during the run; the floor uses each link as it starts".into());
     }

@@ -599,6 +599,19 @@ pub struct LinkParams {
     pub mtu: Option<u32>,
     /// The tail-drop buffer ("1.5MB", "64 packets").
     pub queue: String,
+    /// The `[[port]]` this direction shares with other links; absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<Port>,
+}
+
+/// A switch port or NIC several link directions share.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    /// Bits per second.
+    pub rate: f64,
+    /// Its tail-drop buffer ("1.5MB", "64 packets").
+    pub queue: String,
 }
 
 impl LinkParams {

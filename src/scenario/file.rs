@@ -22,6 +22,8 @@ pub(super) struct RawScenario {
     pub(super) nodes: Vec<RawNode>,
     #[serde(default, rename = "link")]
     pub(super) links: Vec<RawLink>,
+    #[serde(default, rename = "port")]
+    pub(super) ports: Vec<RawPort>,
     #[serde(default)]
     pub(super) topology: Option<RawTopology>,
     #[serde(default)]
@@ -335,6 +337,9 @@ pub(super) struct RawNode {
     pub(super) max_batch: Option<u32>,
     pub(super) share: Option<f64>,
     pub(super) engine: Option<RawEngine>,
+    /// The transport behaviour of every connection direction this node sends on (a
+    /// link's own `transport` wins).
+    pub(super) transport: Option<RawTransport>,
 }
 
 /// `engine = { kind = "openai", url = ..., model = ... }`: a real engine behind a worker or
@@ -436,10 +441,45 @@ pub(super) struct RawLink {
     pub(super) duplicate: Option<Fraction>,
     pub(super) mtu: Option<u32>,
     pub(super) queue: Option<RawQueue>,
+    /// The `[[port]]` every direction of this link shares with other links.
+    pub(super) port: Option<String>,
+    /// The transport behaviour of what sends on this link: a preset name or a table of
+    /// `[quic]`'s fields.
+    pub(super) transport: Option<RawTransport>,
     /// Only in a `[[link.change]]`: when it applies.
     pub(super) at: Option<Dur>,
     #[serde(default)]
     pub(super) change: Vec<RawLink>,
+}
+
+/// A link's `transport`: a preset name (`"tcp-linux"`) or a table of `[quic]`'s fields.
+pub(super) enum RawTransport {
+    Named(String),
+    Table(Box<RawQuic>),
+}
+
+impl<'de> Deserialize<'de> for RawTransport {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(RawTransport::Named(s)),
+            v @ toml::Value::Table(_) => v
+                .try_into::<RawQuic>()
+                .map(|q| RawTransport::Table(Box::new(q)))
+                .map_err(|e| de::Error::custom(format!("transport: {}", e.message().trim()))),
+            other => Err(de::Error::custom(format!(
+                "invalid transport {other}: expected a preset name like \"tcp-linux\" or a table of [quic] fields like {{ slow_start_after_idle = true }}"
+            ))),
+        }
+    }
+}
+
+/// `[[port]]`: a switch port or NIC several links share.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPort {
+    pub(super) name: String,
+    pub(super) rate: BitRate,
+    pub(super) queue: Option<RawQueue>,
 }
 
 /// A queue size: bytes (`"256KiB"`) or packets (`"25 packets"`).

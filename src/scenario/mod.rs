@@ -54,6 +54,8 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     /// Directed links: a `between` link appears once in each direction.
     pub links: Vec<LinkDef>,
+    /// The `[[port]]`s, in file order; each link direction on one holds it in its params.
+    pub ports: Vec<std::sync::Arc<crate::net::port::PortDef>>,
     pub topology: Topology,
     pub baseline: Option<Baseline>,
     /// QUIC settings the scenario sets; the rest keep inferlat's documented defaults.
@@ -238,6 +240,9 @@ pub struct Node {
     pub share: f64,
     /// A worker backed by a real engine (issue 13); none: its device's roofline model.
     pub engine: Option<EngineConfig>,
+    /// `transport`: the behaviour of the connection directions it sends on, over
+    /// `[quic]`'s, unless the link states its own.
+    pub transport: Option<std::sync::Arc<Quic>>,
 }
 
 #[derive(Clone, Debug)]

@@ -3,16 +3,24 @@
 
 use super::Context;
 use crate::format::format_duration;
+use crate::net::port::PortDef;
+use crate::net::transport::TransportPreset;
 use crate::scenario::Node;
 use crate::scenario::diagnostic::FieldPath;
-use crate::scenario::file::RawLink;
+use crate::scenario::file::{RawLink, RawTransport};
 use crate::scenario::link::{
     JitterDist, LinkChange, LinkDef, LinkParams, LinkPreset, Loss, Queue, RateTrace, Reorder,
     WIRE_OVERHEAD,
 };
+use std::sync::Arc;
 
 /// Every direction the links define; a `between` link gives two.
-pub(super) fn check(cx: &mut Context, raw: &[RawLink], nodes: &[Node]) -> Vec<LinkDef> {
+pub(super) fn check(
+    cx: &mut Context,
+    raw: &[RawLink],
+    nodes: &[Node],
+    ports: &[Arc<PortDef>],
+) -> Vec<LinkDef> {
     let mut links: Vec<LinkDef> = Vec::new();
     for (i, l) in raw.iter().enumerate() {
         let lp = FieldPath::root().key("link").index(i);
@@ -23,8 +31,21 @@ pub(super) fn check(cx: &mut Context, raw: &[RawLink], nodes: &[Node]) -> Vec<Li
                 "`at` belongs in a [[link.change]]; a link itself applies from the start".into(),
             );
         }
-        let params = link_params(cx, &LinkParams::ideal(), l, &lp, l.between.is_none());
-        let changes = changes(cx, l, &lp, &params);
+        let mut params = link_params(cx, &LinkParams::ideal(), l, &lp, l.between.is_none());
+        params.port = l
+            .port
+            .as_deref()
+            .and_then(|name| super::ports::find(cx, ports, name, lp.key("port")));
+        params.transport = l
+            .transport
+            .as_ref()
+            .and_then(|t| transport(cx, t, lp.key("transport")));
+        let mut changes = changes(cx, l, &lp, &params);
+        // A link keeps its port and its transport through its changes.
+        for c in &mut changes {
+            c.params.port = params.port.clone();
+            c.params.transport = params.transport.clone();
+        }
         let Some((a, b, both)) = ends else { continue };
         if a == b {
             cx.err(
@@ -96,6 +117,30 @@ fn ends(
     }
 }
 
+/// A link's or a node's `transport`: a preset's settings or a table's, checked as `[quic]`'s.
+pub(super) fn transport(
+    cx: &mut Context,
+    t: &RawTransport,
+    path: FieldPath,
+) -> Option<Arc<crate::net::params::Quic>> {
+    match t {
+        RawTransport::Named(name) => match TransportPreset::find(name) {
+            Some(p) => Some(Arc::new((p.settings)())),
+            None => {
+                cx.err(
+                    path,
+                    format!(
+                        "unknown transport \"{name}\"; presets: {} (or a table of [quic] fields)",
+                        TransportPreset::names().join(", ")
+                    ),
+                );
+                None
+            }
+        },
+        RawTransport::Table(q) => Some(Arc::new(super::quic::check_at(cx, q, path))),
+    }
+}
+
 /// The link's changes, in time order, each stating what differs from the link itself.
 fn changes(cx: &mut Context, l: &RawLink, lp: &FieldPath, params: &LinkParams) -> Vec<LinkChange> {
     let mut changes: Vec<LinkChange> = Vec::new();
@@ -106,6 +151,8 @@ fn changes(cx: &mut Context, l: &RawLink, lp: &FieldPath, params: &LinkParams) -
             (c.from.is_some(), "from"),
             (c.to.is_some(), "to"),
             (!c.change.is_empty(), "change"),
+            (c.port.is_some(), "port"),
+            (c.transport.is_some(), "transport"),
         ] {
             if given {
                 cx.err(

@@ -7,6 +7,7 @@ mod engine;
 mod links;
 mod model;
 mod nodes;
+mod ports;
 mod quic;
 mod reference;
 mod slo;
@@ -121,7 +122,8 @@ pub(super) fn validate(
     let model = model::check(&mut cx, &raw.model);
     let (measure, warmup) = workload::check(&mut cx, &raw.workload);
     let nodes = nodes::check(&mut cx, &raw.nodes, model.as_ref());
-    let links = links::check(&mut cx, &raw.links, &nodes);
+    let ports = ports::check(&mut cx, &raw.ports);
+    let links = links::check(&mut cx, &raw.links, &nodes, &ports);
     // A route is checked only when the nodes and links it uses are sound.
     let sound = cx.found() == 0;
     let topology = topology::check(
@@ -167,6 +169,7 @@ pub(super) fn validate(
         },
         nodes,
         links,
+        ports,
         topology: topology.topology,
         baseline,
         slo,

@@ -191,6 +191,10 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
         max_batch,
         share: n.share.unwrap_or(1.0),
         engine,
+        transport: n
+            .transport
+            .as_ref()
+            .and_then(|t| super::links::transport(cx, t, np.key("transport"))),
     }
 }
 

@@ -10,10 +10,14 @@ use std::time::Duration;
 
 /// The settings the table gives; the rest keep their defaults.
 pub(super) fn check(cx: &mut Context, raw: Option<&RawQuic>) -> Quic {
-    let Some(q) = raw else {
-        return Quic::default();
-    };
-    let qp = FieldPath::root().key("quic");
+    match raw {
+        None => Quic::default(),
+        Some(q) => check_at(cx, q, FieldPath::root().key("quic")),
+    }
+}
+
+/// The settings a `[quic]`-like table at `qp` gives (a link's `transport` too).
+pub(super) fn check_at(cx: &mut Context, q: &RawQuic, qp: FieldPath) -> Quic {
     let congestion = q.congestion.as_deref().and_then(|c| {
         let found = Congestion::parse(c);
         if found.is_none() {
