@@ -11,6 +11,7 @@ pub mod schedule;
 use crate::compute::{EngineSpec, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, LinkChange, LinkParams, Scenario, TopologyKind};
+use crate::topology::pattern::{Op, Pattern};
 use crate::topology::{At, Ctx, Kind, LayoutError, Leg, Step};
 pub use crate::topology::{ClientPlan, NodePlan, Part, Route};
 use schedule::Shape;
@@ -65,8 +66,10 @@ pub struct Plan {
     /// Sizes of what crosses the links.
     pub hidden_bytes: u64,
     pub logits_slice_bytes: u64,
-    /// Compute segments of a tensor-parallel step (2·L + 1: two per layer and the LM head).
-    pub segments: u32,
+    /// A tensor group's pattern, and its ops for this model and group (empty for any other
+    /// kind): what the root and the members do in each step, in order.
+    pub pattern: Pattern,
+    pub tensor: Vec<Op>,
     /// Continuous batching limit of the baseline, which runs the same serving software as
     /// the topology's first worker on its own box.
     pub max_batch: u32,
@@ -161,7 +164,12 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         hedge_after,
         hidden_bytes,
         logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
-        segments: 2 * s.model.layers + 1,
+        pattern: s.topology.pattern,
+        tensor: if kind.takes_pattern() {
+            s.topology.pattern.ops(&s.model, ways)
+        } else {
+            Vec::new()
+        },
         max_batch,
         baseline,
         typical: Shape {
@@ -209,13 +217,38 @@ fn node_plan(s: &Scenario, i: usize, part: Part, ways: u32) -> Result<NodePlan, 
             (Some(span(false)?), Some(head))
         }
         Part::TensorRoot | Part::TensorMember => {
+            // A 1/`ways` slice of every layer; attention over the context and the LM head
+            // whole on the root where the pattern keeps them there. The request's fixed
+            // cost is charged to the layers, not again to the head.
+            let root = part == Part::TensorRoot;
+            let only = s.topology.pattern.root_only;
+            let mut model = s.model.sliced(ways);
+            if only.attention && root {
+                model.q_dim = s.model.q_dim;
+                model.kv_dim = s.model.kv_dim;
+            } else if only.attention {
+                model = model.without_attention();
+            }
             let slice = Stage {
                 device: device()?,
-                model: s.model.sliced(ways),
+                model,
                 layers: s.model.layers,
-                head: true,
+                head: false,
             };
-            (Some(slice), None)
+            let head_model = match (only.lm_head, root) {
+                (false, _) => Some(s.model.sliced(ways)),
+                (true, true) => Some(s.model.clone()),
+                (true, false) => None,
+            };
+            let mut head_device = device()?;
+            head_device.overhead_per_request = Default::default();
+            let head = head_model.map(|model| Stage {
+                device: head_device,
+                model,
+                layers: 0,
+                head: true,
+            });
+            (Some(slice), head)
         }
     };
     // The KV caches of a full batch of the workload's longest requests must fit beside
@@ -353,7 +386,7 @@ impl Plan {
             names: &self.names,
             hidden_bytes: self.hidden_bytes,
             logits_slice_bytes: self.logits_slice_bytes,
-            segments: self.segments,
+            tensor: &self.tensor,
         }
     }
 

@@ -5,6 +5,7 @@
 use super::profile::DeviceProfile;
 use super::units::{BitRate, Bytes, Dur, Fraction};
 use super::{Arrival, HedgeAfter, Hops, Loss, MAX_TOKENS, Queue, Role, TokenCount, TopologyKind};
+use crate::topology::pattern::Pattern;
 use serde::{Deserialize, Deserializer, de};
 use std::ops::Range;
 
@@ -538,6 +539,22 @@ pub(super) struct RawTopology {
     pub(super) hops: Option<Hops>,
     pub(super) clients: Option<Vec<String>>,
     pub(super) hedge_after: Option<RawHedgeAfter>,
+    pub(super) pattern: Option<RawPattern>,
+}
+
+/// A tensor group's protocol pattern, by preset name.
+pub(super) struct RawPattern(pub(super) Pattern);
+
+impl<'de> Deserialize<'de> for RawPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Pattern::by_name(&s).map(RawPattern).ok_or_else(|| {
+            de::Error::custom(format!(
+                "unknown tensor pattern \"{s}\"; presets: {}",
+                Pattern::names()
+            ))
+        })
+    }
 }
 
 /// `"30ms"` (a delay) or `"p95"` (a percentile of recent times to first token).
