@@ -526,7 +526,8 @@ fn each_tensor_pattern_costs_its_round_trips_per_token() {
                 .unwrap()
                 .floor(p.typical)
                 .tpot;
-            let floor_grew = floor_far.as_secs_f64() * 1e3 - p.floor(p.typical).tpot.as_secs_f64() * 1e3;
+            let floor_grew =
+                floor_far.as_secs_f64() * 1e3 - p.floor(p.typical).tpot.as_secs_f64() * 1e3;
             assert!(
                 (floor_grew / 10.0 - round_trips).abs() < 1e-6,
                 "{pattern}: the floor grew by {floor_grew} ms"
@@ -553,7 +554,8 @@ fn dllama_patterns_move_the_bytes_their_sources_say() {
             .workload(
                 "prompt_tokens = 16\noutput_tokens = 4\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 2",
             );
-        let text = tensor_group(head, "ideal", 0..members, 1.0).raw(&format!("pattern = \"{pattern}\""));
+        let text =
+            tensor_group(head, "ideal", 0..members, 1.0).raw(&format!("pattern = \"{pattern}\""));
         plan::plan(&scenario(&text)).unwrap()
     };
     // v0.5, Llama 2 7B (h = 4096, ffn = 11008), 4 nodes, Q80: per layer from the root
@@ -591,7 +593,11 @@ fn a_tensor_run_carries_exactly_its_patterns_bytes() {
         let (p, m) = run(&scenario(&patterned(pattern, "ideal", 2, 1.0)));
         let r = &m.topology.as_ref().unwrap().record;
         assert_eq!((r.completed, r.failed), (3, 0), "{:?}", r.errors);
-        for hop in p.hops.iter().filter(|h| h.from != "client" && h.to != "client") {
+        for hop in p
+            .hops
+            .iter()
+            .filter(|h| h.from != "client" && h.to != "client")
+        {
             let link = m
                 .links
                 .iter()
@@ -634,11 +640,22 @@ fn root_only_lm_head_appears_on_the_roots_compute_only() {
     let member = p.nodes.iter().find(|n| n.name == "w0").unwrap();
     assert!(member.head.is_none(), "a member holds no LM head");
     let head = root.head.as_ref().unwrap();
-    assert_eq!(head.model.vocab, 4000, "the root's head is the whole vocabulary");
+    assert_eq!(
+        head.model.vocab, 4000,
+        "the root's head is the whole vocabulary"
+    );
     let shape = p.typical;
-    let head_ms = head.request(shape.prompt, shape.output).total().as_secs_f64() * 1e3;
+    let head_ms = head
+        .request(shape.prompt, shape.output)
+        .total()
+        .as_secs_f64()
+        * 1e3;
     let layers = member.stage.as_ref().unwrap();
-    let layers_ms = layers.request(shape.prompt, shape.output).total().as_secs_f64() * 1e3;
+    let layers_ms = layers
+        .request(shape.prompt, shape.output)
+        .total()
+        .as_secs_f64()
+        * 1e3;
     let (r, w) = (compute(&m, "root"), compute(&m, "w0"));
     assert!(
         (w - layers_ms).abs() < layers_ms * 0.002,
@@ -656,16 +673,27 @@ fn root_only_lm_head_appears_on_the_roots_compute_only() {
 #[test]
 fn a_pattern_on_another_kind_or_of_an_unknown_name_is_refused() {
     let text = pipeline("client-relayed", "rtt = \"2ms\"").raw("pattern = \"dllama-0.12\"");
-    let e = scenario::parse(Path::new("t.toml"), &text.build(), &ProfileLibrary::built_in())
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("`pattern` applies to tensor topologies, not pipeline"), "{e}");
+    let e = scenario::parse(
+        Path::new("t.toml"),
+        &text.build(),
+        &ProfileLibrary::built_in(),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("`pattern` applies to tensor topologies, not pipeline"),
+        "{e}"
+    );
     let text = patterned("dllama-9", "ideal", 1, 1.0);
-    let e = scenario::parse(Path::new("t.toml"), &text.build(), &ProfileLibrary::built_in())
-        .map(|_| ())
-        .unwrap_err()
-        .to_string();
+    let e = scenario::parse(
+        Path::new("t.toml"),
+        &text.build(),
+        &ProfileLibrary::built_in(),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("unknown tensor pattern \"dllama-9\"") && e.contains("dllama-0.12"),
         "{e}"

@@ -78,8 +78,16 @@ impl Efficiency {
             ("efficiency.memory", self.memory),
         ];
         let kinds = [
-            (self.prefill, "efficiency.prefill.compute", "efficiency.prefill.memory"),
-            (self.decode, "efficiency.decode.compute", "efficiency.decode.memory"),
+            (
+                self.prefill,
+                "efficiency.prefill.compute",
+                "efficiency.prefill.memory",
+            ),
+            (
+                self.decode,
+                "efficiency.decode.compute",
+                "efficiency.decode.memory",
+            ),
             (
                 self.attention,
                 "efficiency.attention.compute",

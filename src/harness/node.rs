@@ -580,11 +580,16 @@ impl Node {
     }
 
     /// The stage an op of the tensor pattern computes on this node (none: the LM head
-    /// stays on the root), and the index of its last such op in a step.
+    /// stays on the root).
     fn tensor_stage<'a>(&'a self, stage: &'a Arc<Stage>, head: bool) -> Option<&'a Arc<Stage>> {
-        if head { self.head.as_ref() } else { Some(stage) }
+        if head {
+            self.head.as_ref()
+        } else {
+            Some(stage)
+        }
     }
 
+    /// The index of the last op of a step that computes on this node.
     fn last_tensor_compute(&self, ops: &[Op]) -> Option<usize> {
         ops.iter().rposition(|o| match *o {
             Op::Compute { head, .. } => !head || self.head.is_some(),

@@ -11,8 +11,8 @@
 
 pub mod check;
 mod direct;
-pub mod pattern;
 mod hedged;
+pub mod pattern;
 mod pipeline;
 mod relay;
 mod ring;

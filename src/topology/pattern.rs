@@ -154,7 +154,10 @@ pub struct Pattern {
 pub enum Op {
     /// Every node computes `share` of its layers' pass (the root also its root-only
     /// attention); with `head`, the LM head instead (the root alone when it is root-only).
-    Compute { share: f64, head: bool },
+    Compute {
+        share: f64,
+        head: bool,
+    },
     Sync(Message),
 }
 
@@ -435,10 +438,7 @@ impl Pattern {
                 s.name,
                 s.direction.name()
             )),
-            None => Some(format!(
-                "pattern \"{}\" has no synchronisation",
-                self.name
-            )),
+            None => Some(format!("pattern \"{}\" has no synchronisation", self.name)),
         }
     }
 }
@@ -512,7 +512,10 @@ mod tests {
         let q80 = |dim, share| values(dim, share, Q80).bytes(&m, 4, 3);
         assert_eq!(q80(Dim::Hidden, Share::All), 3 * 4352);
         assert_eq!(q80(Dim::Hidden, Share::Slice), 3 * 1088);
-        assert_eq!(q80(Dim::Ffn, Share::Rest), (3.0 * 8256.0 * 1.0625_f64).ceil() as u64);
+        assert_eq!(
+            q80(Dim::Ffn, Share::Rest),
+            (3.0 * 8256.0 * 1.0625_f64).ceil() as u64
+        );
         let logits = Payload::Values {
             dim: Dim::Vocab,
             share: Share::Slice,

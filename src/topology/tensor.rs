@@ -6,6 +6,7 @@
 use super::pattern::{Direction, Op};
 use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
 use super::{Hops, Role};
+use crate::net::wire;
 
 pub struct Tensor;
 
@@ -96,7 +97,7 @@ impl Kind for Tensor {
                     }
                 }
                 Op::Sync(msg) => {
-                    let bytes = msg.bytes(step.tokens);
+                    let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
                     let down = |m: usize| Leg::Send {
                         from: root,
                         to: m,
@@ -104,8 +105,15 @@ impl Kind for Tensor {
                     };
                     match msg.direction {
                         Direction::FromRoot => {
+                            // Messages the root sends one after another, with no compute
+                            // between them, travel together: one delay, both serialized.
                             for (k, &m) in members.iter().enumerate() {
-                                member_legs[k].push(down(m));
+                                match member_legs[k].last_mut() {
+                                    Some(Leg::Send { from, bytes: b, .. }) if *from == root => {
+                                        *b += bytes
+                                    }
+                                    _ => member_legs[k].push(down(m)),
+                                }
                             }
                         }
                         Direction::ToRoot | Direction::Exchange => {
