@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 /// The fraction of peak that real kernels reach: of the peak FLOP rate (`compute`) and of
 /// the peak memory bandwidth (`memory`).
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of two fractions of peak, like { compute = 0.6, memory = 0.7 }"
+)]
 pub struct Pair {
     pub compute: f64,
     pub memory: f64,
