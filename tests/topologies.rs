@@ -560,8 +560,9 @@ fn dllama_patterns_move_the_bytes_their_sources_say() {
     };
     // v0.5, Llama 2 7B (h = 4096, ffn = 11008), 4 nodes, Q80: per layer from the root
     // h·β (4,352 B) twice and the ffn slices a worker lacks, 3 × 2,752 values (8,772 B);
-    // to the root h/4 (1,088 B) twice and ffn/4 (2,924 B); sendPos's 4 bytes first; no
-    // logits (the root runs the LM head).
+    // to the root the attention's hidden-wide partial sum (4,352 B: TB_SLICED_XBV is dim ×
+    // nSlices), ffn/4 (2,924 B) and h/4 (1,088 B); sendPos's 4 bytes first; no logits (the
+    // root runs the LM head).
     let p = group("llama-2-7b", "dllama-0.5", 3);
     let frame = 17;
     assert_eq!(
@@ -570,7 +571,7 @@ fn dllama_patterns_move_the_bytes_their_sources_say() {
     );
     assert_eq!(
         hop(&p, "w1", "root"),
-        32 * (2 * (1088 + frame) + 2924 + frame)
+        32 * ((4352 + frame) + (2924 + frame) + (1088 + frame))
     );
     // v0.12, Llama 3 8B, 2 nodes: 2·L exchanges of 4,352 B each way, plus the 32-bit input
     // (16,384 B) down and the 32-bit logits slice (64,128 × 4 B) up. The exchanges alone

@@ -642,6 +642,55 @@ mod tests {
         );
     }
 
+    /// A pattern that keeps attention and the LM head on the root (no shipped preset does;
+    /// the field exists for systems that do): the root's stage computes attention over the
+    /// context for every head and holds the whole KV cache, a member's none, and only the
+    /// root holds a head. What differs between the root's and a member's decode step is
+    /// then exactly the attention of all heads (memory bound at this context: the whole KV
+    /// cache's bytes at the device's memory efficiency) and the LM head.
+    #[test]
+    fn root_only_attention_and_head_stay_on_the_root() {
+        use crate::topology::pattern::RootOnly;
+        let text = ScenarioText::new("t")
+            .model("preset = \"llama-2-7b\"")
+            .workload(
+                "prompt_tokens = 100\noutput_tokens = 10\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 5",
+            )
+            .client("client")
+            .worker("root", "a100-80g", "")
+            .worker("w", "a100-80g", "")
+            .link("client", "root", "rtt = \"1ms\"")
+            .link("root", "w", "rtt = \"1ms\"")
+            .topology("tensor", &["client", "root", "w"], "");
+        let mut s = scenario(&text);
+        s.topology.pattern = Pattern {
+            root_only: RootOnly {
+                attention: true,
+                lm_head: true,
+            },
+            ..Pattern::by_name("dllama-0.5").unwrap()
+        };
+        let p = plan(&s).unwrap();
+        let (root, member) = (&p.nodes[0], &p.nodes[1]);
+        let (rs, ms) = (root.stage.as_ref().unwrap(), member.stage.as_ref().unwrap());
+        assert_eq!((rs.model.q_dim, rs.model.kv_dim), (4096, 4096));
+        assert_eq!((ms.model.q_dim, ms.model.kv_dim), (0, 0));
+        assert_eq!(rs.model.params, ms.model.params, "the weights stay split");
+        assert!(member.head.is_none());
+        assert_eq!(root.head.as_ref().unwrap().model.vocab, 32000);
+        // The attention of all 32 heads at context 200: K and V of 200 tokens in 32 layers,
+        // 2 × 32 × 200 × 4096 × 2 B = 104.9 MB at 2.04 TB/s × 0.75.
+        let kv = 2.0 * 32.0 * 200.0 * 4096.0 * 2.0;
+        let attention = kv / (2.04e12 * 0.75);
+        let diff = rs.decode(200).as_secs_f64() - ms.decode(200).as_secs_f64();
+        assert!((diff - attention).abs() < 3e-9, "{diff} s vs {attention} s");
+        assert_eq!(
+            ms.decode(200),
+            ms.decode(0),
+            "a member's step ignores the context"
+        );
+    }
+
     #[test]
     fn ring_is_not_planned() {
         let text = net_only("\"ideal\"").topology("ring", &["client", "gpu"], "");

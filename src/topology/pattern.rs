@@ -285,7 +285,7 @@ pub static PRESETS: &[Pattern] = &[
     },
     Pattern {
         name: "dllama-0.5",
-        source: "distributed-llama v0.5.0 to v0.7.0, src/llama2-tasks.cpp buildLlama2Arch and src/tasks.cpp (github.com/b4rtaz/distributed-llama): per layer the root broadcasts the normed input (llamaSyncRmsAtt), gathers each worker's slice of the attention output (llamaSyncAtt), broadcasts the normed residual (llamaSyncRmfFfn), gathers the ffn slices (llamaSyncFfnA), sends each worker the slices it lacks (llamaSyncFfnB) and gathers the output slices (llamaSyncFfn2), all in the Q80 buffer type (--buffer-float-type q80); sendPos sends the 4-byte position first; llamaFinalize (the LM head) runs on the root only",
+        source: "distributed-llama v0.5.0 to v0.7.0, src/llama2-tasks.cpp buildLlama2Arch and src/tasks.cpp (github.com/b4rtaz/distributed-llama): per layer the root broadcasts the normed input (llamaSyncRmsAtt), gathers each worker's hidden-wide partial sum of the attention output (llamaSyncAtt; TB_SLICED_XBV holds dim × nSlices values), broadcasts the normed residual (llamaSyncRmfFfn), gathers the ffn slices (llamaSyncFfnA), sends each worker the slices it lacks (llamaSyncFfnB) and gathers the output slices (llamaSyncFfn2), all in the Q80 buffer type (--buffer-float-type q80); sendPos sends the 4-byte position first; llamaFinalize (the LM head) runs on the root only",
         start: &[sync("sendPos", Direction::FromRoot, Payload::Bytes(4))],
         layer: &[
             sync(
@@ -293,10 +293,12 @@ pub static PRESETS: &[Pattern] = &[
                 Direction::FromRoot,
                 values(Dim::Hidden, Share::All, Q80),
             ),
+            // TB_SLICED_XBV holds dim × nSlices values: each worker's slice is a whole
+            // hidden-wide partial sum of the attention's output projection.
             sync(
                 "llamaSyncAtt",
                 Direction::ToRoot,
-                values(Dim::Hidden, Share::Slice, Q80),
+                values(Dim::Hidden, Share::All, Q80),
             ),
             sync(
                 "llamaSyncRmfFfn",
