@@ -43,6 +43,8 @@ pub enum Dim {
     Hidden,
     Ffn,
     Vocab,
+    /// The queries, keys and values of a layer together: q_dim + 2·kv_dim.
+    Qkv,
 }
 
 /// How much of a width one message carries, for a group of N nodes.
@@ -82,6 +84,7 @@ impl Payload {
                     Dim::Hidden => model.hidden,
                     Dim::Ffn => model.ffn,
                     Dim::Vocab => model.vocab,
+                    Dim::Qkv => model.q_dim + 2 * model.kv_dim,
                 } as u64;
                 let n = ways.max(1) as u64;
                 match share {
@@ -281,6 +284,58 @@ pub static PRESETS: &[Pattern] = &[
         root_only: RootOnly {
             attention: false,
             lm_head: false,
+        },
+    },
+    Pattern {
+        name: "dllama-0.1",
+        source: "distributed-llama v0.1.0 and v0.1.1, src/transformer-tasks.cpp inferenceTasks and workerTasks (github.com/b4rtaz/distributed-llama; the same task list as commit 25e6fd4 of 2024-01-12, whose README published the network transfer per token): per layer the root broadcasts the normed input (syncRmsAtt), gathers each worker's slices of Q, K and V (syncQkv: three buffers sent back to back, one message here), runs multi-head attention alone (multiheadAtt is in the root's task list only) and broadcasts its output (syncMultiheadAtt), gathers the output projection's slices (syncAtt), broadcasts the normed residual (syncRmfFfn), gathers the ffn slices (syncFfnA), sends each worker the slices it lacks (syncFfnB) and gathers the output slices (syncFfn2), all in the Q80 buffer type; finalize (the LM head) runs on the root only",
+        start: &[],
+        layer: &[
+            sync(
+                "syncRmsAtt",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            sync(
+                "syncQkv",
+                Direction::ToRoot,
+                values(Dim::Qkv, Share::Slice, Q80),
+            ),
+            sync(
+                "syncMultiheadAtt",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            sync(
+                "syncAtt",
+                Direction::ToRoot,
+                values(Dim::Hidden, Share::Slice, Q80),
+            ),
+            sync(
+                "syncRmfFfn",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            sync(
+                "syncFfnA",
+                Direction::ToRoot,
+                values(Dim::Ffn, Share::Slice, Q80),
+            ),
+            sync(
+                "syncFfnB",
+                Direction::FromRoot,
+                values(Dim::Ffn, Share::Rest, Q80),
+            ),
+            sync(
+                "syncFfn2",
+                Direction::ToRoot,
+                values(Dim::Hidden, Share::Slice, Q80),
+            ),
+        ],
+        end: &[],
+        root_only: RootOnly {
+            attention: true,
+            lm_head: true,
         },
     },
     Pattern {
