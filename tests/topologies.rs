@@ -578,6 +578,22 @@ fn dllama_patterns_move_the_bytes_their_sources_say() {
     // v0.12, Llama 3 8B, 2 nodes: 2·L exchanges of 4,352 B each way, plus the 32-bit input
     // (16,384 B) down and the 32-bit logits slice (64,128 × 4 B) up. The exchanges alone
     // are REFERENCE's 544 KiB per token in and out of the root.
+    let text = inferlat::report::table::plan_text(
+        &scenario(
+            &tensor_group(
+                ScenarioText::new("dllama").model("preset = \"llama-2-7b\""),
+                "ideal",
+                0..3,
+                1.0,
+            )
+            .raw("pattern = \"dllama-0.5\""),
+        ),
+        &Ok(p.clone()),
+    );
+    assert!(
+        text.contains("pattern   dllama-0.5: per token 97 messages from the root to each member, 96 back; on the root only: the LM head"),
+        "{text}"
+    );
     let p = group("llama-3-8b", "dllama-0.12", 1);
     let (down, up) = (hop(&p, "root", "w0"), hop(&p, "w0", "root"));
     assert_eq!(down, 16_384 + frame + 64 * (4352 + frame));
