@@ -770,3 +770,63 @@ fn dllama_01_reproduces_its_published_network_transfer_per_token() {
         }
     }
 }
+
+/// The table form of `pattern`: a table that copies `dllama-0.12` from the source's list
+/// moves the same bytes on every link and has the same floor as the preset. This shows
+/// that a table maps onto the same synchronisations; it is a parsing test, not physics.
+#[test]
+fn a_pattern_table_runs_like_the_preset_it_copies() {
+    let table = r#"pattern = { start = [{ direction = "from-root", values = "hidden", bytes_per_value = 4 }], layer = [{ direction = "exchange", values = "hidden", bytes_per_value = 1.0625 }, { direction = "exchange", values = "hidden", bytes_per_value = 1.0625 }], end = [{ direction = "to-root", values = "vocab", share = "slice", bytes_per_value = 4 }] }"#;
+    let preset = plan::plan(&scenario(&patterned("dllama-0.12", "ideal", 2, 5.0))).unwrap();
+    let text = patterned("dllama-0.12", "ideal", 2, 5.0)
+        .build()
+        .replace("pattern = \"dllama-0.12\"", table);
+    let s = scenario::parse(Path::new("t.toml"), &text, &ProfileLibrary::built_in()).unwrap();
+    let custom = plan::plan(&s).unwrap();
+    assert_eq!(custom.pattern.name, "custom");
+    for (a, b) in preset.hops.iter().zip(&custom.hops) {
+        assert_eq!(
+            (a.prefill_bytes, a.token_bytes),
+            (b.prefill_bytes, b.token_bytes)
+        );
+    }
+    assert_eq!(preset.floor(preset.typical), custom.floor(custom.typical));
+}
+
+/// Attention over the context and the LM head kept on the root by a pattern table: in a
+/// run on equal A100s a member's compute per request is its slice of the layers without
+/// attention, and the root's exceeds it by the attention of every head plus the whole LM
+/// head (the plan's stages, measured in the run's per-node breakdown).
+#[test]
+fn root_only_attention_appears_on_the_roots_compute_only() {
+    let table = r#"pattern = { layer = [{ direction = "from-root", values = "hidden" }, { direction = "to-root", values = "hidden" }], root_only = ["attention", "lm_head"] }"#;
+    let text = patterned("allreduce", "a100-80g", 1, 1.0)
+        .build()
+        .replace("pattern = \"allreduce\"", table);
+    let s = scenario::parse(Path::new("t.toml"), &text, &ProfileLibrary::built_in()).unwrap();
+    let (p, m) = run(&s);
+    let r = &m.topology.as_ref().unwrap().record;
+    assert_eq!(r.failed, 0, "{:?}", r.errors);
+    let compute = |node: &str| {
+        let (_, _, c) = r.nodes().find(|(n, _, _)| *n == node).unwrap();
+        c.mean() / 1e6
+    };
+    let shape = p.typical;
+    let total = |st: &inferlat::compute::Stage| {
+        st.request(shape.prompt, shape.output).total().as_secs_f64() * 1e3
+    };
+    let (root, member) = (&p.nodes[0], &p.nodes[1]);
+    assert_eq!(member.stage.as_ref().unwrap().model.kv_dim, 0);
+    let member_ms = total(member.stage.as_ref().unwrap());
+    let root_ms = total(root.stage.as_ref().unwrap()) + total(root.head.as_ref().unwrap());
+    assert!(root_ms > member_ms);
+    let (rm, wm) = (compute("root"), compute("w0"));
+    assert!(
+        (wm - member_ms).abs() < member_ms * 0.002,
+        "member {wm} ms, plan {member_ms} ms"
+    );
+    assert!(
+        (rm - root_ms).abs() < root_ms * 0.002,
+        "root {rm} ms, plan {root_ms} ms"
+    );
+}

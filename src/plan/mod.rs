@@ -164,7 +164,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         hedge_after,
         hidden_bytes,
         logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
-        pattern: s.topology.pattern,
+        pattern: s.topology.pattern.clone(),
         tensor: if kind.takes_pattern() {
             s.topology.pattern.ops(&s.model, ways)
         } else {
@@ -642,7 +642,7 @@ mod tests {
         );
     }
 
-    /// A pattern that keeps attention and the LM head on the root (no shipped preset does;
+    /// A pattern that keeps attention and the LM head on the root (as `dllama-0.1` does):
     /// the field exists for systems that do): the root's stage computes attention over the
     /// context for every head and holds the whole KV cache, a member's none, and only the
     /// root holds a head. What differs between the root's and a member's decode step is

@@ -8,9 +8,12 @@
 //! plan counts.
 
 use crate::compute::model::Model;
+use serde::Deserialize;
+use std::borrow::Cow;
 
 /// Which way a synchronisation goes between the root and each member.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Direction {
     /// Each member sends its part to the root (a gather); the root waits for all of them.
     ToRoot,
@@ -38,7 +41,8 @@ impl Direction {
 }
 
 /// A width of the model, the unit of a payload.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Dim {
     Hidden,
     Ffn,
@@ -48,7 +52,8 @@ pub enum Dim {
 }
 
 /// How much of a width one message carries, for a group of N nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Share {
     /// All of it.
     All,
@@ -141,14 +146,15 @@ pub struct RootOnly {
 
 /// A tensor group's pattern: the synchronisations of one step (one token, or a prefill's
 /// positions), before the first layer, in every layer, and after the last.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Pattern {
+    /// The preset's name, or "custom" for a table written in the scenario.
     pub name: &'static str,
     /// Where the pattern comes from.
     pub source: &'static str,
-    pub start: &'static [Sync],
-    pub layer: &'static [Sync],
-    pub end: &'static [Sync],
+    pub start: Cow<'static, [Sync]>,
+    pub layer: Cow<'static, [Sync]>,
+    pub end: Cow<'static, [Sync]>,
     pub root_only: RootOnly,
 }
 
@@ -244,12 +250,12 @@ pub static PRESETS: &[Pattern] = &[
     Pattern {
         name: "allreduce",
         source: "inferlat's generic tensor parallelism: two all-reduces per layer, each a gather of the partial sums to the root and a broadcast of their sum (exo's tensor mode, REFERENCE.md), in the model's activation_bytes; the input broadcast and a gather of 32-bit logits slices for the last position",
-        start: &[sync(
+        start: Cow::Borrowed(&[sync(
             "input",
             Direction::FromRoot,
             values(Dim::Hidden, Share::All, None),
-        )],
-        layer: &[
+        )]),
+        layer: Cow::Borrowed(&[
             sync(
                 "attention partial sums",
                 Direction::ToRoot,
@@ -270,8 +276,8 @@ pub static PRESETS: &[Pattern] = &[
                 Direction::FromRoot,
                 values(Dim::Hidden, Share::All, None),
             ),
-        ],
-        end: &[sync(
+        ]),
+        end: Cow::Borrowed(&[sync(
             "logits",
             Direction::ToRoot,
             Payload::Values {
@@ -280,7 +286,7 @@ pub static PRESETS: &[Pattern] = &[
                 element_bytes: F32,
                 last_position_only: true,
             },
-        )],
+        )]),
         root_only: RootOnly {
             attention: false,
             lm_head: false,
@@ -289,8 +295,8 @@ pub static PRESETS: &[Pattern] = &[
     Pattern {
         name: "dllama-0.1",
         source: "distributed-llama v0.1.0 and v0.1.1, src/transformer-tasks.cpp inferenceTasks and workerTasks (github.com/b4rtaz/distributed-llama; the same task list as commit 25e6fd4 of 2024-01-12, whose README published the network transfer per token): per layer the root broadcasts the normed input (syncRmsAtt), gathers each worker's slices of Q, K and V (syncQkv: three buffers sent back to back, one message here), runs multi-head attention alone (multiheadAtt is in the root's task list only) and broadcasts its output (syncMultiheadAtt), gathers the output projection's slices (syncAtt), broadcasts the normed residual (syncRmfFfn), gathers the ffn slices (syncFfnA), sends each worker the slices it lacks (syncFfnB) and gathers the output slices (syncFfn2), all in the Q80 buffer type; finalize (the LM head) runs on the root only",
-        start: &[],
-        layer: &[
+        start: Cow::Borrowed(&[]),
+        layer: Cow::Borrowed(&[
             sync(
                 "syncRmsAtt",
                 Direction::FromRoot,
@@ -331,8 +337,8 @@ pub static PRESETS: &[Pattern] = &[
                 Direction::ToRoot,
                 values(Dim::Hidden, Share::Slice, Q80),
             ),
-        ],
-        end: &[],
+        ]),
+        end: Cow::Borrowed(&[]),
         root_only: RootOnly {
             attention: true,
             lm_head: true,
@@ -341,8 +347,8 @@ pub static PRESETS: &[Pattern] = &[
     Pattern {
         name: "dllama-0.5",
         source: "distributed-llama v0.5.0 to v0.7.0, src/llama2-tasks.cpp buildLlama2Arch and src/tasks.cpp (github.com/b4rtaz/distributed-llama): per layer the root broadcasts the normed input (llamaSyncRmsAtt), gathers each worker's hidden-wide partial sum of the attention output (llamaSyncAtt; TB_SLICED_XBV holds dim × nSlices values), broadcasts the normed residual (llamaSyncRmfFfn), gathers the ffn slices (llamaSyncFfnA), sends each worker the slices it lacks (llamaSyncFfnB) and gathers the output slices (llamaSyncFfn2), all in the Q80 buffer type (--buffer-float-type q80); sendPos sends the 4-byte position first; llamaFinalize (the LM head) runs on the root only",
-        start: &[sync("sendPos", Direction::FromRoot, Payload::Bytes(4))],
-        layer: &[
+        start: Cow::Borrowed(&[sync("sendPos", Direction::FromRoot, Payload::Bytes(4))]),
+        layer: Cow::Borrowed(&[
             sync(
                 "llamaSyncRmsAtt",
                 Direction::FromRoot,
@@ -375,8 +381,8 @@ pub static PRESETS: &[Pattern] = &[
                 Direction::ToRoot,
                 values(Dim::Hidden, Share::Slice, Q80),
             ),
-        ],
-        end: &[],
+        ]),
+        end: Cow::Borrowed(&[]),
         root_only: RootOnly {
             attention: false,
             lm_head: true,
@@ -385,12 +391,12 @@ pub static PRESETS: &[Pattern] = &[
     Pattern {
         name: "dllama-0.12",
         source: "distributed-llama v0.12.0 and later, src/llm.cpp buildLlmNet and src/nn/nn-network.cpp (github.com/b4rtaz/distributed-llama): SYNC_WITH_ROOT of the 32-bit input x, then per layer two SYNC_NODE_SLICES of the Q80 partial sums (each node sends its hidden-wide part to every other node of the mesh), then SYNC_NODE_SLICES_EXCEPT_ROOT of each worker's 32-bit logits slice to the root: 2·L + 2 synchronisations per token",
-        start: &[sync(
+        start: Cow::Borrowed(&[sync(
             "SYNC_WITH_ROOT x",
             Direction::FromRoot,
             values(Dim::Hidden, Share::All, F32),
-        )],
-        layer: &[
+        )]),
+        layer: Cow::Borrowed(&[
             sync(
                 "SYNC_NODE_SLICES att",
                 Direction::Exchange,
@@ -401,12 +407,12 @@ pub static PRESETS: &[Pattern] = &[
                 Direction::Exchange,
                 values(Dim::Hidden, Share::All, Q80),
             ),
-        ],
-        end: &[sync(
+        ]),
+        end: Cow::Borrowed(&[sync(
             "SYNC_NODE_SLICES_EXCEPT_ROOT logits",
             Direction::ToRoot,
             values(Dim::Vocab, Share::Slice, F32),
-        )],
+        )]),
         root_only: RootOnly {
             attention: false,
             lm_head: false,
@@ -416,14 +422,14 @@ pub static PRESETS: &[Pattern] = &[
 
 impl Default for Pattern {
     fn default() -> Self {
-        PRESETS[0]
+        PRESETS[0].clone()
     }
 }
 
 impl Pattern {
     /// The preset of a given name.
     pub fn by_name(name: &str) -> Option<Pattern> {
-        PRESETS.iter().copied().find(|p| p.name == name)
+        PRESETS.iter().find(|p| p.name == name).cloned()
     }
 
     /// Every preset's name, for error messages.
@@ -450,7 +456,7 @@ impl Pattern {
         let layers = model.layers;
         let share = 1.0 / (layers.max(1) as f64 * computing.max(1) as f64);
         for _ in 0..layers {
-            for s in self.layer {
+            for s in self.layer.iter() {
                 if s.direction.follows_compute() {
                     ops.push(Op::Compute { share, head: false });
                 }
@@ -477,8 +483,8 @@ impl Pattern {
         let up = |d: Direction| d != Direction::FromRoot;
         let l = layers as u64;
         (
-            count(self.start, down) + l * count(self.layer, down) + count(self.end, down),
-            count(self.start, up) + l * count(self.layer, up) + count(self.end, up),
+            count(&self.start, down) + l * count(&self.layer, down) + count(&self.end, down),
+            count(&self.start, up) + l * count(&self.layer, up) + count(&self.end, up),
         )
     }
 
@@ -486,7 +492,12 @@ impl Pattern {
     /// message the root sends it, so the step's first synchronisation must come from the
     /// root.
     pub fn problem(&self) -> Option<String> {
-        let first = self.start.iter().chain(self.layer).chain(self.end).next();
+        let first = self
+            .start
+            .iter()
+            .chain(self.layer.iter())
+            .chain(self.end.iter())
+            .next();
         match first {
             Some(s) if s.direction == Direction::FromRoot => None,
             Some(s) => Some(format!(

@@ -94,7 +94,7 @@ pub(super) fn check(
             path,
             hops: hops.unwrap_or(Hops::ClientRelayed),
             hedge_after: hedge_after.map_or_else(HedgeAfter::default, |h| h.0),
-            pattern: pattern.map_or_else(Pattern::default, |p| p.0),
+            pattern: pattern.map_or_else(Pattern::default, |p| p.0.clone()),
         },
     }
 }
