@@ -643,9 +643,8 @@ mod tests {
     }
 
     /// A pattern that keeps attention and the LM head on the root (as `dllama-0.1` does):
-    /// the field exists for systems that do): the root's stage computes attention over the
-    /// context for every head and holds the whole KV cache, a member's none, and only the
-    /// root holds a head. What differs between the root's and a member's decode step is
+    /// the root's stage computes attention over the context for every head and holds the
+    /// whole KV cache, a member's none, and only the root holds a head. What differs between the root's and a member's decode step is
     /// then exactly the attention of all heads (memory bound at this context: the whole KV
     /// cache's bytes at the device's memory efficiency) and the LM head.
     #[test]

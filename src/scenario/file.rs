@@ -603,7 +603,7 @@ impl RawSync {
                     ));
                 }
                 let v = b.get();
-                if !(v.is_finite() && v >= 1.0 && v <= MAX_SYNC_BYTES) {
+                if !(v.is_finite() && (1.0..=MAX_SYNC_BYTES).contains(&v)) {
                     return Err(format!(
                         "{at}: `bytes` must be from 1 B to {MAX_SYNC_BYTES} B (the frame limit), got {v} B"
                     ));
