@@ -830,3 +830,22 @@ fn root_only_attention_appears_on_the_roots_compute_only() {
         "root {rm} ms, plan {root_ms} ms"
     );
 }
+
+#[test]
+fn a_pattern_message_past_the_frame_limit_is_refused_when_planned() {
+    // 16 prompt tokens of a 64-byte-per-value vocabulary-wide payload: 16 × 4000 × 64 B is
+    // 4 MB, under the limit; 2,000 tokens make 512 MB, past the 64 MiB frame limit.
+    let table = r#"pattern = { layer = [{ direction = "from-root", values = "hidden" }, { direction = "to-root", values = "vocab", bytes_per_value = 64 }] }"#;
+    let text = patterned("allreduce", "ideal", 1, 1.0)
+        .build()
+        .replace("pattern = \"allreduce\"", table);
+    let s = scenario::parse(Path::new("t.toml"), &text, &ProfileLibrary::built_in()).unwrap();
+    plan::plan(&s).expect("16 tokens fit");
+    let long = text.replace("prompt_tokens = 16", "prompt_tokens = 2000");
+    let s = scenario::parse(Path::new("t.toml"), &long, &ProfileLibrary::built_in()).unwrap();
+    let e = plan::plan(&s).unwrap_err().to_string();
+    assert!(
+        e.contains("frame limit") && e.contains("2000 tokens"),
+        "{e}"
+    );
+}

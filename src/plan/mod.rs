@@ -29,6 +29,15 @@ pub enum PlanError {
         "a prompt of {tokens} tokens makes frames of {bytes} bytes (its hidden states or token ids), more than the frame limit of {max} bytes; use shorter prompts"
     )]
     FrameTooLarge { tokens: u32, bytes: u64, max: u32 },
+    #[error(
+        "a prompt of {tokens} tokens makes the tensor pattern's \"{sync}\" messages {bytes} bytes, more than the frame limit of {max} bytes; use shorter prompts or a smaller payload"
+    )]
+    PatternFrameTooLarge {
+        sync: &'static str,
+        tokens: u32,
+        bytes: u64,
+        max: u32,
+    },
 }
 
 /// A link direction the topology uses, and what crosses it.
@@ -154,6 +163,25 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             max: wire::DEFAULT_MAX_FRAME,
         });
     }
+    let tensor = if kind.takes_pattern() {
+        s.topology.pattern.ops(&s.model, ways)
+    } else {
+        Vec::new()
+    };
+    // The largest message of the pattern, for the longest prompt.
+    for op in &tensor {
+        if let Op::Sync(m) = op {
+            let bytes = wire::activations_frame_len(m.bytes(longest) as usize) as u64;
+            if bytes > wire::DEFAULT_MAX_FRAME as u64 {
+                return Err(PlanError::PatternFrameTooLarge {
+                    sync: m.name,
+                    tokens: longest,
+                    bytes,
+                    max: wire::DEFAULT_MAX_FRAME,
+                });
+            }
+        }
+    }
     let hedge_after = matches!(route, Route::Hedged { .. }).then_some(s.topology.hedge_after);
     let mut plan = Plan {
         kind: s.topology.kind,
@@ -165,11 +193,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         hidden_bytes,
         logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
         pattern: s.topology.pattern.clone(),
-        tensor: if kind.takes_pattern() {
-            s.topology.pattern.ops(&s.model, ways)
-        } else {
-            Vec::new()
-        },
+        tensor,
         max_batch,
         baseline,
         typical: Shape {
