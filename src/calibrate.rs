@@ -16,7 +16,7 @@
 use crate::clock::Clock;
 use crate::compute::model::Model;
 use crate::compute::openai::{Config, OpenAi};
-use crate::compute::{DeviceProfile, Efficiency, Engine, Event, Job, Stage};
+use crate::compute::{Cost, DeviceProfile, Efficiency, Engine, Event, Job, Stage};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -74,10 +74,7 @@ impl Fit {
             name: name.into(),
             flops: crate::units::FlopRate::new(self.flops),
             mem_bandwidth: crate::units::ByteRate::new(self.bandwidth),
-            efficiency: Efficiency {
-                compute: 1.0,
-                memory: 1.0,
-            },
+            efficiency: Efficiency::new(1.0, 1.0),
             overhead_per_layer: crate::units::Dur(self.overhead_per_layer),
             overhead_per_request: crate::units::Dur(self.overhead_per_request),
             memory: crate::units::Bytes::new(memory),
@@ -131,8 +128,9 @@ pub fn fit(model: &Model, points: &[Point]) -> Option<Fit> {
         layers: model.layers,
         head: true,
     };
-    // (flops, bytes, measured seconds, whether a prefill) of each point.
-    let parts: Vec<(f64, f64, f64, bool)> = points
+    // (dense work, attention's, measured seconds, whether a prefill) of each point: the
+    // model adds the two rooflines (roofline.rs, `Stage::time`).
+    let parts: Vec<(Cost, Cost, f64, bool)> = points
         .iter()
         .map(|p| {
             let (w, prefill) = match *p {
@@ -142,7 +140,12 @@ pub fn fit(model: &Model, points: &[Point]) -> Option<Fit> {
                     false,
                 ),
             };
-            (w.flops, w.bytes, p.time().as_secs_f64().max(1e-9), prefill)
+            (
+                w.dense(),
+                w.attention,
+                p.time().as_secs_f64().max(1e-9),
+                prefill,
+            )
         })
         .collect();
     // For given F and B, the best overheads in closed form (weighted least squares of the
@@ -152,7 +155,7 @@ pub fn fit(model: &Model, points: &[Point]) -> Option<Fit> {
         let (f, b) = (10f64.powf(lf), 10f64.powf(lb));
         let pred: Vec<f64> = parts
             .iter()
-            .map(|&(fl, by, _, _)| (fl / f).max(by / b))
+            .map(|(d, a, _, _)| (d.flops / f).max(d.bytes / b) + (a.flops / f).max(a.bytes / b))
             .collect();
         let (mut s_all, mut s_pf, mut r_all, mut r_pf) = (0.0, 0.0, 0.0, 0.0);
         for (p, &(_, _, t, pf)) in pred.iter().zip(&parts) {
@@ -616,17 +619,21 @@ pub fn shape_file(path: &std::path::Path) -> anyhow::Result<Model> {
             path.display()
         );
     }
-    Ok(Model {
+    let mut m = Model {
         name: "custom".into(),
         layers: s.layers,
         hidden: s.hidden,
         params: s.params,
         kv_dim: s.kv_dim,
+        q_dim: s.hidden,
+        ffn: 0,
         vocab: s.vocab,
         weight_bytes: s.weight_bytes,
         activation_bytes: s.activation_bytes.unwrap_or(2.0),
         tied_embeddings: s.tied_embeddings,
-    })
+    };
+    m.ffn = m.estimated_ffn();
+    Ok(m)
 }
 
 #[cfg(test)]

@@ -560,6 +560,23 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
     for p in scenario::LinkPreset::all() {
         out.push_str(&format!("  {:<15} {}\n", p.name, p.summary()));
     }
+    out.push_str("\nTensor patterns ([topology] pattern = \"...\"; see docs/topologies.md):\n");
+    for p in crate::topology::pattern::PRESETS {
+        let only = match (p.root_only.attention, p.root_only.lm_head) {
+            (true, true) => "; attention and the LM head on the root",
+            (false, true) => "; the LM head on the root",
+            (true, false) => "; attention on the root",
+            (false, false) => "",
+        };
+        out.push_str(&format!(
+            "  {:<12} {} + {} per layer + {} synchronisations per token{only}: {}\n",
+            p.name,
+            p.start.len(),
+            p.layer.len(),
+            p.end.len(),
+            p.source.split([':', '(']).next().unwrap_or(p.source).trim()
+        ));
+    }
     print!("{out}");
     Ok(EXIT_OK)
 }

@@ -541,7 +541,13 @@ fn a_scenario_that_parses_but_cannot_run_fails_validation() {
 fn list_shows_scenarios_presets_and_profiles() {
     let out = run(["list"]);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    for text in ["quickstart.toml", "llama-2-7b", "a100-80g", "h100-sxm"] {
+    for text in [
+        "quickstart.toml",
+        "llama-2-7b",
+        "a100-80g",
+        "h100-sxm",
+        "dllama-0.12",
+    ] {
         assert!(out.stdout.contains(text), "lacks {text:?}:\n{}", out.stdout);
     }
 }

@@ -5,12 +5,106 @@ use crate::units::{ByteRate, Bytes, Dur, FlopRate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The fraction of peak that real kernels reach.
+/// The fraction of peak that real kernels reach: of the peak FLOP rate (`compute`) and of
+/// the peak memory bandwidth (`memory`).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of two fractions of peak, like { compute = 0.6, memory = 0.7 }"
+)]
+pub struct Pair {
+    pub compute: f64,
+    pub memory: f64,
+}
+
+/// The kind of pass a piece of work belongs to, for the efficiency it runs at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassKind {
+    Prefill,
+    Decode,
+}
+
+/// The fraction of peak that real kernels reach: one pair for the device, and optionally
+/// a pair for each kind of work where one pair cannot fit them all (compute-model.md,
+/// "Efficiencies").
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Efficiency {
     pub compute: f64,
     pub memory: f64,
+    /// The dense work (the weights' matrix products, the LM head) of a prefill; absent: the
+    /// device's pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefill: Option<Pair>,
+    /// The dense work of a decode step; absent: the device's pair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decode: Option<Pair>,
+    /// Attention over the context (QK^T, AV and the KV cache's reads and writes), in both
+    /// kinds of pass; absent: the pair of the pass's dense work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<Pair>,
+}
+
+impl Efficiency {
+    /// One pair for all work.
+    pub fn new(compute: f64, memory: f64) -> Self {
+        Efficiency {
+            compute,
+            memory,
+            prefill: None,
+            decode: None,
+            attention: None,
+        }
+    }
+
+    /// The pair of a pass's dense work.
+    pub fn dense(&self, kind: PassKind) -> Pair {
+        let own = match kind {
+            PassKind::Prefill => self.prefill,
+            PassKind::Decode => self.decode,
+        };
+        own.unwrap_or(Pair {
+            compute: self.compute,
+            memory: self.memory,
+        })
+    }
+
+    /// The pair of a pass's attention.
+    pub fn attention(&self, kind: PassKind) -> Pair {
+        self.attention.unwrap_or_else(|| self.dense(kind))
+    }
+
+    /// Every figure the profile sets, with its field path (`efficiency.prefill.compute`, ...).
+    fn figures(&self) -> Vec<(&'static str, f64)> {
+        let mut out = vec![
+            ("efficiency.compute", self.compute),
+            ("efficiency.memory", self.memory),
+        ];
+        let kinds = [
+            (
+                self.prefill,
+                "efficiency.prefill.compute",
+                "efficiency.prefill.memory",
+            ),
+            (
+                self.decode,
+                "efficiency.decode.compute",
+                "efficiency.decode.memory",
+            ),
+            (
+                self.attention,
+                "efficiency.attention.compute",
+                "efficiency.attention.memory",
+            ),
+        ];
+        for (pair, c, m) in kinds {
+            if let Some(p) = pair {
+                out.push((c, p.compute));
+                out.push((m, p.memory));
+            }
+        }
+        out
+    }
 }
 
 /// A device profile as written in a file or an inline `device = { ... }` table.
@@ -52,10 +146,7 @@ impl DeviceProfile {
             memory: Bytes::new(f64::INFINITY),
             flops: FlopRate::new(f64::INFINITY),
             mem_bandwidth: ByteRate::new(f64::INFINITY),
-            efficiency: Efficiency {
-                compute: 1.0,
-                memory: 1.0,
-            },
+            efficiency: Efficiency::new(1.0, 1.0),
             overhead_per_layer: Dur::default(),
             overhead_per_request: Dur::default(),
             sources: BTreeMap::new(),
@@ -87,23 +178,16 @@ impl DeviceProfile {
         let mut problems = Vec::new();
         use crate::scenario::limits::MIN_EFFICIENCY;
         let eff_ok = |v: f64| (MIN_EFFICIENCY..=1.0).contains(&v);
-        if !eff_ok(self.efficiency.compute) {
-            problems.push((
-                "efficiency.compute",
-                format!(
-                    "must be in [{MIN_EFFICIENCY:e}, 1], got {}: below it one step's modelled time leaves the range a run can wait for",
-                    crate::scenario::limits::show(self.efficiency.compute)
-                ),
-            ));
-        }
-        if !eff_ok(self.efficiency.memory) {
-            problems.push((
-                "efficiency.memory",
-                format!(
-                    "must be in [{MIN_EFFICIENCY:e}, 1], got {}: below it one step's modelled time leaves the range a run can wait for",
-                    crate::scenario::limits::show(self.efficiency.memory)
-                ),
-            ));
+        for (field, v) in self.efficiency.figures() {
+            if !eff_ok(v) {
+                problems.push((
+                    field,
+                    format!(
+                        "must be in [{MIN_EFFICIENCY:e}, 1], got {}: below it one step's modelled time leaves the range a run can wait for",
+                        crate::scenario::limits::show(v)
+                    ),
+                ));
+            }
         }
         if self.flops.get() <= 0.0 {
             problems.push(("flops", "must be greater than zero".to_string()));

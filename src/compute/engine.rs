@@ -130,7 +130,7 @@ pub struct Step {
     /// The layers the step computes.
     pub stage: Arc<Stage>,
     pub pass: Pass,
-    /// The fraction of the stage's time this step takes (a tensor segment: 1 / segments).
+    /// The fraction of the stage's time this step takes (a tensor group's share of a layer).
     pub scale: f64,
     /// The session ends with this step.
     pub last: bool,

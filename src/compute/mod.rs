@@ -18,9 +18,9 @@ pub mod model;
 pub mod openai;
 pub mod roofline;
 
-pub use device::{DeviceProfile, Efficiency};
+pub use device::{DeviceProfile, Efficiency, Pair, PassKind};
 pub use engine::{
     Engine, EngineAccount, EngineConfig, EngineError, EngineSpec, Event, Job, SessionGuard, Step,
     StepDone,
 };
-pub use roofline::{Pass, RequestCompute, Stage, Work};
+pub use roofline::{Cost, Pass, RequestCompute, Stage, Work};

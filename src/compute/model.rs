@@ -17,6 +17,13 @@ pub struct Model {
     pub params: f64,
     /// Width of K (and of V) per layer: hidden × kv_heads / heads.
     pub kv_dim: u32,
+    /// Width of the queries per layer (heads × head width): `hidden` for every preset; a
+    /// tensor member's slice holds 1/N of the heads, and a member that leaves attention to
+    /// its root none.
+    pub q_dim: u32,
+    /// Width of the feed-forward block's inner layer (REFERENCE.md's `ffn`); for an
+    /// explicit shape, estimated from the layer's parameters ([`Model::estimated_ffn`]).
+    pub ffn: u32,
     pub vocab: u32,
     /// Bytes per weight (bf16 = 2, int8 = 1, q4 = 0.5).
     pub weight_bytes: f64,
@@ -53,14 +60,40 @@ impl Model {
     }
 
     /// One member's share of a tensor-parallel group of `ways`: a 1/ways slice of every
-    /// layer's weights (and KV heads) and of the LM head; the hidden state stays whole.
+    /// layer's weights (and of its query and KV heads) and of the LM head; the hidden state
+    /// stays whole.
     pub fn sliced(&self, ways: u32) -> Model {
         let w = ways.max(1);
         Model {
             params: self.params / w as f64,
             kv_dim: self.kv_dim.div_ceil(w),
+            q_dim: self.q_dim.div_ceil(w),
             vocab: self.vocab.div_ceil(w),
             ..self.clone()
+        }
+    }
+
+    /// The same weights without attention over the context (no query heads, no KV cache):
+    /// a tensor member whose root runs all of attention.
+    pub fn without_attention(&self) -> Model {
+        Model {
+            kv_dim: 0,
+            q_dim: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The feed-forward width a gated MLP (3·hidden·ffn weights) would have beside the
+    /// attention's projections (2·hidden·q_dim + 2·hidden·kv_dim) in one layer's
+    /// parameters; at least 1.
+    pub fn estimated_ffn(&self) -> u32 {
+        let h = self.hidden.max(1) as f64;
+        let attention = 2.0 * h * (self.q_dim as f64 + self.kv_dim as f64);
+        let ffn = ((self.layer_params() - attention) / (3.0 * h)).round();
+        if ffn.is_finite() && ffn >= 1.0 {
+            ffn.min(u32::MAX as f64) as u32
+        } else {
+            1
         }
     }
 
@@ -191,6 +224,8 @@ impl Preset {
             hidden: self.hidden,
             params: self.params,
             kv_dim: self.hidden * self.kv_heads / self.heads,
+            q_dim: self.hidden,
+            ffn: self.ffn,
             vocab: self.vocab,
             weight_bytes: 2.0,
             activation_bytes: 2.0,

@@ -417,7 +417,7 @@ impl Topology {
         let payloads = Payloads {
             hidden: plan.hidden_bytes as usize,
             logits_slice: plan.logits_slice_bytes as usize,
-            segments: plan.segments,
+            tensor: plan.tensor.clone().into(),
         };
         let by_name: Arc<HashMap<String, SocketAddr>> =
             Arc::new(names.iter().cloned().zip(addrs.iter().copied()).collect());
@@ -452,7 +452,7 @@ impl Topology {
                 engine,
                 clock.clone(),
                 options.max_frame,
-                payloads,
+                payloads.clone(),
             );
             node.set_dialer(ep.clone(), by_name.clone());
             node.serve(

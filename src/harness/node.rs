@@ -10,6 +10,7 @@ use crate::compute::{Engine, Event, Job, SessionGuard, StepDone};
 use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::topology::Part;
+use crate::topology::pattern::{Direction, Op};
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,14 +21,14 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 /// Sizes of what crosses the links, from the model.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Payloads {
     /// Hidden state of one token: hidden × activation_bytes.
     pub hidden: usize,
     /// One tensor member's slice of the logits of one position: vocab / ways × 4 bytes (fp32).
     pub logits_slice: usize,
-    /// Compute segments of one tensor-parallel step: two per layer and the LM head.
-    pub segments: u32,
+    /// A tensor group's step: its pattern's computes and synchronisations, in order.
+    pub tensor: Arc<[Op]>,
 }
 
 /// Counters of a node's server.
@@ -634,9 +635,27 @@ impl Node {
         self.close_sessions(&mut remotes, send, acc, &mut buf).await
     }
 
-    /// A tensor group's root: per step, broadcast the input, then per segment compute its
-    /// slice while the members compute theirs, gather their partial sums and (but after the
-    /// LM head) broadcast the reduced result: 2·L + 2 synchronisations per token.
+    /// The stage an op of the tensor pattern computes on this node (none: the LM head
+    /// stays on the root).
+    fn tensor_stage<'a>(&'a self, stage: &'a Arc<Stage>, head: bool) -> Option<&'a Arc<Stage>> {
+        if head {
+            self.head.as_ref()
+        } else {
+            Some(stage)
+        }
+    }
+
+    /// The index of the last op of a step that computes on this node.
+    fn last_tensor_compute(&self, ops: &[Op]) -> Option<usize> {
+        ops.iter().rposition(|o| match *o {
+            Op::Compute { head, .. } => !head || self.head.is_some(),
+            Op::Sync(_) => false,
+        })
+    }
+
+    /// A tensor group's root: per step, walk the pattern's ops (`Plan::tensor`): compute
+    /// its share, broadcast to the members, gather from them, or both at once (an
+    /// exchange); then the token to the client.
     async fn tensor_root(
         &self,
         send: &mut quinn::SendStream,
@@ -648,8 +667,8 @@ impl Node {
             engine,
             session: request.id,
         };
-        let segments = self.payloads.segments.max(1);
-        let scale = 1.0 / segments as f64;
+        let ops = self.payloads.tensor.clone();
+        let last_compute = self.last_tensor_compute(&ops);
         let mut acc = StepDone::default();
         // Take this request's place in the root's batch before the members start on it: the
         // root decides which requests the group serves (members follow it, unlimited), so
@@ -670,32 +689,35 @@ impl Node {
         let max_frame = self.max_frame;
         for k in 0..output {
             let (tokens, work) = Work::of_step(k, prompt);
-            let bytes = tokens as usize * self.payloads.hidden;
-            // The input broadcast.
-            try_join_all(
-                members
-                    .iter_mut()
-                    .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
-            )
-            .await?;
-            for seg in 0..segments {
-                let last = k + 1 == output && seg + 1 == segments;
-                let local = self.step(request.id, stage, work, scale, last, &mut acc);
-                let gather = try_join_all(
-                    members
-                        .iter_mut()
-                        .map(|(_, r)| read_activations(r, max_frame)),
-                );
-                let (d, gathered) = tokio::join!(local, gather);
-                d?;
-                gathered?;
-                if seg + 1 < segments {
-                    try_join_all(
-                        members
-                            .iter_mut()
-                            .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
-                    )
-                    .await?;
+            for (i, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Compute { share, head } => {
+                        let Some(st) = self.tensor_stage(stage, head) else {
+                            continue;
+                        };
+                        let last = k + 1 == output && Some(i) == last_compute;
+                        self.step(request.id, st, work, share, last, &mut acc)
+                            .await?;
+                    }
+                    Op::Sync(msg) => {
+                        let bytes = msg.bytes(tokens) as usize;
+                        if msg.direction != Direction::ToRoot {
+                            try_join_all(
+                                members
+                                    .iter_mut()
+                                    .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
+                            )
+                            .await?;
+                        }
+                        if msg.direction != Direction::FromRoot {
+                            try_join_all(
+                                members
+                                    .iter_mut()
+                                    .map(|(_, r)| read_activations(r, max_frame)),
+                            )
+                            .await?;
+                        }
+                    }
                 }
             }
             write_frame(send, &token_frame(k, Duration::ZERO), &mut buf).await?;
@@ -703,8 +725,8 @@ impl Node {
         self.close_sessions(&mut members, send, acc, &mut buf).await
     }
 
-    /// A tensor group's member: each message from the root starts a segment of its slice;
-    /// it answers with its partial sum (after the LM head: its slice of the logits).
+    /// A tensor group's member: per step, the same ops as its root; the first message
+    /// from the root starts the step and says how many positions it has.
     async fn tensor_member(
         &self,
         send: &mut quinn::SendStream,
@@ -716,28 +738,49 @@ impl Node {
             engine,
             session: request.id,
         };
-        let segments = self.payloads.segments.max(1);
-        let scale = 1.0 / segments as f64;
+        let ops = self.payloads.tensor.clone();
+        let last_compute = self.last_tensor_compute(&ops);
         let mut acc = StepDone::default();
         let output = request.output_tokens.max(1);
         let mut context = 0u32;
         let mut buf = Vec::new();
         for k in 0..output {
-            let mut work = Work::Prefill { tokens: 0 };
-            for seg in 0..segments {
-                let tokens = read_activations(recv, self.max_frame).await?;
-                if seg == 0 {
-                    work = Work::received(k == 0, tokens, &mut context);
+            let mut step: Option<(u32, Work)> = None;
+            for (i, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Compute { share, head } => {
+                        let Some(st) = self.tensor_stage(stage, head) else {
+                            continue;
+                        };
+                        let Some((_, work)) = step else {
+                            return Err(Failure::Refused(
+                                "the tensor pattern computes before the root starts the step"
+                                    .into(),
+                            ));
+                        };
+                        let last = k + 1 == output && Some(i) == last_compute;
+                        self.step(request.id, st, work, share, last, &mut acc)
+                            .await?;
+                    }
+                    Op::Sync(msg) => {
+                        if msg.direction != Direction::FromRoot {
+                            let Some((tokens, _)) = step else {
+                                return Err(Failure::Refused(
+                                    "the tensor pattern sends to the root before the root starts the step"
+                                        .into(),
+                                ));
+                            };
+                            let bytes = msg.bytes(tokens) as usize;
+                            write_activations(send, request.id, tokens, bytes).await?;
+                        }
+                        if msg.direction != Direction::ToRoot {
+                            let tokens = read_activations(recv, self.max_frame).await?;
+                            if step.is_none() {
+                                step = Some((tokens, Work::received(k == 0, tokens, &mut context)));
+                            }
+                        }
+                    }
                 }
-                let last = k + 1 == output && seg + 1 == segments;
-                self.step(request.id, stage, work, scale, last, &mut acc)
-                    .await?;
-                let (n, bytes) = if seg + 1 < segments {
-                    (tokens, tokens as usize * self.payloads.hidden)
-                } else {
-                    (1, self.payloads.logits_slice)
-                };
-                write_activations(send, request.id, n, bytes).await?;
             }
         }
         write_frame(

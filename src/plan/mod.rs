@@ -11,6 +11,7 @@ pub mod schedule;
 use crate::compute::{EngineSpec, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, LinkChange, LinkParams, Scenario, TopologyKind};
+use crate::topology::pattern::{Op, Pattern};
 use crate::topology::{At, Ctx, Kind, LayoutError, Leg, Step};
 pub use crate::topology::{ClientPlan, NodePlan, Part, Route};
 use schedule::Shape;
@@ -28,6 +29,15 @@ pub enum PlanError {
         "a prompt of {tokens} tokens makes frames of {bytes} bytes (its hidden states or token ids), more than the frame limit of {max} bytes; use shorter prompts"
     )]
     FrameTooLarge { tokens: u32, bytes: u64, max: u32 },
+    #[error(
+        "a prompt of {tokens} tokens makes the tensor pattern's \"{sync}\" messages {bytes} bytes, more than the frame limit of {max} bytes; use shorter prompts or a smaller payload"
+    )]
+    PatternFrameTooLarge {
+        sync: &'static str,
+        tokens: u32,
+        bytes: u64,
+        max: u32,
+    },
 }
 
 /// A link direction the topology uses, and what crosses it.
@@ -65,8 +75,10 @@ pub struct Plan {
     /// Sizes of what crosses the links.
     pub hidden_bytes: u64,
     pub logits_slice_bytes: u64,
-    /// Compute segments of a tensor-parallel step (2·L + 1: two per layer and the LM head).
-    pub segments: u32,
+    /// A tensor group's pattern, and its ops for this model and group (empty for any other
+    /// kind): what the root and the members do in each step, in order.
+    pub pattern: Pattern,
+    pub tensor: Vec<Op>,
     /// Continuous batching limit of the baseline, which runs the same serving software as
     /// the topology's first worker on its own box.
     pub max_batch: u32,
@@ -173,6 +185,25 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             max: wire::DEFAULT_MAX_FRAME,
         });
     }
+    let tensor = if kind.takes_pattern() {
+        s.topology.pattern.ops(&s.model, ways)
+    } else {
+        Vec::new()
+    };
+    // The largest message of the pattern, for the longest prompt.
+    for op in &tensor {
+        if let Op::Sync(m) = op {
+            let bytes = wire::activations_frame_len(m.bytes(longest) as usize) as u64;
+            if bytes > wire::DEFAULT_MAX_FRAME as u64 {
+                return Err(PlanError::PatternFrameTooLarge {
+                    sync: m.name,
+                    tokens: longest,
+                    bytes,
+                    max: wire::DEFAULT_MAX_FRAME,
+                });
+            }
+        }
+    }
     let hedge_after = matches!(route, Route::Hedged { .. }).then_some(s.topology.hedge_after);
     let mut plan = Plan {
         kind: s.topology.kind,
@@ -183,7 +214,8 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         hedge_after,
         hidden_bytes,
         logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
-        segments: 2 * s.model.layers + 1,
+        pattern: s.topology.pattern.clone(),
+        tensor,
         max_batch,
         baseline,
         typical: Shape {
@@ -267,13 +299,38 @@ fn node_plan(s: &Scenario, i: usize, part: Part, ways: u32) -> Result<NodePlan, 
             (Some(span(false)?), Some(head))
         }
         Part::TensorRoot | Part::TensorMember => {
+            // A 1/`ways` slice of every layer; attention over the context and the LM head
+            // whole on the root where the pattern keeps them there. The request's fixed
+            // cost is charged to the layers, not again to the head.
+            let root = part == Part::TensorRoot;
+            let only = s.topology.pattern.root_only;
+            let mut model = s.model.sliced(ways);
+            if only.attention && root {
+                model.q_dim = s.model.q_dim;
+                model.kv_dim = s.model.kv_dim;
+            } else if only.attention {
+                model = model.without_attention();
+            }
             let slice = Stage {
                 device: device()?,
-                model: s.model.sliced(ways),
+                model,
                 layers: s.model.layers,
-                head: true,
+                head: false,
             };
-            (Some(slice), None)
+            let head_model = match (only.lm_head, root) {
+                (false, _) => Some(s.model.sliced(ways)),
+                (true, true) => Some(s.model.clone()),
+                (true, false) => None,
+            };
+            let mut head_device = device()?;
+            head_device.overhead_per_request = Default::default();
+            let head = head_model.map(|model| Stage {
+                device: head_device,
+                model,
+                layers: 0,
+                head: true,
+            });
+            (Some(slice), head)
         }
     };
     // The KV caches of a full batch of the workload's longest requests must fit beside
@@ -411,7 +468,7 @@ impl Plan {
             names: &self.names,
             hidden_bytes: self.hidden_bytes,
             logits_slice_bytes: self.logits_slice_bytes,
-            segments: self.segments,
+            tensor: &self.tensor,
         }
     }
 
@@ -664,6 +721,54 @@ mod tests {
         assert!(
             e.contains("efficiency.compute") && e.contains("[1e-6, 1]"),
             "{e}"
+        );
+    }
+
+    /// A pattern that keeps attention and the LM head on the root (as `dllama-0.1` does):
+    /// the root's stage computes attention over the context for every head and holds the
+    /// whole KV cache, a member's none, and only the root holds a head. What differs between the root's and a member's decode step is
+    /// then exactly the attention of all heads (memory bound at this context: the whole KV
+    /// cache's bytes at the device's memory efficiency) and the LM head.
+    #[test]
+    fn root_only_attention_and_head_stay_on_the_root() {
+        use crate::topology::pattern::RootOnly;
+        let text = ScenarioText::new("t")
+            .model("preset = \"llama-2-7b\"")
+            .workload(
+                "prompt_tokens = 100\noutput_tokens = 10\narrival = { kind = \"constant\", rate = 1.0 }\nrequests = 5",
+            )
+            .client("client")
+            .worker("root", "a100-80g", "")
+            .worker("w", "a100-80g", "")
+            .link("client", "root", "rtt = \"1ms\"")
+            .link("root", "w", "rtt = \"1ms\"")
+            .topology("tensor", &["client", "root", "w"], "");
+        let mut s = scenario(&text);
+        s.topology.pattern = Pattern {
+            root_only: RootOnly {
+                attention: true,
+                lm_head: true,
+            },
+            ..Pattern::by_name("dllama-0.5").unwrap()
+        };
+        let p = plan(&s).unwrap();
+        let (root, member) = (&p.nodes[0], &p.nodes[1]);
+        let (rs, ms) = (root.stage.as_ref().unwrap(), member.stage.as_ref().unwrap());
+        assert_eq!((rs.model.q_dim, rs.model.kv_dim), (4096, 4096));
+        assert_eq!((ms.model.q_dim, ms.model.kv_dim), (0, 0));
+        assert_eq!(rs.model.params, ms.model.params, "the weights stay split");
+        assert!(member.head.is_none());
+        assert_eq!(root.head.as_ref().unwrap().model.vocab, 32000);
+        // The attention of all 32 heads at context 200: K and V of 200 tokens in 32 layers,
+        // 2 × 32 × 200 × 4096 × 2 B = 104.9 MB at 2.04 TB/s × 0.75.
+        let kv = 2.0 * 32.0 * 200.0 * 4096.0 * 2.0;
+        let attention = kv / (2.04e12 * 0.75);
+        let diff = rs.decode(200).as_secs_f64() - ms.decode(200).as_secs_f64();
+        assert!((diff - attention).abs() < 3e-9, "{diff} s vs {attention} s");
+        assert_eq!(
+            ms.decode(200),
+            ms.decode(0),
+            "a member's step ignores the context"
         );
     }
 

@@ -468,6 +468,34 @@ pub fn plan_text(s: &Scenario, plan: &Result<Plan, PlanError>) -> String {
     o
 }
 
+/// A tensor group's pattern: its synchronisations per token each way and its root-only work.
+fn pattern_line(o: &mut String, plan: &Plan) {
+    let p = &plan.pattern;
+    let layers = plan
+        .nodes
+        .first()
+        .and_then(|n| n.stage.as_ref())
+        .map_or(0, |s| s.layers);
+    let (down, up) = p.messages(layers);
+    let mut only: Vec<&str> = Vec::new();
+    if p.root_only.attention {
+        only.push("attention");
+    }
+    if p.root_only.lm_head {
+        only.push("the LM head");
+    }
+    let only = if only.is_empty() {
+        String::new()
+    } else {
+        format!("; on the root only: {}", only.join(" and "))
+    };
+    let _ = writeln!(
+        o,
+        "  pattern   {}: per token {down} messages from the root to each member, {up} back{only}",
+        p.name
+    );
+}
+
 /// The route, the clients, hedging and the bytes on every link.
 fn route_lines(o: &mut String, plan: &Plan) {
     let hops = plan.topology().route_note(&plan.route);
@@ -477,6 +505,9 @@ fn route_lines(o: &mut String, plan: &Plan) {
         plan.kind,
         plan.path.join(" -> ")
     );
+    if !plan.tensor.is_empty() {
+        pattern_line(o, plan);
+    }
     if plan.clients.len() > 1 {
         let total: f64 = plan.clients.iter().map(|c| c.share).sum();
         let list: Vec<String> = plan

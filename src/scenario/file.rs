@@ -5,7 +5,9 @@
 use super::profile::DeviceProfile;
 use super::units::{BitRate, Bytes, Dur, Fraction};
 use super::{Arrival, HedgeAfter, Hops, Loss, MAX_TOKENS, Queue, Role, TokenCount, TopologyKind};
+use crate::topology::pattern::{Dim, Direction, Pattern, Payload, RootOnly, Share, Sync};
 use serde::{Deserialize, Deserializer, de};
+use std::borrow::Cow;
 use std::ops::Range;
 
 #[derive(Deserialize)]
@@ -580,6 +582,155 @@ pub(super) struct RawTopology {
     pub(super) hops: Option<Hops>,
     pub(super) clients: Option<Vec<String>>,
     pub(super) hedge_after: Option<RawHedgeAfter>,
+    pub(super) pattern: Option<RawPattern>,
+}
+
+/// A tensor group's protocol pattern: a preset's name, or a table of synchronisations.
+pub(super) struct RawPattern(pub(super) Pattern);
+
+/// `[topology.pattern]` written as a table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPatternTable {
+    #[serde(default)]
+    start: Vec<RawSync>,
+    #[serde(default)]
+    layer: Vec<RawSync>,
+    #[serde(default)]
+    end: Vec<RawSync>,
+    #[serde(default)]
+    root_only: Vec<RawRootOnly>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum RawRootOnly {
+    Attention,
+    LmHead,
+}
+
+/// One synchronisation of a pattern table: a direction and either `values` of a model
+/// width (`share` of it, `bytes_per_value` each, every position or the last) or `bytes`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    direction: Direction,
+    values: Option<Dim>,
+    share: Option<Share>,
+    bytes_per_value: Option<f64>,
+    last_position_only: Option<bool>,
+    bytes: Option<Bytes>,
+}
+
+impl RawSync {
+    fn sync(&self, at: &str) -> Result<Sync, String> {
+        let payload = match (self.values, &self.bytes) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "{at}: give either `values` (a model width) or `bytes` (a fixed size), not both"
+                ));
+            }
+            (None, None) => {
+                return Err(format!(
+                    "{at}: a synchronisation needs `values` (\"hidden\", \"ffn\", \"vocab\" or \"qkv\") or `bytes` (like \"4B\")"
+                ));
+            }
+            (None, Some(b)) => {
+                if self.share.is_some()
+                    || self.bytes_per_value.is_some()
+                    || self.last_position_only.is_some()
+                {
+                    return Err(format!(
+                        "{at}: `share`, `bytes_per_value` and `last_position_only` apply to `values`, not to `bytes`"
+                    ));
+                }
+                let v = b.get();
+                if !(v.is_finite() && (1.0..=MAX_SYNC_BYTES).contains(&v)) {
+                    return Err(format!(
+                        "{at}: `bytes` must be from 1 B to {MAX_SYNC_BYTES} B (the frame limit), got {v} B"
+                    ));
+                }
+                Payload::Bytes(v.round() as u64)
+            }
+            (Some(dim), None) => {
+                if let Some(b) = self.bytes_per_value
+                    && !(b.is_finite() && b > 0.0 && b <= 64.0)
+                {
+                    return Err(format!(
+                        "{at}: `bytes_per_value` must be in (0, 64], got {b}"
+                    ));
+                }
+                Payload::Values {
+                    dim,
+                    share: self.share.unwrap_or(Share::All),
+                    element_bytes: self.bytes_per_value,
+                    last_position_only: self.last_position_only.unwrap_or(false),
+                }
+            }
+        };
+        Ok(Sync {
+            name: "custom",
+            direction: self.direction,
+            payload,
+        })
+    }
+}
+
+/// The largest fixed payload of one synchronisation: the default frame limit, 64 MiB.
+const MAX_SYNC_BYTES: f64 = 64.0 * 1024.0 * 1024.0;
+
+impl RawPatternTable {
+    fn pattern(&self) -> Result<Pattern, String> {
+        let list = |name: &str, syncs: &[RawSync]| -> Result<Vec<Sync>, String> {
+            syncs
+                .iter()
+                .enumerate()
+                .map(|(i, s)| s.sync(&format!("pattern.{name}[{i}]")))
+                .collect()
+        };
+        let mut root_only = RootOnly::default();
+        for r in &self.root_only {
+            match r {
+                RawRootOnly::Attention => root_only.attention = true,
+                RawRootOnly::LmHead => root_only.lm_head = true,
+            }
+        }
+        let p = Pattern {
+            name: "custom",
+            source: "the scenario's [topology.pattern] table",
+            start: Cow::Owned(list("start", &self.start)?),
+            layer: Cow::Owned(list("layer", &self.layer)?),
+            end: Cow::Owned(list("end", &self.end)?),
+            root_only,
+        };
+        match p.problem() {
+            Some(e) => Err(e),
+            None => Ok(p),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Pattern::by_name(&s).map(RawPattern).ok_or_else(|| {
+                de::Error::custom(format!(
+                    "unknown tensor pattern \"{s}\"; presets: {}",
+                    Pattern::names()
+                ))
+            }),
+            v @ toml::Value::Table(_) => v
+                .try_into::<RawPatternTable>()
+                .map_err(|e| format!("pattern table: {}", e.message().trim()))
+                .and_then(|t| t.pattern())
+                .map(RawPattern)
+                .map_err(de::Error::custom),
+            other => Err(de::Error::custom(format!(
+                "invalid pattern {other}: expected a preset name ({}) or a table with start, layer, end and root_only",
+                Pattern::names()
+            ))),
+        }
+    }
 }
 
 /// `"30ms"` (a delay) or `"p95"` (a percentile of recent times to first token).

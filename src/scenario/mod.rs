@@ -18,6 +18,7 @@ pub use crate::compute::EngineConfig;
 pub use crate::compute::model::{self, Model};
 use crate::format::duration_str;
 pub use crate::net::params::{Congestion, DEFAULT_IDLE_TIMEOUT, Quic};
+pub use crate::topology::pattern::Pattern;
 pub use crate::topology::{HedgeAfter, Hops, Role, TopologyKind};
 pub use crate::units;
 use diagnostic::{Diagnostic, Problem, Source};
@@ -256,6 +257,8 @@ pub struct Topology {
     pub clients: Vec<usize>,
     /// Hedged topologies: when a further copy of a request is sent.
     pub hedge_after: HedgeAfter,
+    /// Tensor topologies: the synchronisations of a step and the root-only work.
+    pub pattern: Pattern,
 }
 
 #[derive(Clone, Debug)]

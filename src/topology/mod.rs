@@ -12,6 +12,7 @@
 pub mod check;
 mod direct;
 mod hedged;
+pub mod pattern;
 mod pipeline;
 mod relay;
 mod ring;
@@ -316,8 +317,8 @@ pub struct Ctx<'a> {
     pub names: &'a [String],
     pub hidden_bytes: u64,
     pub logits_slice_bytes: u64,
-    /// Compute segments of a tensor-parallel step (2·L + 1: two per layer and the LM head).
-    pub segments: u32,
+    /// A tensor group's step: its pattern's ops for this model and group.
+    pub tensor: &'a [pattern::Op],
 }
 
 impl Ctx<'_> {
@@ -410,6 +411,11 @@ pub trait Kind: Sync {
 
     /// Whether `[topology] hedge_after` applies.
     fn takes_hedge_after(&self) -> bool {
+        false
+    }
+
+    /// Whether `[topology] pattern` (a tensor group's synchronisations) applies.
+    fn takes_pattern(&self) -> bool {
         false
     }
 

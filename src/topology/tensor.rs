@@ -1,8 +1,10 @@
 //! `tensor`: tensor parallelism (distributed-llama, exo's tensor mode). Every node computes
-//! a 1/N slice of every layer; per half-layer the root gathers the partial sums and
+//! a 1/N slice of every layer; the group synchronises as its pattern says
+//! ([`super::pattern`]): by default per half-layer the root gathers the partial sums and
 //! broadcasts the reduction (2·L + 2 synchronisations per token with the LM head's logits).
 
-use super::{Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::pattern::{Direction, Op};
+use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
 use super::{Hops, Role};
 use crate::net::wire;
 
@@ -62,38 +64,87 @@ impl Kind for Tensor {
         super::serve_token_legs(c, client)
     }
 
-    /// Per segment the root computes its slice while each member receives its input (the
-    /// broadcast, then the reduced sum), computes, and sends back its partial sum (after
-    /// the LM head: its logits).
+    fn takes_pattern(&self) -> bool {
+        true
+    }
+
+    /// The pattern's ops in blocks, each ending where the root waits for the members (a
+    /// synchronisation to the root, or an exchange): in a block the root computes while
+    /// each member receives what the root sent it, computes, and sends back; an exchange
+    /// also sends the root's part to each member. After the last block the members' sends
+    /// only count as bytes: the root does not wait for them.
     fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg> {
         let Some(root) = super::producer(c.route) else {
             return Vec::new();
         };
         let work = step.work();
-        let act = c.activations(step.tokens);
         let members: Vec<usize> = c.with_part(Part::TensorMember).collect();
-        let scale = 1.0 / c.segments as f64;
-        let logits = wire::activations_frame_len(c.logits_slice_bytes as usize) as u64;
         let mut legs = Vec::new();
-        for seg in 0..c.segments {
-            let back = if seg + 1 < c.segments { act } else { logits };
-            let mut branches = vec![vec![Ctx::compute(root, work, scale)]];
-            for &m in &members {
-                branches.push(vec![
-                    Leg::Send {
+        let mut root_legs: Vec<Leg> = Vec::new();
+        let mut member_legs: Vec<Vec<Leg>> = vec![Vec::new(); members.len()];
+        for op in c.tensor {
+            match *op {
+                Op::Compute { share, head } => {
+                    let at = |i| if head { At::Head(i) } else { At::Layers(i) };
+                    let compute = |i| Leg::Compute {
+                        at: at(i),
+                        work,
+                        scale: share,
+                    };
+                    root_legs.push(compute(root));
+                    for (k, &m) in members.iter().enumerate() {
+                        member_legs[k].push(compute(m));
+                    }
+                }
+                Op::Sync(msg) => {
+                    let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
+                    let down = |m: usize| Leg::Send {
                         from: root,
                         to: m,
-                        bytes: act,
-                    },
-                    Ctx::compute(m, work, scale),
-                    Leg::Send {
-                        from: m,
-                        to: root,
-                        bytes: back,
-                    },
-                ]);
+                        bytes,
+                    };
+                    match msg.direction {
+                        Direction::FromRoot => {
+                            // Messages the root sends one after another, with no compute
+                            // between them, travel together: one delay, both serialized.
+                            for (k, &m) in members.iter().enumerate() {
+                                match member_legs[k].last_mut() {
+                                    Some(Leg::Send { from, bytes: b, .. }) if *from == root => {
+                                        *b += bytes
+                                    }
+                                    _ => member_legs[k].push(down(m)),
+                                }
+                            }
+                        }
+                        Direction::ToRoot | Direction::Exchange => {
+                            let mut branches = Vec::new();
+                            for (k, &m) in members.iter().enumerate() {
+                                let mut b = std::mem::take(&mut member_legs[k]);
+                                b.push(Leg::Send {
+                                    from: m,
+                                    to: root,
+                                    bytes,
+                                });
+                                branches.push(b);
+                                if msg.direction == Direction::Exchange {
+                                    let mut b = root_legs.clone();
+                                    b.push(down(m));
+                                    branches.push(b);
+                                }
+                            }
+                            branches.push(std::mem::take(&mut root_legs));
+                            legs.push(Leg::Parallel(branches));
+                        }
+                    }
+                }
             }
-            legs.push(Leg::Parallel(branches));
+        }
+        legs.extend(root_legs);
+        for b in member_legs {
+            legs.extend(b.into_iter().filter_map(|l| match l {
+                Leg::Send { from, to, bytes } => Some(Leg::Bytes { from, to, bytes }),
+                _ => None,
+            }));
         }
         legs
     }

@@ -15,6 +15,7 @@ pub(super) fn check(cx: &mut Context, m: &RawModel) -> Option<Model> {
     }
     if let Some(v) = m.hidden {
         model.hidden = v;
+        model.q_dim = v;
         if m.preset.is_none() && m.kv_dim.is_none() {
             model.kv_dim = v;
         }
@@ -93,6 +94,9 @@ pub(super) fn check(cx: &mut Context, m: &RawModel) -> Option<Model> {
             ),
         );
     }
+    if m.preset.is_none() || m.hidden.is_some() || m.params.is_some() {
+        model.ffn = model.estimated_ffn();
+    }
     Some(model)
 }
 
@@ -138,6 +142,8 @@ fn base(cx: &mut Context, m: &RawModel, mp: &FieldPath) -> Option<Model> {
         hidden: 0,
         params: 0.0,
         kv_dim: 0,
+        q_dim: 0,
+        ffn: 0,
         vocab: 0,
         weight_bytes: 2.0,
         activation_bytes: 2.0,

@@ -10,6 +10,7 @@ use crate::scenario::file::RawTopology;
 use crate::scenario::link::LinkDef;
 use crate::scenario::model::Model;
 use crate::scenario::{HedgeAfter, Hops, Node, Role, Topology, TopologyKind};
+use crate::topology::pattern::Pattern;
 use crate::topology::{self, PathCheck, PathNode, Where};
 
 /// The checked topology.
@@ -43,6 +44,13 @@ pub(super) fn check(
         cx.err(
             tp.key("hedge_after"),
             format!("`hedge_after` applies to hedged topologies, not {kind}"),
+        );
+    }
+    let pattern = raw.and_then(|t| t.pattern.as_ref());
+    if pattern.is_some() && !kind.takes_pattern() {
+        cx.err(
+            tp.key("pattern"),
+            format!("`pattern` applies to tensor topologies, not {kind}"),
         );
     }
     let path = resolve_path(cx, kind, path_names, nodes);
@@ -86,6 +94,7 @@ pub(super) fn check(
             path,
             hops: hops.unwrap_or(Hops::ClientRelayed),
             hedge_after: hedge_after.map_or_else(HedgeAfter::default, |h| h.0),
+            pattern: pattern.map_or_else(Pattern::default, |p| p.0.clone()),
         },
     }
 }
