@@ -103,6 +103,8 @@ struct Row {
     predicted: f64,
     unit: &'static str,
     fitted: bool,
+    /// Measured requests of the compared run that failed, and how many were measured.
+    failed: (u64, u64),
     /// The plan's analytic floor of the time per output token, for the cross-row checks.
     floor_tpot_ms: f64,
 }
@@ -142,25 +144,44 @@ fn run(s: &Scenario) -> Row {
         .reference_measured()
         .unwrap_or_else(|| panic!("{}: the run measured nothing to compare", s.name));
     let (table, cell) = table_of(&s.name);
+    let compared = match r.run {
+        RefRun::Topology => measured.topology.as_ref(),
+        RefRun::Colocated => measured.colocated.as_ref(),
+        RefRun::Baseline => measured.baseline.as_ref(),
+    };
+    let failed = compared.map_or((0, 0), |o| {
+        (o.record.failed, o.record.failed + o.record.completed)
+    });
     Row {
         name: s.name.clone(),
         table,
         cell,
         published: m.expected,
         predicted: m.measured,
-        unit: m.unit,
+        // Short enough for a table column.
+        unit: if m.unit == "output tokens/s" {
+            "tok/s"
+        } else {
+            m.unit
+        },
         fitted: r.fitted,
+        failed,
         floor_tpot_ms: plan.floor(plan.typical).tpot.as_secs_f64() * 1e3,
     }
 }
 
 fn print_row(r: &Row) {
     let verdict = if r.fitted {
-        "fitted"
+        "fitted".to_string()
     } else if r.error().abs() <= TARGET {
-        "within ±25 %"
+        "within ±25 %".to_string()
     } else {
-        "MISSED"
+        "MISSED".to_string()
+    };
+    // A run whose requests failed is said so: its figure is not a prediction of the model.
+    let verdict = match r.failed {
+        (0, _) => verdict,
+        (f, n) => format!("{verdict} (the run failed {f} of {n} measured requests)"),
     };
     println!(
         "{:<58} {:<22} published {:>9.2} {:<5} predicted {:>9.2} {:<5} error {:>+7.1} %  {:<9}  {}",
@@ -196,7 +217,8 @@ fn cross_checks(rows: &BTreeMap<String, Row>) {
             );
         }
     }
-    if let (Some(local), Some(remote)) = (get("fid-llamacpp-local"), get("fid-llamacpp-rpc-gigabit"))
+    if let (Some(local), Some(remote)) =
+        (get("fid-llamacpp-local"), get("fid-llamacpp-rpc-gigabit"))
     {
         println!(
             "check: llama.cpp RPC: remote GTX 1660 slower than the local T1200? published {} ({:.1} vs {:.1} ms per token), predicted {} ({:.1} vs {:.1} ms), remote error {:+.1} %",
