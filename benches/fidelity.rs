@@ -21,7 +21,8 @@
 //! largest absolute error among them.
 //!
 //! Under `cargo test --benches` (no `--bench` flag) every scenario is loaded and planned, and
-//! one cheap row runs: a smoke test that takes seconds.
+//! one cheap row runs: a smoke test that takes seconds. Both modes first check the suite's
+//! rule, at most one fitted cell per hardware and table (`check_fitted`).
 
 use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Options};
@@ -247,6 +248,29 @@ fn cross_checks(rows: &BTreeMap<String, Row>) {
     }
 }
 
+/// The suite's rule, checked before anything runs: at most one fitted cell per table (each
+/// table here is one hardware), except lmdeploy's, where the shipped a100-80g profile was
+/// calibrated on two cells before this suite existed (docs/fidelity.md says so). A second
+/// fitted row anywhere else fails the bench and its smoke test.
+fn check_fitted(all: &[(PathBuf, Scenario)]) {
+    const TWO_FITTED: &str = "fid-lmdeploy-";
+    for (prefix, table) in TABLES {
+        let fitted: Vec<&str> = all
+            .iter()
+            .filter(|(_, s)| s.name.starts_with(prefix))
+            .filter(|(_, s)| s.reference.as_ref().is_some_and(|r| r.fitted))
+            .map(|(_, s)| s.name.as_str())
+            .collect();
+        let allowed = if prefix == TWO_FITTED { 2 } else { 1 };
+        assert!(
+            fitted.len() <= allowed,
+            "{table}: {} fitted cells ({}), at most {allowed} allowed: calibrate on the single-node or fastest-network cell only",
+            fitted.len(),
+            fitted.join(", ")
+        );
+    }
+}
+
 fn yes(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
@@ -262,6 +286,7 @@ fn main() {
         }
     }
     let all = scenarios(filter.as_deref());
+    check_fitted(&all);
     if !full {
         // The smoke test: every scenario loads and plans; one cheap row runs, briefly.
         for (_, s) in &all {
