@@ -339,14 +339,29 @@ mod tests {
     #[test]
     fn every_preset_computes_once_and_the_default_is_one_frame_each_way() {
         for p in PRESETS {
-            assert_eq!(p.calls.iter().filter(|c| c.computes).count(), 1, "{}", p.name);
+            assert_eq!(
+                p.calls.iter().filter(|c| c.computes).count(),
+                1,
+                "{}",
+                p.name
+            );
             assert!(!p.source.is_empty());
         }
         let d = StarPattern::default();
         assert!(d.is_default());
         assert_eq!(d.round_trips(), 1);
-        assert_eq!(StarPattern::by_name("llamacpp-rpc-2024").unwrap().round_trips(), 6);
-        assert_eq!(StarPattern::by_name("llamacpp-rpc-12943").unwrap().round_trips(), 2);
+        assert_eq!(
+            StarPattern::by_name("llamacpp-rpc-2024")
+                .unwrap()
+                .round_trips(),
+            6
+        );
+        assert_eq!(
+            StarPattern::by_name("llamacpp-rpc-12943")
+                .unwrap()
+                .round_trips(),
+            2
+        );
         assert!(StarPattern::by_name("llamacpp").is_none());
     }
 
@@ -367,7 +382,10 @@ mod tests {
         // 33·22 + 2 nodes, 44·22 + 6 tensors.
         assert_eq!(c[4].request, 9 + 4 + 728 * 8 + 4 + 974 * 296);
         assert_eq!(c[4].reply, Some(9));
-        assert_eq!((c[5].request, c[5].reply), (9 + 296 + 16, Some(8 + 2048 * 4)));
+        assert_eq!(
+            (c[5].request, c[5].reply),
+            (9 + 296 + 16, Some(8 + 2048 * 4))
+        );
         // A prefill of 6 positions: the mask is 32 × 32, the output one position.
         let c = p.calls(&m, 6, 6, 22);
         assert_eq!(c[0].request, set + 6 * 2048 * 4);

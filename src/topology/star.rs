@@ -80,7 +80,12 @@ impl Kind for Star {
         let kv = super::rpc::kv_len(work);
         let mut legs = vec![Ctx::compute(host, work, 1.0)];
         for stage in c.with_part(Part::Stage) {
-            let Some(st) = c.nodes.iter().find(|n| n.index == stage).and_then(|n| n.stage.as_ref()) else {
+            let Some(st) = c
+                .nodes
+                .iter()
+                .find(|n| n.index == stage)
+                .and_then(|n| n.stage.as_ref())
+            else {
                 continue;
             };
             let mut pending = 0u64;

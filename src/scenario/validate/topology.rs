@@ -6,11 +6,11 @@
 
 use super::Context;
 use crate::scenario::diagnostic::FieldPath;
+use crate::scenario::file::RawPattern;
 use crate::scenario::file::RawTopology;
 use crate::scenario::link::LinkDef;
 use crate::scenario::model::Model;
 use crate::scenario::{HedgeAfter, Hops, Node, Role, Topology, TopologyKind};
-use crate::scenario::file::RawPattern;
 use crate::topology::pattern::Pattern;
 use crate::topology::rpc::StarPattern;
 use crate::topology::{self, PathCheck, PathNode, Where};
