@@ -580,7 +580,7 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
     out.push_str("\nStar patterns ([topology] pattern = \"...\"; see docs/topologies.md):\n");
     for p in crate::topology::rpc::PRESETS {
         out.push_str(&format!(
-            "  {:<19} {} calls, {} round trips per remote stage and token: {}\n",
+            "  {:<19} per remote stage and token: calls {}, round trips {}: {}\n",
             p.name,
             p.calls.len(),
             p.round_trips(),
