@@ -933,7 +933,13 @@ fn a_stars_link_bytes_per_token_follow_its_pattern() {
     ];
     let down = [8, 8, 8, 8, 9, 8 + 4096];
     let sum = |xs: &[u64]| xs.iter().map(|x| x + frame).sum::<u64>();
-    let p = plan::plan(&scenario(&rpc_star(Some("llamacpp-rpc-2024"), 1.0))).unwrap();
+    let s = scenario(&rpc_star(Some("llamacpp-rpc-2024"), 1.0));
+    let p = plan::plan(&s).unwrap();
+    let text = inferlat::report::table::plan_text(&s, &Ok(p.clone()));
+    assert!(
+        text.contains("pattern   llamacpp-rpc-2024: per token 6 calls to each remote stage, 6 of them waiting for a reply"),
+        "{text}"
+    );
     assert_eq!(hop(&p, "host", "gpu"), sum(&up));
     assert_eq!(hop(&p, "gpu", "host"), sum(&down));
     // After PR #12943 the same requests, and no SET_TENSOR replies.
