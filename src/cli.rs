@@ -577,6 +577,16 @@ fn list_command(dir: &Path) -> Result<i32, Failure> {
             p.source.split([':', '(']).next().unwrap_or(p.source).trim()
         ));
     }
+    out.push_str("\nStar patterns ([topology] pattern = \"...\"; see docs/topologies.md):\n");
+    for p in crate::topology::rpc::PRESETS {
+        out.push_str(&format!(
+            "  {:<19} per remote stage and token: calls {}, round trips {}: {}\n",
+            p.name,
+            p.calls.len(),
+            p.round_trips(),
+            p.source.split([':', '(']).next().unwrap_or(p.source).trim()
+        ));
+    }
     print!("{out}");
     Ok(EXIT_OK)
 }

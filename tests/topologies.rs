@@ -701,7 +701,7 @@ fn a_pattern_on_another_kind_or_of_an_unknown_name_is_refused() {
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("`pattern` applies to tensor topologies, not pipeline"),
+        e.contains("`pattern` applies to tensor and star topologies, not pipeline"),
         "{e}"
     );
     let text = patterned("dllama-9", "ideal", 1, 1.0);
@@ -846,6 +846,157 @@ fn a_pattern_message_past_the_frame_limit_is_refused_when_planned() {
     let e = plan::plan(&s).unwrap_err().to_string();
     assert!(
         e.contains("frame limit") && e.contains("2000 tokens"),
+        "{e}"
+    );
+}
+
+/// A star of an `ideal` host holding no layers and one ideal remote holding all four of
+/// [`PATTERN_MODEL`]'s layers, `rtt_ms` apart, under `pattern` (none: the default); three
+/// requests of 16 prompt and 5 output tokens.
+fn rpc_star(pattern: Option<&str>, rtt_ms: f64) -> ScenarioText {
+    let extra = pattern.map_or(String::new(), |p| format!("pattern = \"{p}\""));
+    ScenarioText::new("rpc")
+        .top("seed = 5")
+        .model(PATTERN_MODEL)
+        .workload(&small_tensor_workload(
+            "{ kind = \"constant\", rate = 1.0 }",
+            3,
+        ))
+        .client("client")
+        .worker("host", "ideal", "layers = \"0..0\"")
+        .worker("gpu", "ideal", "layers = \"0..4\"")
+        .link("client", "host", "rtt = \"1ms\"")
+        .link("host", "gpu", &format!("rtt = \"{rtt_ms}ms\""))
+        .topology("star", &["client", "host", "gpu"], &extra)
+}
+
+/// Per token a star pays its pattern's synchronous round trips to each remote stage, on
+/// the virtual clock over real QUIC with ideal devices: when the host ↔ remote RTT grows
+/// by 10 ms, tpot grows by k × 10 ms, with k read from the sources: 1 for the default
+/// (one frame each way), 6 for `llamacpp-rpc-2024` (four SET_TENSOR, GRAPH_COMPUTE and
+/// GET_TENSOR, each waiting for its reply: ggml-rpc.cpp's send_rpc_cmd at PR #6829), 2
+/// for `llamacpp-rpc-12943` (PR #12943: SET_TENSOR no longer waits). The floor counts
+/// the same trips.
+#[test]
+fn a_star_pays_its_patterns_round_trips_per_token() {
+    for (pattern, k) in [
+        (None, 1.0),
+        (Some("llamacpp-rpc-2024"), 6.0),
+        (Some("llamacpp-rpc-12943"), 2.0),
+    ] {
+        let (p, near) = run(&scenario(&rpc_star(pattern, 1.0)));
+        let (_, far) = run(&scenario(&rpc_star(pattern, 11.0)));
+        let measured = (ms(&far, Metric::Tpot, 0.5) - ms(&near, Metric::Tpot, 0.5)) / 10.0;
+        assert!(
+            (k - 0.1..=k + 0.5).contains(&measured),
+            "{pattern:?}: tpot grew by {measured} × 10 ms, expected {k}"
+        );
+        let floor_far = plan::plan(&scenario(&rpc_star(pattern, 11.0)))
+            .unwrap()
+            .floor(p.typical)
+            .tpot;
+        let floor_grew = (floor_far.as_secs_f64() - p.floor(p.typical).tpot.as_secs_f64()) * 1e3;
+        assert!(
+            (floor_grew / 10.0 - k).abs() < 1e-6,
+            "{pattern:?}: the floor grew by {floor_grew} ms"
+        );
+    }
+}
+
+/// The bytes per decode token on the host ↔ remote link, worked by hand from ggml-rpc's
+/// serialization formats for [`PATTERN_MODEL`] (hidden 1,024, 4 layers) at the typical
+/// request's first decode step (16 + 1 positions in the cache: the KQ mask's n_kv is 32),
+/// each message in a 17-byte frame: `llamacpp-rpc-2024` sends four SET_TENSOR (9-byte
+/// command header, 296-byte rpc_tensor, 8-byte offset, then 4 × 1,024 B, 4 B, 32 × 32 ×
+/// 4 B, 4 B), GRAPH_COMPUTE (9 + 4 + 134 nodes × 8 + 4 + 182 tensors × 296) and
+/// GET_TENSOR (9 + 296 + 16), and takes back four empty replies (8 B), the 1-byte status
+/// (9 B) and the 32-bit output (8 + 4,096 B). The default sends one frame of h·β each way
+/// (2,048 + 17 B), as before there were patterns; and a run carries at least those bytes.
+#[test]
+fn a_stars_link_bytes_per_token_follow_its_pattern() {
+    let hop = |p: &Plan, from: &str, to: &str| {
+        p.hops
+            .iter()
+            .find(|h| h.from == from && h.to == to)
+            .unwrap()
+            .token_bytes
+    };
+    let frame = 17;
+    let set = 9 + 296 + 8;
+    let up = [
+        set + 4096,
+        set + 4,
+        set + 32 * 32 * 4,
+        set + 4,
+        9 + 4 + 134 * 8 + 4 + 182 * 296,
+        9 + 296 + 16,
+    ];
+    let down = [8, 8, 8, 8, 9, 8 + 4096];
+    let sum = |xs: &[u64]| xs.iter().map(|x| x + frame).sum::<u64>();
+    let s = scenario(&rpc_star(Some("llamacpp-rpc-2024"), 1.0));
+    let p = plan::plan(&s).unwrap();
+    let text = inferlat::report::table::plan_text(&s, &Ok(p.clone()));
+    assert!(
+        text.contains("pattern   llamacpp-rpc-2024: per token 6 calls to each remote stage, 6 of them waiting for a reply"),
+        "{text}"
+    );
+    assert_eq!(hop(&p, "host", "gpu"), sum(&up));
+    assert_eq!(hop(&p, "gpu", "host"), sum(&down));
+    // After PR #12943 the same requests, and no SET_TENSOR replies.
+    let p = plan::plan(&scenario(&rpc_star(Some("llamacpp-rpc-12943"), 1.0))).unwrap();
+    assert_eq!(hop(&p, "host", "gpu"), sum(&up));
+    assert_eq!(hop(&p, "gpu", "host"), sum(&down[4..]));
+    let p = plan::plan(&scenario(&rpc_star(None, 1.0))).unwrap();
+    assert_eq!(hop(&p, "host", "gpu"), 2048 + frame);
+    assert_eq!(hop(&p, "gpu", "host"), 2048 + frame);
+    // What a run of the 2024 pattern carries: every request's prefill and four decode
+    // steps of the pattern's bytes (the mask and the graph as the plan sizes them), plus
+    // QUIC's own.
+    let (p, m) = run(&scenario(&rpc_star(Some("llamacpp-rpc-2024"), 1.0)));
+    for (from, to) in [("host", "gpu"), ("gpu", "host")] {
+        let h = p
+            .hops
+            .iter()
+            .find(|h| h.from == from && h.to == to)
+            .unwrap();
+        let link = m
+            .links
+            .iter()
+            .find(|l| l.from == from && l.to == to)
+            .unwrap();
+        let app = 3 * (h.prefill_bytes + 4 * h.token_bytes);
+        let sent = link.stats.bytes;
+        assert!(
+            sent >= app,
+            "{from} → {to}: {sent} bytes sent, the pattern alone {app}"
+        );
+        assert!(
+            sent <= app + 64 * link.stats.datagrams + 8 * 1024,
+            "{from} → {to}: {sent} bytes for {app} of the pattern's"
+        );
+    }
+}
+
+#[test]
+fn a_star_pattern_must_be_a_star_preset() {
+    let parse = |text: ScenarioText| {
+        scenario::parse(
+            Path::new("t.toml"),
+            &text.build(),
+            &ProfileLibrary::built_in(),
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let e = parse(rpc_star(Some("dllama-0.12"), 1.0));
+    assert!(
+        e.contains("unknown star pattern \"dllama-0.12\"") && e.contains("llamacpp-rpc-2024"),
+        "{e}"
+    );
+    let e = parse(patterned("llamacpp-rpc-2024", "ideal", 1, 1.0));
+    assert!(
+        e.contains("unknown tensor pattern \"llamacpp-rpc-2024\""),
         "{e}"
     );
 }

@@ -418,6 +418,14 @@ impl Topology {
             hidden: plan.hidden_bytes as usize,
             logits_slice: plan.logits_slice_bytes as usize,
             tensor: plan.tensor.clone().into(),
+            star: plan.star.clone(),
+            remote_layers: Arc::new(
+                plan.nodes
+                    .iter()
+                    .filter(|n| n.part == Part::Stage)
+                    .filter_map(|n| n.stage.as_ref().map(|st| (n.name.clone(), st.layers)))
+                    .collect(),
+            ),
         };
         let by_name: Arc<HashMap<String, SocketAddr>> =
             Arc::new(names.iter().cloned().zip(addrs.iter().copied()).collect());

@@ -11,6 +11,7 @@ use crate::net::framed::{FrameIoError, read_frame, write_activations, write_fram
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::topology::Part;
 use crate::topology::pattern::{Direction, Op};
+use crate::topology::rpc::{StarPattern, kv_len};
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,6 +30,10 @@ pub struct Payloads {
     pub logits_slice: usize,
     /// A tensor group's step: its pattern's computes and synchronisations, in order.
     pub tensor: Arc<[Op]>,
+    /// A star's calls to each remote stage per step.
+    pub star: StarPattern,
+    /// The layers each of a star's remote stages holds, by name (the size of its graph).
+    pub remote_layers: Arc<HashMap<String, u32>>,
 }
 
 /// Counters of a node's server.
@@ -525,6 +530,9 @@ impl Node {
     ) -> Result<(), Failure> {
         let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let chain = request.mode == Mode::Chain;
+        if !chain && !self.payloads.star.is_default() {
+            return self.rpc_stage(send, recv, request).await;
+        }
         let mut next: Option<Io> = None;
         let mut ret: Option<quinn::SendStream> = None;
         if chain && !request.route.is_empty() {
@@ -598,6 +606,50 @@ impl Node {
         Ok(())
     }
 
+    /// A star's remote stage under a pattern of several calls per step (llama.cpp RPC):
+    /// the first request of a step says how many positions it has; on the call that
+    /// computes, this span's step runs; each call the host waits on gets its reply.
+    async fn rpc_stage(
+        &self,
+        send: &mut quinn::SendStream,
+        recv: &mut quinn::RecvStream,
+        request: &Request,
+    ) -> Result<(), Failure> {
+        let (engine, stage) = self.engine().map_err(Failure::Refused)?;
+        let _guard = SessionGuard {
+            engine,
+            session: request.id,
+        };
+        let mut acc = StepDone::default();
+        let mut context = 0u32;
+        let output = request.output_tokens.max(1);
+        let mut buf = Vec::new();
+        for k in 0..output {
+            let tokens = read_activations(recv, self.max_frame).await?;
+            let work = Work::received(k == 0, tokens, &mut context);
+            let calls = self
+                .payloads
+                .star
+                .calls(&stage.model, tokens, kv_len(work), stage.layers);
+            for (i, call) in calls.iter().enumerate() {
+                if i > 0 {
+                    read_activations(recv, self.max_frame).await?;
+                }
+                if call.computes {
+                    self.step(request.id, stage, work, 1.0, k + 1 == output, &mut acc)
+                        .await?;
+                }
+                if let Some(reply) = call.reply {
+                    write_activations(send, request.id, tokens, reply as usize).await?;
+                }
+            }
+        }
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        write_frame(send, &own, &mut buf).await?;
+        let _ = send.finish();
+        Ok(())
+    }
+
     /// A star's host: its own layers, each remote stage's in turn (the activations go out
     /// and back through this host), then the LM head; tokens to the client.
     async fn star(
@@ -623,10 +675,20 @@ impl Node {
                 self.step(request.id, stage, work, 1.0, false, &mut acc)
                     .await?;
             }
-            for (s, r) in remotes.iter_mut() {
-                let bytes = tokens as usize * self.payloads.hidden;
-                write_activations(s, request.id, tokens, bytes).await?;
-                read_activations(r, self.max_frame).await?;
+            // Each remote's calls in turn (`[topology] pattern`): a request, and the reply
+            // where the host waits for one.
+            for ((s, r), name) in remotes.iter_mut().zip(&request.route) {
+                let layers = self.payloads.remote_layers.get(name).copied().unwrap_or(0);
+                let calls = self
+                    .payloads
+                    .star
+                    .calls(&stage.model, tokens, kv_len(work), layers);
+                for call in calls {
+                    write_activations(s, request.id, tokens, call.request as usize).await?;
+                    if call.reply.is_some() {
+                        read_activations(r, self.max_frame).await?;
+                    }
+                }
             }
             self.step(request.id, head, work, 1.0, last, &mut acc)
                 .await?;

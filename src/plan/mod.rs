@@ -12,6 +12,7 @@ use crate::compute::{EngineSpec, Stage};
 use crate::net::wire;
 use crate::scenario::{HedgeAfter, LinkChange, LinkParams, Scenario, TopologyKind};
 use crate::topology::pattern::{Op, Pattern};
+use crate::topology::rpc::StarPattern;
 use crate::topology::{At, Ctx, Kind, LayoutError, Leg, Step};
 pub use crate::topology::{ClientPlan, NodePlan, Part, Route};
 use schedule::Shape;
@@ -30,7 +31,7 @@ pub enum PlanError {
     )]
     FrameTooLarge { tokens: u32, bytes: u64, max: u32 },
     #[error(
-        "a prompt of {tokens} tokens makes the tensor pattern's \"{sync}\" messages {bytes} bytes, more than the frame limit of {max} bytes; use shorter prompts or a smaller payload"
+        "a prompt of {tokens} tokens makes the pattern's \"{sync}\" messages {bytes} bytes, more than the frame limit of {max} bytes; use shorter prompts or a smaller payload"
     )]
     PatternFrameTooLarge {
         sync: &'static str,
@@ -79,6 +80,8 @@ pub struct Plan {
     /// kind): what the root and the members do in each step, in order.
     pub pattern: Pattern,
     pub tensor: Vec<Op>,
+    /// A star's calls to each remote stage per step (the default for any other kind).
+    pub star: StarPattern,
     /// Continuous batching limit of the baseline, which runs the same serving software as
     /// the topology's first worker on its own box.
     pub max_batch: u32,
@@ -204,6 +207,27 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
             }
         }
     }
+    // The largest call of a star's pattern, for the longest prompt and the largest span.
+    if kind.takes_star_pattern() {
+        let layers = nodes
+            .iter()
+            .filter(|n| n.part == Part::Stage)
+            .filter_map(|n| n.stage.as_ref().map(|st| st.layers))
+            .max()
+            .unwrap_or(0);
+        for call in s.topology.star.calls(&s.model, longest, longest, layers) {
+            let bytes = call.request.max(call.reply.unwrap_or(0));
+            let bytes = wire::activations_frame_len(bytes as usize) as u64;
+            if bytes > wire::DEFAULT_MAX_FRAME as u64 {
+                return Err(PlanError::PatternFrameTooLarge {
+                    sync: call.name,
+                    tokens: longest,
+                    bytes,
+                    max: wire::DEFAULT_MAX_FRAME,
+                });
+            }
+        }
+    }
     let hedge_after = matches!(route, Route::Hedged { .. }).then_some(s.topology.hedge_after);
     let mut plan = Plan {
         kind: s.topology.kind,
@@ -216,6 +240,7 @@ pub fn plan(s: &Scenario) -> Result<Plan, PlanError> {
         logits_slice_bytes: (s.model.vocab as u64).div_ceil(ways as u64) * 4,
         pattern: s.topology.pattern.clone(),
         tensor,
+        star: s.topology.star.clone(),
         max_batch,
         baseline,
         typical: Shape {
@@ -469,6 +494,7 @@ impl Plan {
             hidden_bytes: self.hidden_bytes,
             logits_slice_bytes: self.logits_slice_bytes,
             tensor: &self.tensor,
+            star: &self.star,
         }
     }
 

@@ -508,6 +508,16 @@ fn route_lines(o: &mut String, plan: &Plan) {
     if !plan.tensor.is_empty() {
         pattern_line(o, plan);
     }
+    if plan.topology().takes_star_pattern() && !plan.star.is_default() {
+        let p = &plan.star;
+        let _ = writeln!(
+            o,
+            "  pattern   {}: per token {} calls to each remote stage, {} of them waiting for a reply",
+            p.name,
+            p.calls.len(),
+            p.round_trips()
+        );
+    }
     if plan.clients.len() > 1 {
         let total: f64 = plan.clients.iter().map(|c| c.share).sum();
         let list: Vec<String> = plan

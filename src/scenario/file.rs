@@ -585,8 +585,12 @@ pub(super) struct RawTopology {
     pub(super) pattern: Option<RawPattern>,
 }
 
-/// A tensor group's protocol pattern: a preset's name, or a table of synchronisations.
-pub(super) struct RawPattern(pub(super) Pattern);
+/// A topology's protocol pattern: a preset's name (a tensor group's or a star's, resolved
+/// by the kind), or a tensor group's table of synchronisations.
+pub(super) enum RawPattern {
+    Name(String),
+    Table(Pattern),
+}
 
 /// `[topology.pattern]` written as a table.
 #[derive(Deserialize)]
@@ -713,21 +717,17 @@ impl RawPatternTable {
 impl<'de> Deserialize<'de> for RawPattern {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match toml::Value::deserialize(d)? {
-            toml::Value::String(s) => Pattern::by_name(&s).map(RawPattern).ok_or_else(|| {
-                de::Error::custom(format!(
-                    "unknown tensor pattern \"{s}\"; presets: {}",
-                    Pattern::names()
-                ))
-            }),
+            toml::Value::String(s) => Ok(RawPattern::Name(s)),
             v @ toml::Value::Table(_) => v
                 .try_into::<RawPatternTable>()
                 .map_err(|e| format!("pattern table: {}", e.message().trim()))
                 .and_then(|t| t.pattern())
-                .map(RawPattern)
+                .map(RawPattern::Table)
                 .map_err(de::Error::custom),
             other => Err(de::Error::custom(format!(
-                "invalid pattern {other}: expected a preset name ({}) or a table with start, layer, end and root_only",
-                Pattern::names()
+                "invalid pattern {other}: expected a preset name (tensor: {}; star: {}) or a table with start, layer, end and root_only",
+                Pattern::names(),
+                crate::topology::rpc::StarPattern::names()
             ))),
         }
     }

@@ -259,6 +259,8 @@ pub struct Topology {
     pub hedge_after: HedgeAfter,
     /// Tensor topologies: the synchronisations of a step and the root-only work.
     pub pattern: Pattern,
+    /// Star topologies: the host's calls to each remote stage per step.
+    pub star: crate::topology::rpc::StarPattern,
 }
 
 #[derive(Clone, Debug)]

@@ -16,6 +16,7 @@ pub mod pattern;
 mod pipeline;
 mod relay;
 mod ring;
+pub mod rpc;
 mod star;
 mod tensor;
 
@@ -319,6 +320,8 @@ pub struct Ctx<'a> {
     pub logits_slice_bytes: u64,
     /// A tensor group's step: its pattern's ops for this model and group.
     pub tensor: &'a [pattern::Op],
+    /// A star's calls to each remote stage per step.
+    pub star: &'a rpc::StarPattern,
 }
 
 impl Ctx<'_> {
@@ -416,6 +419,12 @@ pub trait Kind: Sync {
 
     /// Whether `[topology] pattern` (a tensor group's synchronisations) applies.
     fn takes_pattern(&self) -> bool {
+        false
+    }
+
+    /// Whether `[topology] pattern` names a star's calls to its remote stages
+    /// ([`rpc::StarPattern`]).
+    fn takes_star_pattern(&self) -> bool {
         false
     }
 

@@ -3,6 +3,7 @@
 
 use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
 use super::{Hops, Role};
+use crate::net::wire;
 
 pub struct Star;
 
@@ -62,25 +63,59 @@ impl Kind for Star {
         super::serve_token_legs(c, client)
     }
 
+    fn takes_star_pattern(&self) -> bool {
+        true
+    }
+
+    /// Per remote stage, the pattern's calls in turn: requests the host sends one after
+    /// another with no reply between them travel together (one delay, their bytes
+    /// serialized back to back); a call that computes runs the remote's span; a reply the
+    /// host waits for comes back before the next call. A last request that nothing waits
+    /// for counts only as bytes.
     fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg> {
         let Some(host) = super::producer(c.route) else {
             return Vec::new();
         };
         let work = step.work();
-        let act = c.activations(step.tokens);
+        let kv = super::rpc::kv_len(work);
         let mut legs = vec![Ctx::compute(host, work, 1.0)];
         for stage in c.with_part(Part::Stage) {
-            legs.push(Leg::Send {
-                from: host,
-                to: stage,
-                bytes: act,
-            });
-            legs.push(Ctx::compute(stage, work, 1.0));
-            legs.push(Leg::Send {
-                from: stage,
-                to: host,
-                bytes: act,
-            });
+            let Some(st) = c
+                .nodes
+                .iter()
+                .find(|n| n.index == stage)
+                .and_then(|n| n.stage.as_ref())
+            else {
+                continue;
+            };
+            let mut pending = 0u64;
+            for call in c.star.calls(&st.model, step.tokens, kv, st.layers) {
+                pending += wire::activations_frame_len(call.request as usize) as u64;
+                if call.computes || call.reply.is_some() {
+                    legs.push(Leg::Send {
+                        from: host,
+                        to: stage,
+                        bytes: std::mem::take(&mut pending),
+                    });
+                }
+                if call.computes {
+                    legs.push(Ctx::compute(stage, work, 1.0));
+                }
+                if let Some(reply) = call.reply {
+                    legs.push(Leg::Send {
+                        from: stage,
+                        to: host,
+                        bytes: wire::activations_frame_len(reply as usize) as u64,
+                    });
+                }
+            }
+            if pending > 0 {
+                legs.push(Leg::Bytes {
+                    from: host,
+                    to: stage,
+                    bytes: pending,
+                });
+            }
         }
         legs.push(Leg::Compute {
             at: At::Head(host),

@@ -6,11 +6,13 @@
 
 use super::Context;
 use crate::scenario::diagnostic::FieldPath;
+use crate::scenario::file::RawPattern;
 use crate::scenario::file::RawTopology;
 use crate::scenario::link::LinkDef;
 use crate::scenario::model::Model;
 use crate::scenario::{HedgeAfter, Hops, Node, Role, Topology, TopologyKind};
 use crate::topology::pattern::Pattern;
+use crate::topology::rpc::StarPattern;
 use crate::topology::{self, PathCheck, PathNode, Where};
 
 /// The checked topology.
@@ -46,13 +48,7 @@ pub(super) fn check(
             format!("`hedge_after` applies to hedged topologies, not {kind}"),
         );
     }
-    let pattern = raw.and_then(|t| t.pattern.as_ref());
-    if pattern.is_some() && !kind.takes_pattern() {
-        cx.err(
-            tp.key("pattern"),
-            format!("`pattern` applies to tensor topologies, not {kind}"),
-        );
-    }
+    let (pattern, star) = patterns(cx, kind, raw.and_then(|t| t.pattern.as_ref()));
     let path = resolve_path(cx, kind, path_names, nodes);
     let (clients, others) = clients(cx, raw.and_then(|t| t.clients.as_ref()), &path, nodes);
     if !path.is_empty() && sound {
@@ -94,7 +90,68 @@ pub(super) fn check(
             path,
             hops: hops.unwrap_or(Hops::ClientRelayed),
             hedge_after: hedge_after.map_or_else(HedgeAfter::default, |h| h.0),
-            pattern: pattern.map_or_else(Pattern::default, |p| p.0.clone()),
+            pattern,
+            star,
+        },
+    }
+}
+
+/// `[topology] pattern`: a tensor group's preset or table, or a star's preset; the
+/// defaults where the file names none (or names one wrongly: the error is recorded).
+fn patterns(
+    cx: &mut Context,
+    kind: TopologyKind,
+    raw: Option<&RawPattern>,
+) -> (Pattern, StarPattern) {
+    let at = FieldPath::root().key("topology").key("pattern");
+    let defaults = (Pattern::default(), StarPattern::default());
+    let Some(raw) = raw else {
+        return defaults;
+    };
+    match raw {
+        _ if !kind.takes_pattern() && !kind.takes_star_pattern() => {
+            cx.err(
+                at,
+                format!("`pattern` applies to tensor and star topologies, not {kind}"),
+            );
+            defaults
+        }
+        RawPattern::Table(p) if kind.takes_pattern() => (p.clone(), defaults.1),
+        RawPattern::Table(_) => {
+            cx.err(
+                at,
+                format!(
+                    "a star's pattern is a preset's name ({}); tables describe tensor groups",
+                    StarPattern::names()
+                ),
+            );
+            defaults
+        }
+        RawPattern::Name(n) if kind.takes_pattern() => match Pattern::by_name(n) {
+            Some(p) => (p, defaults.1),
+            None => {
+                cx.err(
+                    at,
+                    format!(
+                        "unknown tensor pattern \"{n}\"; presets: {}",
+                        Pattern::names()
+                    ),
+                );
+                defaults
+            }
+        },
+        RawPattern::Name(n) => match StarPattern::by_name(n) {
+            Some(p) => (defaults.0, p),
+            None => {
+                cx.err(
+                    at,
+                    format!(
+                        "unknown star pattern \"{n}\"; presets: {}",
+                        StarPattern::names()
+                    ),
+                );
+                defaults
+            }
         },
     }
 }
