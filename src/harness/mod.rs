@@ -453,6 +453,7 @@ impl Topology {
                 clock.clone(),
                 options.max_frame,
                 payloads,
+                scenario.nodes[n.index].software,
             );
             node.set_dialer(ep.clone(), by_name.clone());
             node.serve(
