@@ -259,7 +259,8 @@ pub struct MessageCost {
 impl MessageCost {
     /// The time of a frame of `bytes` bytes, rounded to the nanosecond.
     pub fn of(&self, bytes: u64) -> std::time::Duration {
-        self.fixed + std::time::Duration::from_nanos((self.per_byte * 1e9 * bytes as f64).round() as u64)
+        self.fixed
+            + std::time::Duration::from_nanos((self.per_byte * 1e9 * bytes as f64).round() as u64)
     }
 
     pub fn is_zero(&self) -> bool {

@@ -4,8 +4,8 @@ use super::super::fmt_ms;
 use super::super::summary::Summary;
 use super::esc;
 use super::svg::{
-    BLUE, Frame, GREEN, Key, ORANGE, Scale, VERMILLION, axes, header_height, legend, linear_ticks, no_data,
-    svg_close, svg_open,
+    BLUE, Frame, GREEN, Key, ORANGE, Scale, VERMILLION, axes, header_height, legend, linear_ticks,
+    no_data, svg_close, svg_open,
 };
 use std::fmt::Write as _;
 

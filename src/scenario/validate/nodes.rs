@@ -241,9 +241,9 @@ fn cost(
         cx.err(
             fp.key("per_byte"),
             format!(
-                "{field}.per_byte may be at most {} per byte, got {}s per byte: it is the software time of each byte of a message",
+                "{field}.per_byte may be at most {} per byte, got {} per byte: it is the software time of each byte of a message",
                 crate::format::format_duration(MAX_PER_BYTE),
-                crate::scenario::limits::show(per_byte)
+                crate::format::format_duration(std::time::Duration::from_secs_f64(per_byte.min(1e9)))
             ),
         );
     }
