@@ -512,6 +512,12 @@ impl RunRecord {
         sorted.get(rank - 1).copied()
     }
 
+    /// Whether any completed request had software time (a node's `send_cost` or
+    /// `recv_cost`). The part's histogram cannot say: it records a zero as 1 ns.
+    pub fn has_software(&self) -> bool {
+        self.parts.iter().any(|p| !p.software.is_zero())
+    }
+
     /// Measured requests: completed and failed.
     pub fn requests(&self) -> u64 {
         self.completed + self.failed

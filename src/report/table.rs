@@ -249,7 +249,7 @@ fn topology_lines(o: &mut String, r: &Results) {
             // Software time is a part only where the run had some (`send_cost`, `recv_cost`).
             let shares: Vec<Share> = Share::ALL
                 .into_iter()
-                .filter(|&sh| sh != Share::Software || rec.part(Share::Software).max() > 0)
+                .filter(|&sh| sh != Share::Software || rec.has_software())
                 .collect();
             for (name, p) in &at {
                 let total: Duration = shares.iter().map(|&sh| p.get(sh)).sum();
