@@ -603,7 +603,7 @@ impl Plan {
                 Leg::Send { to, bytes, .. } if Some(*to) == producer => Some(*bytes),
                 _ => None,
             })
-            .last()
+            .next_back()
             .unwrap_or(0);
         let s = cost.send.of(wire::TOKEN_FRAME_LEN as u64);
         let ttft = ttft + cost.recv.of(received) + s;
