@@ -616,6 +616,23 @@ mod tests {
         }
     }
 
+    /// Software time is its own part: the network residual leaves it out, and a record
+    /// says it had some only when a request did (its histogram records a zero as 1 ns).
+    #[test]
+    fn software_is_a_part_and_not_network() {
+        let mut r = RunRecord::new();
+        r.record(&sample(), &Slo::default());
+        assert!(!r.has_software());
+        let s = Sample {
+            software: ms(3),
+            ..sample()
+        };
+        assert_eq!(s.network(), sample().network() - ms(3));
+        r.record(&s, &Slo::default());
+        assert!(r.has_software());
+        assert_eq!(r.part(Share::Software).max() / 1_000_000, 3);
+    }
+
     #[test]
     fn metric_definitions() {
         let s = sample();
