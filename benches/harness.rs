@@ -72,6 +72,7 @@ fn histograms(c: &mut Criterion) {
             .collect(),
         queue: Duration::from_millis(1),
         compute: Duration::from_millis(600),
+        software: Duration::ZERO,
         nodes: vec![(
             "gpu".into(),
             Duration::from_millis(1),

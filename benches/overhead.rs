@@ -105,6 +105,7 @@ fn frames() -> (Vec<u8>, Vec<u8>) {
             node: "gpu".into(),
             queue_ns: 0,
             compute_ns: 0,
+            software_ns: 0,
         }),
         &mut back,
     )

@@ -63,16 +63,24 @@ impl fmt::Display for Metric {
 pub enum Share {
     Queue,
     Compute,
+    /// The nodes' per-message software time (`send_cost`, `recv_cost`) on the path.
+    Software,
     Network,
 }
 
 impl Share {
-    pub const ALL: [Share; 3] = [Share::Queue, Share::Compute, Share::Network];
+    pub const ALL: [Share; 4] = [
+        Share::Queue,
+        Share::Compute,
+        Share::Software,
+        Share::Network,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Share::Queue => "queue",
             Share::Compute => "compute",
+            Share::Software => "software",
             Share::Network => "network",
         }
     }
@@ -93,6 +101,9 @@ pub struct Sample {
     pub queue: Duration,
     /// Time the worker computed it, on the worker's clock.
     pub compute: Duration,
+    /// The nodes' per-message software time on the request's path (`send_cost`,
+    /// `recv_cost`), each on its own clock; zero where no node has one.
+    pub software: Duration,
     /// Each node's queue and compute time for the request, on its own clock.
     pub nodes: Vec<(String, Duration, Duration)>,
     /// Copies sent beyond the first (hedging), and whether a later copy answered first.
@@ -125,9 +136,11 @@ impl Sample {
         self.tokens.windows(2).map(|w| w[1].saturating_sub(w[0]))
     }
 
-    /// Network time: the residual of the service time after the node's queue and compute.
+    /// Network time: the residual of the service time after the nodes' queue, compute and
+    /// software time.
     pub fn network(&self) -> Duration {
-        self.service().saturating_sub(self.queue + self.compute)
+        self.service()
+            .saturating_sub(self.queue + self.compute + self.software)
     }
 
     /// Whether the request met every objective of the SLO.
@@ -287,6 +300,7 @@ pub struct Parts {
     pub service: Duration,
     pub queue: Duration,
     pub compute: Duration,
+    pub software: Duration,
     pub network: Duration,
 }
 
@@ -295,6 +309,7 @@ impl Parts {
         match share {
             Share::Queue => self.queue,
             Share::Compute => self.compute,
+            Share::Software => self.software,
             Share::Network => self.network,
         }
     }
@@ -382,6 +397,7 @@ impl RunRecord {
         for (part, d) in [
             (Share::Queue, s.queue),
             (Share::Compute, s.compute),
+            (Share::Software, s.software),
             (Share::Network, s.network()),
         ] {
             add(
@@ -395,6 +411,7 @@ impl RunRecord {
             service: s.service(),
             queue: s.queue,
             compute: s.compute,
+            software: s.software,
             network: s.network(),
         });
         for (name, queue, compute) in &s.nodes {
@@ -495,6 +512,12 @@ impl RunRecord {
         sorted.get(rank - 1).copied()
     }
 
+    /// Whether any completed request had software time (a node's `send_cost` or
+    /// `recv_cost`). The part's histogram cannot say: it records a zero as 1 ns.
+    pub fn has_software(&self) -> bool {
+        self.parts.iter().any(|p| !p.software.is_zero())
+    }
+
     /// Measured requests: completed and failed.
     pub fn requests(&self) -> u64 {
         self.completed + self.failed
@@ -585,11 +608,29 @@ mod tests {
             tokens: vec![ms(100), ms(110), ms(130)],
             queue: ms(5),
             compute: ms(60),
+            software: Duration::ZERO,
             nodes: vec![("gpu".into(), ms(5), ms(60))],
             extra_copies: 0,
             hedge_won: false,
             client: None,
         }
+    }
+
+    /// Software time is its own part: the network residual leaves it out, and a record
+    /// says it had some only when a request did (its histogram records a zero as 1 ns).
+    #[test]
+    fn software_is_a_part_and_not_network() {
+        let mut r = RunRecord::new();
+        r.record(&sample(), &Slo::default());
+        assert!(!r.has_software());
+        let s = Sample {
+            software: ms(3),
+            ..sample()
+        };
+        assert_eq!(s.network(), sample().network() - ms(3));
+        r.record(&s, &Slo::default());
+        assert!(r.has_software());
+        assert_eq!(r.part(Share::Software).max() / 1_000_000, 3);
     }
 
     #[test]

@@ -314,6 +314,37 @@ impl fmt::Display for Dur {
     }
 }
 
+/// A duration per byte, written like a duration (`"1ns"`, `"0.25ns"`): kept in seconds as a
+/// float, so that costs below a nanosecond per byte are not truncated to nothing.
+#[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Default)]
+pub struct PerByte(pub f64);
+
+impl PerByte {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        parse_scaled(s, "duration per byte", "1ns", DURATION_UNITS).map(PerByte)
+    }
+
+    /// Seconds per byte.
+    pub fn secs(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PerByte {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => Self::parse(&s).map_err(de::Error::custom),
+            Raw::Int(n) => Err(de::Error::custom(format!(
+                "invalid duration per byte {n}: a unit is required, like \"{n}ns\""
+            ))),
+            Raw::Float(n) => Err(de::Error::custom(format!(
+                "invalid duration per byte {n}: a unit is required, like \"{n}ns\""
+            ))),
+            Raw::Other(v) => Err(wrong_type("duration per byte", "1ns", &v)),
+        }
+    }
+}
+
 /// A fraction in [0, 1], written as a percentage: `"0.1%"`.
 #[derive(Clone, Copy, Debug, PartialEq, PartialOrd, Default)]
 pub struct Fraction(f64);

@@ -237,6 +237,14 @@ fn frames() -> Vec<Frame> {
             node: "gpu-a".into(),
             queue_ns: 1,
             compute_ns: 2,
+            software_ns: 0,
+        }),
+        // With software time: its optional last word.
+        Frame::Done(Done {
+            node: "gpu-a".into(),
+            queue_ns: 1,
+            compute_ns: 2,
+            software_ns: 3,
         }),
         Frame::Error {
             code: 3,

@@ -26,6 +26,9 @@ pub struct Timeline {
     /// Queue and compute on the request's critical path (the nodes it waited on in turn).
     pub queue: Duration,
     pub compute: Duration,
+    /// Per-message software time on the request's path (the nodes' `send_cost` and
+    /// `recv_cost`, as each reported it).
+    pub software: Duration,
     /// Copies of the request sent beyond the first (hedging).
     pub extra_copies: u32,
     /// Whether a copy other than the first answered first.
@@ -213,6 +216,7 @@ impl Client {
                     if !*parallel || &d.node == producer {
                         t.queue += Duration::from_nanos(d.queue_ns);
                         t.compute += Duration::from_nanos(d.compute_ns);
+                        t.software += Duration::from_nanos(d.software_ns);
                     }
                 }
                 Ok(t)
@@ -314,12 +318,14 @@ impl Client {
         for d in &t.nodes {
             t.queue += Duration::from_nanos(d.queue_ns);
             t.compute += Duration::from_nanos(d.compute_ns);
+            t.software += Duration::from_nanos(d.software_ns);
         }
         if self.head.is_some() {
             t.nodes.push(Done {
                 node: self.name.clone(),
                 queue_ns: head_queue.as_nanos() as u64,
                 compute_ns: head_compute.as_nanos() as u64,
+                software_ns: 0,
             });
             t.queue += head_queue;
             t.compute += head_compute;
@@ -564,6 +570,7 @@ impl Client {
                 CopyEvent::Frame(Frame::Done(d)) => {
                     t.queue += Duration::from_nanos(d.queue_ns);
                     t.compute += Duration::from_nanos(d.compute_ns);
+                    t.software += Duration::from_nanos(d.software_ns);
                     t.nodes.push(d);
                 }
                 CopyEvent::Frame(other) => {

@@ -171,6 +171,7 @@ fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline
             .collect(),
         queue: t.queue,
         compute: t.compute,
+        software: t.software,
         nodes: t
             .nodes
             .iter()

@@ -461,6 +461,7 @@ impl Topology {
                 clock.clone(),
                 options.max_frame,
                 payloads.clone(),
+                scenario.nodes[n.index].software,
             );
             node.set_dialer(ep.clone(), by_name.clone());
             node.serve(

@@ -8,7 +8,8 @@ use crate::compute::Pass as Work;
 use crate::compute::Stage;
 use crate::compute::{Engine, Event, Job, SessionGuard, StepDone};
 use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
-use crate::net::wire::{Done, Frame, Mode, Request};
+use crate::net::wire::{self, Done, Frame, Mode, Request};
+use crate::scenario::SoftwareCost;
 use crate::topology::Part;
 use crate::topology::pattern::{Direction, Op};
 use crate::topology::rpc::{StarPattern, kv_len};
@@ -61,6 +62,8 @@ pub struct Node {
     pub clock: Clock,
     pub max_frame: u32,
     pub payloads: Payloads,
+    /// Its `send_cost` and `recv_cost`, spent serving a whole request ([`Node::whole`]).
+    pub software: SoftwareCost,
     /// Connections this node opened to the nodes after it, by name.
     pub peers: Mutex<HashMap<String, quinn::Connection>>,
     /// Its endpoint and every node's address, to dial a peer again after its connection
@@ -92,6 +95,7 @@ impl Node {
         clock: Clock,
         max_frame: u32,
         payloads: Payloads,
+        software: SoftwareCost,
     ) -> Arc<Self> {
         Arc::new(Node {
             name,
@@ -102,6 +106,7 @@ impl Node {
             clock,
             max_frame,
             payloads,
+            software,
             peers: Mutex::new(HashMap::new()),
             dialer: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
@@ -232,7 +237,7 @@ impl Node {
             let _ = s.finish();
             forward_dones(r, send, self.max_frame, buf).await?;
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
         write_frame(send, &own, buf).await?;
         let _ = send.finish();
         Ok(())
@@ -488,6 +493,9 @@ impl Node {
             .engine
             .as_deref()
             .ok_or_else(|| Failure::Refused(format!("{} computes nothing", self.name)))?;
+        if !self.software.is_zero() {
+            return self.whole_with_software(send, request, engine).await;
+        }
         let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
         engine
             .submit(Job {
@@ -510,9 +518,101 @@ impl Node {
             };
             let frame = match event {
                 Event::Token { index, lead } => token_frame(index, lead),
-                Event::Done { queue, compute } => Frame::Done(done(&self.name, queue, compute)),
+                Event::Done { queue, compute } => {
+                    Frame::Done(done(&self.name, queue, compute, Duration::ZERO))
+                }
                 Event::Failed { reason } => return Err(Failure::Refused(reason)),
             };
+            write_frame(send, &frame, &mut buf).await?;
+        }
+        let _ = send.finish();
+        Ok(())
+    }
+
+    /// [`Self::whole`] on a node with software costs (`send_cost`, `recv_cost`): the
+    /// request's receive cost is spent before the job is submitted, and each frame's send
+    /// cost before the frame is written, on the node's clock (simulated time on the virtual
+    /// clock, a sleep on the real one). Frames are sent one after another, so a token ready
+    /// while an earlier one is still being sent waits for it: token sends overlap the
+    /// engine's next steps, which go on meanwhile.
+    ///
+    /// Its `Done` reports as software time what of it lies on the request's path: the
+    /// receive cost, and how long the last token waited from when the engine had it to
+    /// when it was written (its own send cost and any backlog of earlier sends). The
+    /// `Done` frame's own send cost comes after the last token, off the path of every
+    /// metric, and is spent but not reported.
+    async fn whole_with_software(
+        &self,
+        send: &mut quinn::SendStream,
+        request: &Request,
+        engine: &dyn Engine,
+    ) -> Result<(), Failure> {
+        let cost = self.software;
+        let received = (wire::HEADER_LEN
+            + wire::request_payload_len(request.prompt.len() as u32, &request.route))
+            as u64;
+        let recv = cost.recv.of(received);
+        if !recv.is_zero() {
+            self.clock.sleep(recv).await;
+        }
+        let (events, mut raw) = tokio::sync::mpsc::unbounded_channel();
+        let output = request.output_tokens.max(1);
+        engine
+            .submit(Job {
+                prompt: request.prompt.len() as u32,
+                output,
+                arrived: self.clock.now(),
+                events,
+            })
+            .map_err(|e| Failure::Refused(e.to_string()))?;
+        // Each event stamped with when the engine sent it, while this task may be busy
+        // sending an earlier frame. (On the virtual clock the stamp is exact: no time passes
+        // while a task is ready to run.) The stamper ends when this request's task does.
+        let (stamped, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let clock = self.clock.clone();
+        tokio::spawn(async move {
+            while let Some(e) = raw.recv().await {
+                if stamped.send((clock.now(), e)).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut buf = Vec::new();
+        let mut last_wait = Duration::ZERO;
+        let stopped = send.stopped();
+        tokio::pin!(stopped);
+        loop {
+            let (ready, event) = tokio::select! {
+                biased;
+                e = rx.recv() => match e { Some(e) => e, None => break },
+                _ = &mut stopped => return Ok(()),
+            };
+            let (frame, bytes) = match event {
+                Event::Token { index, lead } => {
+                    (token_frame(index, lead), wire::TOKEN_FRAME_LEN as u64)
+                }
+                Event::Done { queue, compute } => {
+                    let software = recv + last_wait;
+                    let d = done(&self.name, queue, compute, software);
+                    let bytes = wire::done_frame_len(&self.name) as u64
+                        + if d.software_ns != 0 { 8 } else { 0 };
+                    (Frame::Done(d), bytes)
+                }
+                Event::Failed { reason } => return Err(Failure::Refused(reason)),
+            };
+            let c = cost.send.of(bytes);
+            if !c.is_zero() {
+                tokio::select! {
+                    biased;
+                    _ = self.clock.sleep(c) => {}
+                    _ = &mut stopped => return Ok(()),
+                }
+            }
+            if let Frame::Token { index, .. } = frame
+                && index + 1 == output
+            {
+                last_wait = self.clock.now().saturating_duration_since(ready);
+            }
             write_frame(send, &frame, &mut buf).await?;
         }
         let _ = send.finish();
@@ -581,7 +681,7 @@ impl Node {
             };
             write_activations(out, request.id, n, n as usize * self.payloads.hidden).await?;
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
         match (next, ret) {
             (None, None) => {
                 write_frame(send, &own, &mut buf).await?;
@@ -644,7 +744,7 @@ impl Node {
                 }
             }
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
         write_frame(send, &own, &mut buf).await?;
         let _ = send.finish();
         Ok(())
@@ -847,7 +947,7 @@ impl Node {
         }
         write_frame(
             send,
-            &Frame::Done(done(&self.name, acc.queue, acc.compute)),
+            &Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO)),
             &mut buf,
         )
         .await?;
@@ -874,11 +974,12 @@ impl From<FrameIoError> for Failure {
     }
 }
 
-fn done(node: &str, queue: Duration, compute: Duration) -> Done {
+fn done(node: &str, queue: Duration, compute: Duration, software: Duration) -> Done {
     Done {
         node: node.to_string(),
         queue_ns: queue.as_nanos() as u64,
         compute_ns: compute.as_nanos() as u64,
+        software_ns: software.as_nanos() as u64,
     }
 }
 

@@ -79,11 +79,18 @@ pub struct Request {
 }
 
 /// A node's account of one request, measured on its own clock.
+///
+/// `software_ns` (the node's per-message software time on the request's path, its
+/// `send_cost` and `recv_cost`) is on the wire only when it is not zero: a node without
+/// software costs sends the same 16-byte account as before it existed, so the bytes of
+/// every scenario without them are unchanged. A payload that ends after `compute_ns`
+/// decodes with `software_ns = 0`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Done {
     pub node: String,
     pub queue_ns: u64,
     pub compute_ns: u64,
+    pub software_ns: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,7 +166,8 @@ pub const fn activations_frame_len(data: usize) -> usize {
 /// Bytes on the wire of one token frame.
 pub const TOKEN_FRAME_LEN: usize = HEADER_LEN + 8;
 
-/// Bytes on the wire of a done frame from a node with this name.
+/// Bytes on the wire of a done frame from a node with this name, without software time
+/// (8 bytes more with it).
 pub fn done_frame_len(node: &str) -> usize {
     HEADER_LEN + 1 + node.len() + 16
 }
@@ -199,6 +207,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), WireError> {
             put_str(out, &d.node)?;
             out.extend_from_slice(&d.queue_ns.to_be_bytes());
             out.extend_from_slice(&d.compute_ns.to_be_bytes());
+            if d.software_ns != 0 {
+                out.extend_from_slice(&d.software_ns.to_be_bytes());
+            }
         }
         Frame::Error { code, message } => {
             out.extend_from_slice(&code.to_be_bytes());
@@ -345,6 +356,8 @@ pub fn parse_payload(kind: Kind, payload: Vec<u8>) -> Result<Frame, WireError> {
             node: r.string()?,
             queue_ns: r.u64()?,
             compute_ns: r.u64()?,
+            // Present only when not zero (see [`Done`]).
+            software_ns: if r.buf.is_empty() { 0 } else { r.u64()? },
         }),
         Kind::Error => {
             let code = r.u16()?;
@@ -410,6 +423,13 @@ mod tests {
             node: "gpu-a".into(),
             queue_ns: 5,
             compute_ns: 9,
+            software_ns: 0,
+        }));
+        round_trip(Frame::Done(Done {
+            node: "gpu-a".into(),
+            queue_ns: 5,
+            compute_ns: 9,
+            software_ns: 3,
         }));
         round_trip(Frame::Error {
             code: 3,
@@ -446,11 +466,25 @@ mod tests {
                 node: "gpu-a".into(),
                 queue_ns: 0,
                 compute_ns: 0,
+                software_ns: 0,
             }),
             &mut buf,
         )
         .unwrap();
         assert_eq!(buf.len(), done_frame_len("gpu-a"));
+        // Software time, when there is some, adds its 8 bytes.
+        buf.clear();
+        encode(
+            &Frame::Done(Done {
+                node: "gpu-a".into(),
+                queue_ns: 0,
+                compute_ns: 0,
+                software_ns: 1,
+            }),
+            &mut buf,
+        )
+        .unwrap();
+        assert_eq!(buf.len(), done_frame_len("gpu-a") + 8);
     }
 
     #[test]
@@ -482,6 +516,13 @@ mod tests {
         bad.extend_from_slice(&[1, 200]);
         assert!(matches!(
             decode(&bad, 1024),
+            Err(WireError::Malformed { .. })
+        ));
+        // A done frame with a partial software word (4 of its 8 bytes) is malformed.
+        let mut done = vec![4, 0, 0, 0, 1 + 1 + 16 + 4, 1, b'g'];
+        done.extend_from_slice(&[0; 20]);
+        assert!(matches!(
+            decode(&done, 1024),
             Err(WireError::Malformed { .. })
         ));
         // Arbitrary bytes never panic.

@@ -377,6 +377,7 @@ fn node_plan(s: &Scenario, i: usize, part: Part, ways: u32) -> Result<NodePlan, 
         stage,
         head,
         max_batch: n.max_batch.max(1).min(kv_limit),
+        software: n.software,
     })
 }
 
@@ -637,10 +638,71 @@ impl Plan {
                         }))
                     })
                     .collect();
+                let (ttft, steps) = self.with_software(prefill, ttft, steps);
                 floor_of(ttft, &steps)
             })
             .min_by_key(|f| f.e2e)
             .unwrap_or_default()
+    }
+
+    /// The producing worker's software costs (`send_cost`, `recv_cost`) added to a floor's
+    /// first-token time and decode steps, exactly as the worker spends them
+    /// (`Node::whole_with_software`). Only a worker serving whole requests has them (the
+    /// scenario refuses them elsewhere); a relay forwards without any.
+    ///
+    /// On the path: the receive of the request frame (its bytes as they reach the worker),
+    /// before the prefill; then the send of every token frame, one after another. The
+    /// engine computes the next step while a token is being sent, so token `k` leaves at
+    /// `sent_k = max(ready_k, sent_{k-1}) + s` (`ready_k`: when the engine has it; `s`: one
+    /// token frame's send cost): a send that fits in the next step is hidden behind it, a
+    /// longer one makes every later token wait. The first token pays `recv + s`; each
+    /// decode step becomes `sent_k - sent_{k-1}`. The `Done` frame's send comes after the
+    /// last token, on no metric's path.
+    fn with_software(
+        &self,
+        prefill: Step,
+        ttft: Duration,
+        steps: Vec<Duration>,
+    ) -> (Duration, Vec<Duration>) {
+        let (kind, ctx) = (self.topology(), self.ctx());
+        let producer = kind
+            .token_legs(&ctx, prefill.client, prefill.primary)
+            .iter()
+            .find_map(|leg| match leg {
+                Leg::Send { from, .. } => Some(*from),
+                _ => None,
+            });
+        let Some(cost) = producer
+            .and_then(|p| self.node(p))
+            .filter(|n| n.part == Part::Whole && !n.software.is_zero())
+            .map(|n| n.software)
+        else {
+            return (ttft, steps);
+        };
+        let received = kind
+            .request_legs(&ctx, prefill.client, prefill.tokens, prefill.primary)
+            .iter()
+            .filter_map(|leg| match leg {
+                Leg::Send { to, bytes, .. } if Some(*to) == producer => Some(*bytes),
+                _ => None,
+            })
+            .next_back()
+            .unwrap_or(0);
+        let s = cost.send.of(wire::TOKEN_FRAME_LEN as u64);
+        let ttft = ttft + cost.recv.of(received) + s;
+        // Times from the first token's readiness.
+        let (mut ready, mut sent) = (Duration::ZERO, s);
+        let steps = steps
+            .iter()
+            .map(|&step| {
+                ready += step;
+                let next = ready.max(sent) + s;
+                let gap = next - sent;
+                sent = next;
+                gap
+            })
+            .collect();
+        (ttft, steps)
     }
 
     /// The floor of a request on the baseline (compute only), if there is a baseline.

@@ -41,6 +41,7 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
         breakdown: Breakdown {
             queue: lad(r.part(Share::Queue)),
             compute: lad(r.part(Share::Compute)),
+            software: r.has_software().then(|| lad(r.part(Share::Software))),
             network: lad(r.part(Share::Network)),
             nodes: Some(
                 r.nodes()

@@ -106,7 +106,11 @@ pub fn verdict_counts(c: &ScenarioComparison) -> String {
 /// decomposes the request at each percentile itself).
 pub fn parts(run: Option<&RunSummary>, stat: &str) -> Option<String> {
     let b = &run?.breakdown;
-    let parts = ["network", "compute", "queue"];
+    // Software time only where the run had some (summary.json writes it only then).
+    let mut parts = vec!["network", "compute", "queue"];
+    if b.software.is_some() {
+        parts.push("software");
+    }
     let vals: Vec<f64> = parts
         .iter()
         .map(|p| b.part(p)?.stat(stat))

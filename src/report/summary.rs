@@ -377,6 +377,10 @@ impl RunSummary {
 pub struct Breakdown {
     pub queue: Ladder,
     pub compute: Ladder,
+    /// The nodes' per-message software time (`send_cost`, `recv_cost`): present only
+    /// where the run had some, so absent from older files and from runs without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<Ladder>,
     pub network: Ladder,
     /// Absent from the earliest version-1 files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -384,12 +388,13 @@ pub struct Breakdown {
 }
 
 impl Breakdown {
-    /// A part (`network`, `compute`, `queue`) by name.
+    /// A part (`network`, `compute`, `queue`, `software`) by name.
     pub fn part(&self, part: &str) -> Option<&Ladder> {
         match part {
             "network" => Some(&self.network),
             "compute" => Some(&self.compute),
             "queue" => Some(&self.queue),
+            "software" => self.software.as_ref(),
             _ => None,
         }
     }

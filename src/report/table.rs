@@ -246,10 +246,15 @@ fn topology_lines(o: &mut String, r: &Results) {
                 o,
                 "\n  where the time goes (topology; the request at each percentile of service time, its own parts):"
             );
+            // Software time is a part only where the run had some (`send_cost`, `recv_cost`).
+            let shares: Vec<Share> = Share::ALL
+                .into_iter()
+                .filter(|&sh| sh != Share::Software || rec.has_software())
+                .collect();
             for (name, p) in &at {
-                let total: Duration = Share::ALL.iter().map(|&sh| p.get(sh)).sum();
+                let total: Duration = shares.iter().map(|&sh| p.get(sh)).sum();
                 let _ = write!(o, "    {name} request, service {}:", ms(p.service));
-                for sh in Share::ALL {
+                for &sh in &shares {
                     let v = p.get(sh);
                     let _ = write!(
                         o,

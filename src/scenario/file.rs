@@ -3,7 +3,7 @@
 //! hold and maps them onto the typed [`Scenario`](super::Scenario).
 
 use super::profile::DeviceProfile;
-use super::units::{BitRate, Bytes, Dur, Fraction};
+use super::units::{BitRate, Bytes, Dur, Fraction, PerByte};
 use super::{Arrival, HedgeAfter, Hops, Loss, MAX_TOKENS, Queue, Role, TokenCount, TopologyKind};
 use crate::topology::pattern::{Dim, Direction, Pattern, Payload, RootOnly, Share, Sync};
 use serde::{Deserialize, Deserializer, de};
@@ -342,6 +342,19 @@ pub(super) struct RawNode {
     /// The transport behaviour of every connection direction this node sends on (a
     /// link's own `transport` wins).
     pub(super) transport: Option<RawTransport>,
+    /// The software cost of each frame the node sends (serialization, RPC dispatch).
+    pub(super) send_cost: Option<RawCost>,
+    /// The software cost of each frame the node receives, before it acts on it.
+    pub(super) recv_cost: Option<RawCost>,
+}
+
+/// `send_cost = { fixed = "50us", per_byte = "1ns" }`: a fixed and a per-byte time per
+/// message (`validate::nodes` checks the bounds).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCost {
+    pub(super) fixed: Option<Dur>,
+    pub(super) per_byte: Option<PerByte>,
 }
 
 /// `engine = { kind = "openai", url = ..., model = ... }`: a real engine behind a worker or

@@ -52,6 +52,14 @@ pub const MAX_PARAMS: f64 = 1e15;
 /// request it batches.
 pub const MAX_BATCH: u32 = 1 << 16;
 
+/// The largest fixed software cost of one message (`send_cost.fixed`, `recv_cost.fixed`):
+/// 10 s, far past any serialization or RPC dispatch; a larger one is a unit slip.
+pub const MAX_MESSAGE_FIXED: Duration = Duration::from_secs(10);
+
+/// The largest software cost per byte of a message (`send_cost.per_byte`,
+/// `recv_cost.per_byte`): 1 ms per byte, a kilobyte a second.
+pub const MAX_PER_BYTE: Duration = Duration::from_millis(1);
+
 /// The least device efficiency (`efficiency.compute`, `efficiency.memory`): 1e-6. Below
 /// it a single step's modelled time leaves the range a run can wait for.
 pub const MIN_EFFICIENCY: f64 = 1e-6;

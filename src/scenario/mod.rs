@@ -244,6 +244,44 @@ pub struct Node {
     /// `transport`: the behaviour of the connection directions it sends on, over
     /// `[quic]`'s, unless the link states its own.
     pub transport: Option<std::sync::Arc<Quic>>,
+    /// `send_cost` and `recv_cost`: the node's software time per message (none by default).
+    pub software: SoftwareCost,
+}
+
+/// The software time of one message on a node: `fixed` plus `per_byte` times the frame's
+/// bytes on the wire (header included).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MessageCost {
+    pub fixed: std::time::Duration,
+    /// Seconds per byte.
+    pub per_byte: f64,
+}
+
+impl MessageCost {
+    /// The time of a frame of `bytes` bytes, rounded to the nanosecond.
+    pub fn of(&self, bytes: u64) -> std::time::Duration {
+        self.fixed
+            + std::time::Duration::from_nanos((self.per_byte * 1e9 * bytes as f64).round() as u64)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.fixed.is_zero() && self.per_byte == 0.0
+    }
+}
+
+/// A node's `send_cost` and `recv_cost` (docs/scenario-format.md): spent on the node's
+/// clock at each frame it sends (before the frame is written) and receives (after it is
+/// read, before it is acted on).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SoftwareCost {
+    pub send: MessageCost,
+    pub recv: MessageCost,
+}
+
+impl SoftwareCost {
+    pub fn is_zero(&self) -> bool {
+        self.send.is_zero() && self.recv.is_zero()
+    }
 }
 
 #[derive(Clone, Debug)]

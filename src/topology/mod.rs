@@ -273,6 +273,8 @@ pub struct NodePlan {
     /// A star host's LM head (and embeddings).
     pub head: Option<Stage>,
     pub max_batch: u32,
+    /// Its `send_cost` and `recv_cost` (zero unless the scenario sets them).
+    pub software: crate::scenario::SoftwareCost,
 }
 
 /// A client and its share of the workload.

@@ -4,27 +4,46 @@ use super::super::fmt_ms;
 use super::super::summary::Summary;
 use super::esc;
 use super::svg::{
-    BLUE, Frame, GREEN, Key, Scale, VERMILLION, axes, header_height, legend, linear_ticks, no_data,
-    svg_close, svg_open,
+    BLUE, Frame, GREEN, Key, ORANGE, Scale, VERMILLION, axes, header_height, legend, linear_ticks,
+    no_data, svg_close, svg_open,
 };
 use std::fmt::Write as _;
 
 const PARTS: [(&str, &str); 3] = [("network", BLUE), ("compute", GREEN), ("queue", VERMILLION)];
 
+/// The nodes' per-message software time: a bar segment only where a run has it.
+const SOFTWARE: (&str, &str) = ("software", ORANGE);
+
 pub(super) fn plot(o: &mut String, id: &str, s: &Summary) {
-    let mut bars: Vec<(String, [f64; 3])> = Vec::new();
-    for run in ["topology", "baseline"] {
+    let runs = ["topology", "baseline"];
+    let has_software = runs
+        .iter()
+        .any(|run| s.run(run).is_some_and(|r| r.breakdown.software.is_some()));
+    let mut parts: Vec<(&str, &str)> = PARTS.to_vec();
+    if has_software {
+        parts.push(SOFTWARE);
+    }
+    let mut bars: Vec<(String, Vec<f64>)> = Vec::new();
+    for run in runs {
         let Some(r) = s.run(run).map(|r| &r.breakdown) else {
             continue;
         };
         for stat in ["p50", "p99"] {
-            let vals: Option<Vec<f64>> = PARTS.iter().map(|(p, _)| r.part(p)?.stat(stat)).collect();
+            let vals: Option<Vec<f64>> = parts
+                .iter()
+                .map(|(p, _)| match r.part(p) {
+                    Some(l) => l.stat(stat),
+                    // A run without software time (the baseline) has none of it.
+                    None if *p == SOFTWARE.0 => Some(0.0),
+                    None => None,
+                })
+                .collect();
             if let Some(v) = vals {
-                bars.push((format!("{run} {stat}"), [v[0], v[1], v[2]]));
+                bars.push((format!("{run} {stat}"), v));
             }
         }
     }
-    let keys: Vec<(Key, String)> = PARTS
+    let keys: Vec<(Key, String)> = parts
         .iter()
         .map(|(p, c)| (Key::Swatch { color: c }, p.to_string()))
         .collect();
@@ -46,7 +65,11 @@ pub(super) fn plot(o: &mut String, id: &str, s: &Summary) {
         id,
         w,
         h,
-        "Where the time goes: network, compute, queue",
+        if has_software {
+            "Where the time goes: network, compute, queue, software"
+        } else {
+            "Where the time goes: network, compute, queue"
+        },
     );
     legend(o, &keys, w);
     axes(
@@ -70,7 +93,7 @@ pub(super) fn plot(o: &mut String, id: &str, s: &Summary) {
             esc(label)
         );
         let mut acc = 0.0;
-        for ((part, color), v) in PARTS.iter().zip(vals) {
+        for ((part, color), v) in parts.iter().zip(vals) {
             let (x0, x1) = (f.px(acc), f.px(acc + v));
             acc += v;
             w!(

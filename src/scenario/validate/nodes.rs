@@ -5,10 +5,10 @@ use super::topology::Checked;
 use super::{Context, valid_name};
 use crate::format::format_si;
 use crate::scenario::diagnostic::FieldPath;
-use crate::scenario::file::RawNode;
-use crate::scenario::limits::{MAX_BATCH, MAX_NODES};
+use crate::scenario::file::{RawCost, RawNode};
+use crate::scenario::limits::{MAX_BATCH, MAX_MESSAGE_FIXED, MAX_NODES, MAX_PER_BYTE};
 use crate::scenario::model::Model;
-use crate::scenario::{Node, Role};
+use crate::scenario::{MessageCost, Node, Role, SoftwareCost};
 use std::collections::HashSet;
 
 /// A worker's batch limit unless it sets `max_batch`: vLLM's default `max_num_seqs`, 256
@@ -183,7 +183,12 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
             );
         }
     }
+    let software = SoftwareCost {
+        send: cost(cx, n, "send_cost", n.send_cost.as_ref(), np),
+        recv: cost(cx, n, "recv_cost", n.recv_cost.as_ref(), np),
+    };
     Node {
+        software,
         name: n.name.clone(),
         role: n.role,
         device,
@@ -196,6 +201,53 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
             .as_ref()
             .and_then(|t| super::links::transport(cx, t, np.key("transport"))),
     }
+}
+
+/// A node's `send_cost` or `recv_cost`: bounded, and on a worker (the node whose software
+/// the harness models; `check_weights` checks the topology serves whole requests).
+fn cost(
+    cx: &mut Context,
+    n: &RawNode,
+    field: &str,
+    raw: Option<&RawCost>,
+    np: &FieldPath,
+) -> MessageCost {
+    let Some(raw) = raw else {
+        return MessageCost::default();
+    };
+    let fp = np.key(field);
+    if n.role != Role::Worker {
+        cx.err(
+            fp.clone(),
+            format!(
+                "{field} applies to workers, not to a {}: the harness spends software costs on the worker that serves a request",
+                n.role
+            ),
+        );
+    }
+    let fixed = raw.fixed.map(|d| d.get()).unwrap_or_default();
+    if fixed > MAX_MESSAGE_FIXED {
+        cx.err(
+            fp.key("fixed"),
+            format!(
+                "{field}.fixed may be at most {}, got {}: it is the software time of one message",
+                crate::format::format_duration(MAX_MESSAGE_FIXED),
+                crate::format::format_duration(fixed)
+            ),
+        );
+    }
+    let per_byte = raw.per_byte.map(|p| p.secs()).unwrap_or(0.0);
+    if per_byte > MAX_PER_BYTE.as_secs_f64() {
+        cx.err(
+            fp.key("per_byte"),
+            format!(
+                "{field}.per_byte may be at most {} per byte, got {} per byte: it is the software time of each byte of a message",
+                crate::format::format_duration(MAX_PER_BYTE),
+                crate::format::format_duration(std::time::Duration::from_secs_f64(per_byte.min(1e9)))
+            ),
+        );
+    }
+    MessageCost { fixed, per_byte }
 }
 
 /// Layer spans and weights, now that the topology says who holds what. A star's host
@@ -214,6 +266,20 @@ pub(super) fn check_weights(
             continue;
         }
         let np = FieldPath::root().key("node").index(i);
+        for (set, field) in [
+            (raw[i].send_cost.is_some(), "send_cost"),
+            (raw[i].recv_cost.is_some(), "recv_cost"),
+        ] {
+            if set && !super::engine::whole_model_kind(kind) {
+                cx.err(
+                    np.key(field),
+                    format!(
+                        "{field} on worker \"{}\" is modelled only where a worker serves whole requests (direct, relay, hedged topologies), not in a {kind} topology",
+                        n.name
+                    ),
+                );
+            }
+        }
         if raw[i].engine.is_some() && !super::engine::whole_model_kind(kind) {
             cx.err(
                 np.key("engine"),
