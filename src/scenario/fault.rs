@@ -27,11 +27,45 @@ pub(super) struct RawFault {
 }
 
 /// One side of a partition: a node or a list of nodes.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(super) enum Side {
     One(String),
     Group(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for Side {
+    /// A node's name or a list of names; anything else says which forms are accepted (an
+    /// untagged enum would only say that no variant matched).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let expected = "expected a node's name (\"gpu-a\") or a list of names ([\"gpu-a\", \"gpu-b\"])";
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(Side::One(s)),
+            toml::Value::Array(items) => items
+                .into_iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => Ok(s),
+                    other => Err(D::Error::custom(format!(
+                        "a partition side lists node names: {expected}, got {} {} in the list",
+                        article(&other),
+                        other.type_str()
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Side::Group),
+            other => Err(D::Error::custom(format!(
+                "invalid partition side: {expected}, got {} {}",
+                article(&other),
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+fn article(v: &toml::Value) -> &'static str {
+    match v {
+        toml::Value::Array(_) | toml::Value::Integer(_) => "an",
+        _ => "a",
+    }
 }
 
 impl Side {
