@@ -98,6 +98,17 @@ def link(a, b, rtt, bandwidth=None, extra=""):
 
 
 # ---------------------------------------------------------------------------------------
+# Setup facts the model could not express when the suite was first written (shared ports,
+# a link's transport, a tensor group's pattern). Each is a statement of the published
+# setup from its source, decided before any run with it was seen; none was chosen for
+# what it does to a row.
+TCP = 'transport = "tcp-linux"\n'
+TCP_LINUX = ("TCP with Linux's defaults: a long-lived connection whose window restarts after an "
+             "idle period past the RTO (RFC 5681 Sec. 4.1; Linux net.ipv4.tcp_slow_start_after_idle = 1 "
+             "by default) from ten segments (RFC 6928): transport = \"tcp-linux\" (docs/links.md)")
+
+
+# ---------------------------------------------------------------------------------------
 # Petals README "Benchmarks" (BLOOM-176B), the rows "Petals on 3 servers, with one A100
 # each": single-batch inference, steps/s at sequence lengths 128 and 2048.
 PETALS_SRC = "Petals README, Benchmarks (BLOOM-176B; github.com/bigscience-workshop/petals, also the Petals paper arXiv:2209.01188 v2 Sec. 3.3): 3 servers with one A100 each, clients with 8 CPU cores and no GPU"
@@ -151,6 +162,11 @@ relays every hop through the client (shared/REFERENCE.md: version 1.x; server-to
 came with version 2 in 2023). The links are emulated between servers in one room (the
 paper's "3 physical servers", per its authors), lossless, no jitter: the README gives only
 the rate and the RTT. "< 5 ms" is taken as 4 ms.
+Transport: Petals' servers listen on TCP by default (src/petals/cli/run_server.py, Petals
+1.x at commit 041ad20: host_maddrs = /ip4/0.0.0.0/tcp/PORT and /ip6/::/tcp/PORT), and the
+client reaches them through hivemind's libp2p daemon over those TCP multiaddrs: one
+long-lived connection per server, each direction idle between its messages for most of a
+step, so every link states {TCP_LINUX}.
 """
         desc = f"""
 Petals (client-relayed, 2022) on 3 x A100 80GB: BLOOM-176B, 8-bit weights, fp16 hidden
@@ -188,9 +204,9 @@ role = "worker"
 device = "a100-80g-int8"
 layers = "47..70"
 
-{link("client", "s1", rtt, bw)}
-{link("client", "s2", rtt, bw)}
-{link("client", "s3", rtt, bw)}
+{link("client", "s1", rtt, bw, TCP)}
+{link("client", "s2", rtt, bw, TCP)}
+{link("client", "s3", rtt, bw, TCP)}
 [topology]
 kind = "pipeline"
 path = ["client", "s1", "s2", "s3"]
@@ -235,17 +251,53 @@ VM = [
     ("llama-2-70b", "70b", 2, 501.38),
     ("llama-2-70b", "70b", 4, 293.06),
 ]
+# Which code each table was measured with, from the README's history
+# (git log -S on each table's figures, b4rtaz/distributed-llama):
+# - Raspberry Pi 4B: the 1-, 2- and 4-board cells were added on 2024-01-12 (commit 89fef52)
+#   and the 8-board cells on 2024-01-19 (4d010f7), before v0.1.0 was tagged (2024-01-23,
+#   7eb77ca); the README labels the table "tested on 0.1.0 version" (6b963dd, 2024-05-25).
+#   src/transformer-tasks.cpp's task lists are the same from 89fef52 to v0.1.1 (the only
+#   commits in between change how the sockets are written, not what is sent): `dllama-0.1`.
+# - Cloud VMs: added on 2024-01-28 (8aa7e47), when v0.1.1 was the latest release and no
+#   file of src/ had changed since it; labelled "tested on 0.1.0 version": `dllama-0.1`.
+# - Raspberry Pi 5: added on 2024-05-25 (e736c40), when v0.7.1 was current, but labelled
+#   "tested on 0.3.1 version" in that commit, which labels the network-transfer table
+#   "tested on 0.7.1 version" in the same breath: the author tells the versions apart, so
+#   the table is v0.3.1's (tagged 2024-04-28). No preset is v0.3.1's. Its task list
+#   (src/llama2-tasks.cpp buildLlama2Arch, used for Llama 2 and Llama 3 alike) has v0.1's
+#   synchronisations with the same bytes and the same root-only work (llamaMultiheadAtt
+#   and llamaFinalize in the root's list only), except that the Q, K and V slices are
+#   three gathers (llamaSyncAttQ, llamaSyncAttK, llamaSyncAttV, each after its own matmul)
+#   where v0.1's syncQkv is one, and a 1-byte sendPoke from the root starts each token.
+#   The nearest preset is `dllama-0.1`: a known source of error of 2·L gathers per token
+#   (each a wait on every member) and one tiny broadcast that the scenario does not make.
 DLLAMA_TABLES = {
     "pi4b": dict(rows=PI4B, device="raspberry-pi-4b", hw="Raspberry Pi 4B 8 GB", version="0.1.0",
-                 rtt="300us", bw="1Gbit/s",
-                 net="gigabit Ethernet through one TP-Link LS1008G switch: every board's port is 1 Gbit/s (Raspberry Pi 4B specifications); RTT 0.3 ms, an estimate for two boards on one switch (REFERENCE.md's 0.9 ms within a cloud zone includes virtualized networking)"),
+                 pattern="dllama-0.1", switch=True, rtt="300us", bw="1Gbit/s",
+                 pattern_why="the cells were measured between 2024-01-12 and 2024-01-19 with the task list that v0.1.0 tagged unchanged (README history: commits 89fef52 and 4d010f7; labelled \"tested on 0.1.0 version\")",
+                 net="gigabit Ethernet through one TP-Link LS1008G switch: every board has one gigabit port (Raspberry Pi 4 Model B specifications: Gigabit Ethernet); RTT 0.3 ms, an estimate for two boards on one switch (REFERENCE.md's 0.9 ms within a cloud zone includes virtualized networking)"),
     "pi5": dict(rows=PI5, device="raspberry-pi-5", hw="Raspberry Pi 5 8 GB", version="0.3.1",
-                rtt="300us", bw="1Gbit/s",
-                net="gigabit Ethernet through one TP-Link LS1008G switch: every board's port is 1 Gbit/s (Raspberry Pi 5 product brief); RTT 0.3 ms, an estimate for two boards on one switch"),
+                pattern="dllama-0.1", switch=True, rtt="300us", bw="1Gbit/s",
+                pattern_why="the README labels the table \"tested on 0.3.1 version\" (commit e736c40, 2024-05-25, which labels the transfer table 0.7.1 in the same change); no preset is v0.3.1's, and dllama-0.1 is the nearest: v0.3.1 sends the same bytes with the same root-only work, but gathers Q, K and V in three synchronisations where v0.1 has one, and starts each token with a 1-byte poke, so the scenario makes 2·L fewer gathers per token than v0.3.1 did (a known source of error, towards a faster prediction)",
+                net="gigabit Ethernet through one TP-Link LS1008G switch: every board has one gigabit port (Raspberry Pi 5 product brief: Gigabit Ethernet); RTT 0.3 ms, an estimate for two boards on one switch"),
     "vm": dict(rows=VM, device="gcp-c3d-highcpu-30", hw="Google Cloud c3d-highcpu-30 VM", version="0.1.0",
-               rtt="900us", bw=None,
-               net="VMs in one Google Cloud zone: RTT 0.9 ms, REFERENCE.md's TCP echo within one cloud zone (measured on Azure); no rate limit: Google Cloud gives a VM of this size tens of Gbit/s of egress, so a 9 KB synchronisation serializes in microseconds"),
+               pattern="dllama-0.1", switch=False, rtt="900us", bw=None,
+               pattern_why="the table was added on 2024-01-28 (commit 8aa7e47), when v0.1.1 was the latest release and no source file had changed since; labelled \"tested on 0.1.0 version\"",
+               net="VMs in one Google Cloud zone: RTT 0.9 ms, REFERENCE.md's TCP echo within one cloud zone (measured on Azure); no rate limit and no shared port: Google Cloud gives a VM of this size tens of Gbit/s of egress, so a 9 KB synchronisation serializes in microseconds, and the sources at hand state no per-VM figure to set one from"),
 }
+
+DLLAMA_TRANSPORT = ("distributed-llama synchronises over TCP sockets (README: \"The project uses TCP sockets "
+                    "to synchronize the state\"; src/socket.cpp: SOCK_STREAM with TCP_NODELAY), one "
+                    "long-lived connection from the root to each worker, so its links state "
+                    + TCP_LINUX + "; within a token the gaps between synchronisations are far "
+                    "shorter than the RTO, so mostly the initial window matters")
+SWITCH = ("Shared ports: the boards hang off one switch and each has one gigabit NIC, so the "
+          "root's N - 1 peers share the root's one port: what they send to the root leaves the "
+          "switch through its one 1 Gbit/s output port towards the root (the port `root-rx`), "
+          "and what the root sends them leaves through its own 1 Gbit/s NIC (`root-tx`), full "
+          "duplex, each direction 1 Gbit/s (IEEE 802.3ab 1000BASE-T); each member's own link keeps "
+          "its NIC's 1 Gbit/s. The LS1008G's buffer size is not in the sources at hand: the ports "
+          "keep inferlat's default queue (1,500,000 B)")
 
 
 def dllama():
@@ -256,16 +308,24 @@ def dllama():
         for preset, label, n, published in t["rows"]:
             name = f"fid-dllama-{key}-{label}-x{n}"
             fitted = (label, n) == first["cell"]
+            if n == 1:
+                group = "One node: no synchronisation, no network (the client is the dllama process on the root)."
+            else:
+                group = f"""Pattern: `{t['pattern']}` (docs/topologies.md, src/topology/pattern.rs): {t['pattern_why']}.
+Transport: {DLLAMA_TRANSPORT}."""
+                if t["switch"]:
+                    group += f"\n{SWITCH}."
             header = f"""
 Published-figure suite (benches/fidelity.rs, docs/fidelity.md): the distributed-llama README
 table for {t['hw']} (tested on version {t['version']}; Weights = Q40, Buffer = Q80,
 nSamples = 16, switch = TP-Link LS1008G), {preset} on {n} node(s): {published} ms average
 token generation time ({"FITTED: the " + t['device'] + " profile's memory efficiency was calibrated on this cell, the table's single-node cell" if fitted else "a prediction: nothing was calibrated on this cell"}).
-Setup: tensor parallelism over {n} node(s), the root also a worker; 2·L + 2 synchronisations
-per token through the root (shared/REFERENCE.md); Q40 weights (18 bytes per 32 weights =
-0.5625 B), Q80 buffers (34 bytes per 32 values = 1.0625 B). Network: {t['net']}.
-Not modelled (features being built): the root's one port shared by its N - 1 transfers,
-per-message software costs, and distributed-llama's exact synchronisation pattern.
+Setup: tensor parallelism over {n} node(s), the root also a worker; Q40 weights (18 bytes
+per 32 weights = 0.5625 B), Q80 buffers (34 bytes per 32 values = 1.0625 B).
+Network: {t['net']}.
+{group}
+Not modelled (being built): per-message software costs (each synchronisation's barrier,
+quantization and socket calls).
 """
             desc = f"""
 distributed-llama on {n} x {t['hw']}: {preset}, Q40 weights, Q80 synchronisation buffers,
@@ -278,13 +338,33 @@ role = "worker"
 device = "{t['device']}"
 """ for i in range(n))
             links = link("client", "root", "20us")
-            for i in range(1, n):
-                links += "\n" + link("root", f"w{i + 1}", t["rtt"], t["bw"])
+            if n > 1 and t["switch"]:
+                half = f"{int(t['rtt'].removesuffix('us')) // 2}us"
+                links = ("""
+# The root's one gigabit port, each direction of it (full duplex).
+[[port]]
+name = "root-rx"   # the switch's output port towards the root: every member's transfers to it
+rate = "1Gbit/s"
+
+[[port]]
+name = "root-tx"   # the root's NIC: its transfers to every member
+rate = "1Gbit/s"
+
+""".lstrip("\n") + links)
+                for i in range(1, n):
+                    w = f"w{i + 1}"
+                    links += (f'\n[[link]]\nfrom = "root"\nto = "{w}"\ndelay = "{half}"\nbandwidth = "{t["bw"]}"\n'
+                              f'port = "root-tx"\n{TCP}')
+                    links += (f'\n[[link]]\nfrom = "{w}"\nto = "root"\ndelay = "{half}"\nbandwidth = "{t["bw"]}"   # {w}\'s own NIC\n'
+                              f'port = "root-rx"\n{TCP}')
+            else:
+                for i in range(1, n):
+                    links += "\n" + link("root", f"w{i + 1}", t["rtt"], t["bw"], TCP)
             if n == 1:
                 topo = '[topology]\nkind = "direct"\npath = ["client", "root"]\n'
             else:
                 path = ", ".join(['"client"', '"root"'] + [f'"w{i + 1}"' for i in range(1, n)])
-                topo = f'[topology]\nkind = "tensor"\npath = [{path}]\n'
+                topo = f'[topology]\nkind = "tensor"\npath = [{path}]\npattern = "{t["pattern"]}"\n'
             body = f"""
 [model]
 preset = "{preset}"
@@ -335,6 +415,7 @@ laptop with an NVIDIA T1200 Laptop GPU, runs `main`; host B, a desktop with a Ge
 1660, runs rpc-server; the two on a gigabit network. `-n 64`, prompt "Hello, my name is".
 Not modelled (being built): the RPC protocol's per-token round trips (SET_TENSOR 4 times and
 GRAPH_COMPUTE with the serialized graph before PR #12943): one activation frame each way.
+Both hosts run Linux (the PR's test bed); the RPC link states Linux TCP's window behaviour.
 """
         desc = f"""
 llama.cpp, TinyLlama-1.1B F16, {what}. Published: {toks} tok/s."""
@@ -403,7 +484,10 @@ between = ["client", "host"]
 rtt = "20us"
 
 {linknote}
-{link("host", "gpu", rtt, bw)}
+# Transport: ggml's RPC backend speaks over one long-lived TCP connection to each
+# rpc-server (ggml-rpc.cpp: TCP sockets with TCP_NODELAY, set_no_delay), and both hosts
+# "are running Linux" (the PR's test bed): {TCP_LINUX}.
+{link("host", "gpu", rtt, bw, TCP)}
 [topology]
 kind = "star"
 path = ["client", "host", "gpu"]
