@@ -37,7 +37,8 @@ impl<'de> Deserialize<'de> for Side {
     /// untagged enum would only say that no variant matched).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        let expected = "expected a node's name (\"gpu-a\") or a list of names ([\"gpu-a\", \"gpu-b\"])";
+        let expected =
+            "expected a node's name (\"gpu-a\") or a list of names ([\"gpu-a\", \"gpu-b\"])";
         match toml::Value::deserialize(d)? {
             toml::Value::String(s) => Ok(Side::One(s)),
             toml::Value::Array(items) => items
