@@ -757,9 +757,9 @@ fn calibrate_tiny(
         ])
         .args([
             "--steps",
-            "8",
+            "16",
             "--repeats",
-            "8",
+            "16",
             "--memory",
             "1GB",
             "--no-ignore-eos",
@@ -820,14 +820,16 @@ fn calibrate_measures_a_real_engine_prints_residuals_and_writes_a_profile_with_i
 /// with two, a prefill on a loaded machine of 2 cores followed the scheduler rather than its
 /// work (48 tokens ran faster than 32; 42 % off a held-out length).
 ///
-/// Why it is ignored: on this project's machine, quiet (load average 0.8), the fit held its
-/// own points within 3.1 % RMS but a prefill of 192 tokens took 166 ms where 128 took 133 and
-/// 256 took 265: not on any line through its neighbours, so the roofline predicted +16.5 %.
-/// Under load it passed (-6.2 %, +11.4 %, -14.9 %). The cause (llama.cpp's CPU kernels at
-/// that size, or the server reusing a cached prompt prefix) is not found yet; run it with
-/// `cargo test --test engine -- --ignored`.
+/// Why it is ignored: it passes most runs but not all, so it would make CI flaky. On this
+/// project's machine, quiet (load average 0.8), with 16 repeats and 16 decode steps it passed
+/// 4 of 5 runs (held-out errors -3.5 to +9.7 % for prefills, -12.2 to +9.6 % for the decode
+/// step) and failed one at +16.4 %: the 192-token prefill runs below the line through its
+/// neighbours (159-172 ms where the fit says 172-185), as a direct probe of the server shows
+/// too (fastest of 15: 124 ms at 128 tokens, 188 at 192, 238 at 256: the slope falls from 1.0
+/// to 0.78 ms a token), which a roofline with one compute rate cannot follow within 15 %.
+/// Run it with `cargo test --test engine -- --ignored`.
 #[test]
-#[ignore = "a held-out prefill of 192 tokens ran faster than the roofline through its neighbours on a quiet CPU (+16.5 %); see the comment"]
+#[ignore = "passes 4 runs in 5 on a quiet CPU: llama.cpp's CPU prefill bends below the roofline near 192 tokens (up to +16.4 %); see the comment"]
 fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths_and_batches() {
     let _g = serial();
     let Some(py) = python() else { return };
@@ -849,9 +851,9 @@ fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths_and_b
         let probe = inferlat::calibrate::Probe::new(config, 2).unwrap();
         let mut held_out = Vec::new();
         for n in [48, 192] {
-            held_out.push(probe.prefill(n, 8).await.unwrap());
+            held_out.push(probe.prefill(n, 16).await.unwrap());
         }
-        held_out.push(probe.decode(2, 64, 8, 8).await.unwrap());
+        held_out.push(probe.decode(2, 64, 16, 16).await.unwrap());
         for p in held_out {
             let predicted = inferlat::calibrate::predict(&profile, &model, &p).as_secs_f64();
             let measured = p.time().as_secs_f64();
