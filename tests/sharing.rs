@@ -2,38 +2,18 @@
 //! `[[link]]`): real QUIC on the in-memory network, on the virtual clock, so each
 //! transfer's time is the links', the port's and QUIC's alone.
 
+#[path = "support/quic.rs"]
+mod quic;
 use inferlat::clock::ClockKind;
 use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
 use inferlat::net::link::Link;
 use inferlat::net::port::{Port, PortDef};
 use inferlat::net::socket::Network;
 use inferlat::scenario::{LinkParams, Queue};
+use quic::serve;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A QUIC server that reads each bidirectional stream to its end and answers with its length.
-fn serve(server: quinn::Endpoint) {
-    tokio::spawn(async move {
-        while let Some(incoming) = server.accept().await {
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(Some(k)) = recv.read(&mut buf).await {
-                            n += k as u64;
-                        }
-                        let _ = send.write_all(&n.to_le_bytes()).await;
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                    });
-                }
-            });
-        }
-    });
-}
 
 /// Sends `bytes` on one stream and waits for the answer.
 async fn upload(conn: &quinn::Connection, bytes: usize) {

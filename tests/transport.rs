@@ -4,6 +4,8 @@
 //! The in-memory tests run on the virtual clock: deterministic, and the transfer's
 //! timing is the link's and QUIC's alone, not this machine's.
 
+#[path = "support/quic.rs"]
+mod quic;
 use inferlat::clock::{Clock, ClockKind};
 use inferlat::harness::{self, Options};
 use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
@@ -12,32 +14,10 @@ use inferlat::net::socket::{Network, UdpLinkSocket};
 use inferlat::plan;
 use inferlat::record::Metric;
 use inferlat::scenario::{self, LinkParams, ProfileLibrary, Queue, testing};
+use quic::serve;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-
-/// A QUIC server that reads each bidirectional stream to its end and answers with its length.
-fn serve(server: quinn::Endpoint) {
-    tokio::spawn(async move {
-        while let Some(incoming) = server.accept().await {
-            tokio::spawn(async move {
-                let Ok(conn) = incoming.await else { return };
-                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
-                    tokio::spawn(async move {
-                        let mut n = 0u64;
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(Some(k)) = recv.read(&mut buf).await {
-                            n += k as u64;
-                        }
-                        let _ = send.write_all(&n.to_le_bytes()).await;
-                        let _ = send.finish();
-                        let _ = send.stopped().await;
-                    });
-                }
-            });
-        }
-    });
-}
 
 /// Sends `bytes` on one stream and waits for the answer; returns how long it took.
 async fn upload(conn: &quinn::Connection, clock: &Clock, bytes: usize) -> Duration {
