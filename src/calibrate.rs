@@ -299,22 +299,50 @@ impl Probe {
         futures_util::future::try_join_all(each).await
     }
 
-    /// The prefill of `tokens` positions: the fastest over `repeats` of the time to the first
-    /// token of a request for one token (other load on the machine only ever adds time).
+    /// One measurement of the prefill of `tokens` positions: the time to the first token of
+    /// a request for one token, alone.
+    pub async fn prefill_once(&self, tokens: u32) -> anyhow::Result<Duration> {
+        let r = self.requests(1, tokens, 1).await?;
+        Ok(r[0][0])
+    }
+
+    /// One measurement of the decode step of `batch` requests at `context`: the median over
+    /// the requests of (last token - first token) / (steps - 1).
+    pub async fn decode_once(
+        &self,
+        batch: u32,
+        context: u32,
+        steps: u32,
+    ) -> anyhow::Result<Duration> {
+        let mut times = Vec::new();
+        for t in self.requests(batch, context, steps.max(2)).await? {
+            if let (Some(a), Some(b)) = (t.first(), t.last()) {
+                times.push((*b - *a) / (t.len() as u32 - 1).max(1));
+            }
+        }
+        Ok(median(times))
+    }
+
+    /// One measurement of `spec`.
+    pub async fn once(&self, spec: Spec, steps: u32) -> anyhow::Result<Duration> {
+        match spec {
+            Spec::Prefill { tokens } => self.prefill_once(tokens).await,
+            Spec::Decode { batch, context } => self.decode_once(batch, context, steps).await,
+        }
+    }
+
+    /// The prefill of `tokens` positions: the fastest of `repeats` measurements, one after
+    /// another (other load on the machine only ever adds time).
     pub async fn prefill(&self, tokens: u32, repeats: u32) -> anyhow::Result<Point> {
         let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
-            let r = self.requests(1, tokens, 1).await?;
-            times.push(r[0][0]);
+            times.push(self.prefill_once(tokens).await?);
         }
-        Ok(Point::Prefill {
-            tokens,
-            time: fastest(times),
-        })
+        Ok(Spec::Prefill { tokens }.point(fastest(times)))
     }
 
-    /// The decode step of `batch` requests at `context`: the median over the requests of a
-    /// repeat of (last token - first token) / (steps - 1), the fastest repeat's.
+    /// The decode step of `batch` requests at `context`: the fastest of `repeats`
+    /// measurements ([`Self::decode_once`]), one after another.
     pub async fn decode(
         &self,
         batch: u32,
@@ -322,22 +350,36 @@ impl Probe {
         steps: u32,
         repeats: u32,
     ) -> anyhow::Result<Point> {
-        let steps = steps.max(2);
-        let mut repeats_times = Vec::new();
+        let mut times = Vec::new();
         for _ in 0..repeats.max(1) {
-            let mut times = Vec::new();
-            for t in self.requests(batch, context, steps).await? {
-                if let (Some(a), Some(b)) = (t.first(), t.last()) {
-                    times.push((*b - *a) / (t.len() as u32 - 1).max(1));
-                }
-            }
-            repeats_times.push(median(times));
+            times.push(self.decode_once(batch, context, steps).await?);
         }
-        Ok(Point::Decode {
-            batch,
-            context,
-            time: fastest(repeats_times),
-        })
+        Ok(Spec::Decode { batch, context }.point(fastest(times)))
+    }
+}
+
+/// A point to measure, before it is measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spec {
+    Prefill { tokens: u32 },
+    Decode { batch: u32, context: u32 },
+}
+
+impl Spec {
+    /// The point this measurement makes.
+    pub fn point(self, time: Duration) -> Point {
+        match self {
+            Spec::Prefill { tokens } => Point::Prefill { tokens, time },
+            Spec::Decode { batch, context } => Point::Decode {
+                batch,
+                context,
+                time,
+            },
+        }
+    }
+
+    pub fn label(self) -> String {
+        self.point(Duration::ZERO).label()
     }
 }
 
@@ -376,6 +418,8 @@ pub struct Provenance<'a> {
     pub shape: &'a str,
     pub date: &'a str,
     pub points: usize,
+    /// The held-out points and the profile's error on each.
+    pub held_out: &'a [(Point, f64)],
 }
 
 /// The profile file's text.
@@ -441,6 +485,22 @@ pub fn profile_toml(name: &str, memory: f64, fit: &Fit, p: &Provenance) -> Strin
         fit.max_residual() * 100.0,
         p.points
     ));
+    if !p.held_out.is_empty() {
+        let each: Vec<String> = p
+            .held_out
+            .iter()
+            .map(|(pt, e)| format!("{} {:+.1}%", pt.label(), e * 100.0))
+            .collect();
+        let worst = p.held_out.iter().fold(0.0f64, |m, (_, e)| m.max(e.abs()));
+        t.push_str(&format!(
+            "held_out = {}\n",
+            q(&format!(
+                "predicted error on points measured with the others but not fitted: {}; {:.1}% at most",
+                each.join(", "),
+                worst * 100.0
+            ))
+        ));
+    }
     t
 }
 
@@ -453,6 +513,9 @@ pub struct Options {
     pub prompts: Vec<u32>,
     pub batches: Vec<u32>,
     pub contexts: Vec<u32>,
+    /// Points measured like the others but kept out of the fit: the profile's prediction of
+    /// each is printed against its measurement and recorded in `[sources]`.
+    pub held_out: Vec<Spec>,
     /// Output tokens of each decode request.
     pub steps: u32,
     pub repeats: u32,
@@ -462,82 +525,166 @@ pub struct Options {
     pub out: std::path::PathBuf,
 }
 
-/// Measures every point (printing each as it comes), fits, prints the residuals and writes
-/// the profile. Cancelling stops measuring and fits what was measured so far.
-pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Result<Fit> {
+/// What a calibration measured and fitted.
+#[derive(Clone, Debug)]
+pub struct Calibration {
+    pub fit: Fit,
+    /// The fitted points, in the fit's order.
+    pub points: Vec<Point>,
+    /// Each held-out point with the written profile's (predicted - measured) / measured.
+    pub held_out: Vec<(Point, f64)>,
+}
+
+/// A point being measured: the fastest measurement so far.
+struct Slot {
+    spec: Spec,
+    held_out: bool,
+    best: Option<Duration>,
+    /// Past the server's limit: no longer measured.
+    dropped: bool,
+}
+
+/// The points to measure, in the order each round measures them: prefills by length (so
+/// the first length the server refuses marks its limit), then decode steps.
+fn slots(o: &Options) -> Vec<Slot> {
+    let mut prefills: Vec<(u32, bool)> = o.prompts.iter().map(|&n| (n, false)).collect();
+    for h in &o.held_out {
+        if let Spec::Prefill { tokens } = *h {
+            prefills.push((tokens, true));
+        }
+    }
+    prefills.sort_by_key(|&(n, _)| n);
+    let mut specs: Vec<(Spec, bool)> = prefills
+        .into_iter()
+        .map(|(tokens, h)| (Spec::Prefill { tokens }, h))
+        .collect();
+    for &batch in &o.batches {
+        for &context in &o.contexts {
+            specs.push((Spec::Decode { batch, context }, false));
+        }
+    }
+    for h in &o.held_out {
+        if let Spec::Decode { .. } = *h {
+            specs.push((*h, true));
+        }
+    }
+    specs
+        .into_iter()
+        .map(|(spec, held_out)| Slot {
+            spec,
+            held_out,
+            best: None,
+            dropped: false,
+        })
+        .collect()
+}
+
+/// Measures every point (printing progress as it goes), fits, prints the residuals and the
+/// held-out points' errors, and writes the profile. The points are measured in rounds: each
+/// round measures every point once, and each point keeps its fastest. Interleaved so, a
+/// slow stretch of the machine (other load, a frequency change) falls on every point alike
+/// instead of on the few measured during it, which would bend the fitted line. Cancelling
+/// stops measuring and fits what was measured so far.
+pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Result<Calibration> {
     use anyhow::Context as _;
     crate::compute::openai::probe(&o.config)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    let probe = Probe::new(
-        o.config.clone(),
-        o.batches.iter().copied().max().unwrap_or(1),
-    )?;
-    let total = o.prompts.len() + o.batches.len() * o.contexts.len();
-    let mut points: Vec<Point> = Vec::new();
-    let mut done = 0usize;
-    let show = |done: usize, p: &Point| {
-        eprintln!(
-            "[{done}/{total}] {}: {:.3} ms",
-            p.label(),
-            p.time().as_secs_f64() * 1e3
-        );
-    };
+    let mut slots = slots(o);
+    let max_batch = slots
+        .iter()
+        .map(|s| match s.spec {
+            Spec::Decode { batch, .. } => batch,
+            Spec::Prefill { .. } => 1,
+        })
+        .max()
+        .unwrap_or(1);
+    let probe = Probe::new(o.config.clone(), max_batch)?;
+    let total = slots.len();
+    let repeats = o.repeats.max(1);
     // Warm the server up (weights paged in, first-request setup), not measured.
     let _ = probe.requests(1, 16, 2).await;
-    let mut limit: Option<u32> = None;
-    'prefill: for &n in &o.prompts {
-        if cancel.is_cancelled() {
-            break 'prefill;
-        }
-        done += 1;
-        let r = tokio::select! {
-            r = probe.prefill(n, o.repeats) => r,
-            _ = cancel.cancelled() => break 'prefill,
-        };
-        match r {
-            Ok(p) => {
-                show(done, &p);
-                points.push(p);
-            }
-            // A server that refuses a longer prompt has reached its limit.
-            Err(e) if !points.is_empty() => {
-                eprintln!(
-                    "[{done}/{total}] prefill {n} tokens: {e}: taking this as the server's limit"
-                );
-                limit = Some(n);
-                break 'prefill;
-            }
-            Err(e) => return Err(e).context(format!("prefill of {n} tokens")),
-        }
-    }
-    'decode: for &b in &o.batches {
-        for &c in &o.contexts {
-            if cancel.is_cancelled() {
-                break 'decode;
-            }
-            done += 1;
-            if limit.is_some_and(|l| c + o.steps >= l) {
-                eprintln!(
-                    "[{done}/{total}] decode batch {b} context {c}: past the server's limit, skipped"
-                );
+    'rounds: for round in 1..=repeats {
+        let mut k = 0usize;
+        for i in 0..slots.len() {
+            k += 1;
+            if slots[i].dropped {
                 continue;
             }
+            if cancel.is_cancelled() {
+                break 'rounds;
+            }
+            let spec = slots[i].spec;
             let r = tokio::select! {
-                r = probe.decode(b, c, o.steps, o.repeats) => r,
-                _ = cancel.cancelled() => break 'decode,
+                r = probe.once(spec, o.steps) => r,
+                _ = cancel.cancelled() => break 'rounds,
             };
-            let p = r.with_context(|| format!("decode batch {b} context {c}"))?;
-            show(done, &p);
-            points.push(p);
+            match r {
+                Ok(t) => {
+                    let best = slots[i].best.map_or(t, |b| b.min(t));
+                    slots[i].best = Some(best);
+                    if round == 1 {
+                        let held = if slots[i].held_out { " (held out)" } else { "" };
+                        eprintln!(
+                            "[{k}/{total}] {}{held}: {:.3} ms",
+                            spec.label(),
+                            t.as_secs_f64() * 1e3
+                        );
+                    }
+                }
+                // A server that refuses a longer prompt than one it served has reached its
+                // limit: that length and longer ones, and decode steps past it, are dropped.
+                Err(e)
+                    if matches!(spec, Spec::Prefill { .. })
+                        && slots.iter().any(|s| s.best.is_some()) =>
+                {
+                    let Spec::Prefill { tokens: limit } = spec else {
+                        unreachable!()
+                    };
+                    eprintln!(
+                        "[{k}/{total}] {}: {e}: taking this as the server's limit",
+                        spec.label()
+                    );
+                    for s in slots.iter_mut() {
+                        let past = match s.spec {
+                            Spec::Prefill { tokens } => tokens >= limit,
+                            Spec::Decode { context, .. } => context + o.steps >= limit,
+                        };
+                        if past {
+                            if s.spec != spec && round == 1 {
+                                eprintln!("{}: past the server's limit, skipped", s.spec.label());
+                            }
+                            s.dropped = true;
+                            s.best = None;
+                        }
+                    }
+                }
+                Err(e) => return Err(e).context(spec.label()),
+            }
+        }
+        if round > 1 || repeats == 1 {
+            eprintln!(
+                "[round {round}/{repeats}] every point measured {round} times, the fastest kept"
+            );
         }
     }
     if cancel.is_cancelled() {
         eprintln!(
             "interrupted: fitting the {} points measured so far",
-            points.len()
+            slots
+                .iter()
+                .filter(|s| !s.held_out && s.best.is_some())
+                .count()
         );
     }
+    let measured = |held: bool| -> Vec<Point> {
+        slots
+            .iter()
+            .filter(|s| s.held_out == held && !s.dropped)
+            .filter_map(|s| s.best.map(|t| s.spec.point(t)))
+            .collect()
+    };
+    let points = measured(false);
     let fit = fit(&o.model, &points).ok_or_else(|| {
         anyhow::anyhow!(
             "only {} points were measured: a fit needs at least 3",
@@ -564,6 +711,25 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
         fit.rms * 100.0,
         fit.max_residual() * 100.0
     );
+    let held_out: Vec<(Point, f64)> = measured(true)
+        .into_iter()
+        .map(|p| {
+            let t = p.time().as_secs_f64();
+            (p, (predict(&device, &o.model, &p).as_secs_f64() - t) / t)
+        })
+        .collect();
+    if !held_out.is_empty() {
+        println!("held out (not fitted)                   measured   predicted      error");
+        for (p, e) in &held_out {
+            println!(
+                "{:<38} {:>9.3} ms {:>9.3} ms {:>+9.1}%",
+                p.label(),
+                p.time().as_secs_f64() * 1e3,
+                predict(&device, &o.model, p).as_secs_f64() * 1e3,
+                e * 100.0
+            );
+        }
+    }
     let date = today();
     let text = profile_toml(
         &o.name,
@@ -575,11 +741,16 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
             shape: &o.shape,
             date: &date,
             points: points.len(),
+            held_out: &held_out,
         },
     );
     write_atomic(&o.out, &text).with_context(|| format!("writing {}", o.out.display()))?;
     println!("wrote {}", o.out.display());
-    Ok(fit)
+    Ok(Calibration {
+        fit,
+        points,
+        held_out,
+    })
 }
 
 fn write_atomic(path: &std::path::Path, text: &str) -> std::io::Result<()> {
@@ -703,6 +874,13 @@ mod tests {
                 shape: "custom",
                 date: "2026-12-02",
                 points: 2,
+                held_out: &[(
+                    Point::Prefill {
+                        tokens: 48,
+                        time: Duration::from_millis(40),
+                    },
+                    -0.062,
+                )],
             },
         );
         let p: DeviceProfile = toml::from_str(&text).unwrap();
@@ -713,6 +891,69 @@ mod tests {
             assert!(p.sources.contains_key(k), "{k}");
         }
         assert!(p.sources["fit_error"].contains("2.00% RMS"));
+        assert!(
+            p.sources["held_out"].contains("prefill 48 tokens -6.2%"),
+            "{}",
+            p.sources["held_out"]
+        );
+    }
+
+    fn options(prompts: &[u32], held_out: &[Spec]) -> Options {
+        Options {
+            config: Config {
+                url: "http://127.0.0.1:1/v1".into(),
+                model: "m".into(),
+                api: crate::compute::openai::Api::Completions,
+                api_key_env: None,
+                ignore_eos: true,
+                usage: crate::compute::openai::UsageMode::Final,
+                connections: None,
+                timeout: Duration::from_secs(1),
+                body: serde_json::Map::new(),
+            },
+            model: Preset::find("llama-2-7b").unwrap().model(),
+            shape: "llama-2-7b".into(),
+            prompts: prompts.to_vec(),
+            batches: vec![1, 4],
+            contexts: vec![32],
+            held_out: held_out.to_vec(),
+            steps: 8,
+            repeats: 2,
+            name: "x".into(),
+            memory: 1e9,
+            out: "x.toml".into(),
+        }
+    }
+
+    #[test]
+    fn each_round_measures_prefills_by_length_then_decode_steps_with_the_held_out_among_them() {
+        let o = options(
+            &[16, 64, 256],
+            &[
+                Spec::Prefill { tokens: 48 },
+                Spec::Decode {
+                    batch: 2,
+                    context: 64,
+                },
+            ],
+        );
+        let order: Vec<(String, bool)> = slots(&o)
+            .iter()
+            .map(|s| (s.spec.label(), s.held_out))
+            .collect();
+        let want: Vec<(String, bool)> = [
+            ("prefill 16 tokens", false),
+            ("prefill 48 tokens", true),
+            ("prefill 64 tokens", false),
+            ("prefill 256 tokens", false),
+            ("decode batch 1 context 32", false),
+            ("decode batch 4 context 32", false),
+            ("decode batch 2 context 64", true),
+        ]
+        .iter()
+        .map(|&(l, h)| (l.to_string(), h))
+        .collect();
+        assert_eq!(order, want);
     }
 
     #[test]

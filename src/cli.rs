@@ -197,10 +197,18 @@ struct CalibrateArgs {
     /// Context lengths (tokens) of the decode measurements, comma-separated
     #[arg(long, value_name = "N,...", default_value = "128,512,1024", value_parser = parse_counts)]
     contexts: Counts,
+    /// Prompt lengths measured like the others but kept out of the fit, comma-separated: the
+    /// profile's error on each is printed and recorded in its [sources]
+    #[arg(long, value_name = "N,...", value_parser = parse_counts)]
+    hold_out_prompts: Option<Counts>,
+    /// Decode steps measured but kept out of the fit, as BATCHxCONTEXT, comma-separated, like 2x64
+    #[arg(long, value_name = "BxC,...", value_parser = parse_decodes)]
+    hold_out_decodes: Option<Decodes>,
     /// Output tokens of each decode request
     #[arg(long, value_name = "N", default_value_t = 32)]
     steps: u32,
-    /// Measurements of each point; the fastest is kept (other load only adds time)
+    /// Measurements of each point, taken in rounds over all the points; the fastest is kept
+    /// (other load only adds time)
     #[arg(long, value_name = "N", default_value_t = 3)]
     repeats: u32,
     /// The device's memory, like 24GB (not measured; the profile needs it for weight checks)
@@ -232,6 +240,27 @@ fn parse_counts(s: &str) -> Result<Counts, String> {
         })
         .collect();
     v.map(Counts)
+}
+
+/// A comma-separated list of decode steps, each BATCHxCONTEXT.
+#[derive(Clone, Debug)]
+struct Decodes(Vec<(u32, u32)>);
+
+fn parse_decodes(s: &str) -> Result<Decodes, String> {
+    let v: Result<Vec<(u32, u32)>, String> = s
+        .split(',')
+        .map(|t| {
+            let bad = || {
+                format!("invalid decode step \"{t}\": give BATCHxCONTEXT with whole numbers above 0, like 2x64")
+            };
+            let (b, c) = t.trim().split_once(['x', 'X']).ok_or_else(bad)?;
+            match (b.trim().parse::<u32>(), c.trim().parse::<u32>()) {
+                (Ok(b), Ok(c)) if b > 0 && c > 0 => Ok((b, c)),
+                _ => Err(bad()),
+            }
+        })
+        .collect();
+    v.map(Decodes)
 }
 
 #[derive(Parser, Debug)]
@@ -430,6 +459,24 @@ fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
         .and_then(|s| s.to_str())
         .unwrap_or("calibrated")
         .to_string();
+    use crate::calibrate::Spec;
+    let mut held_out: Vec<Spec> = Vec::new();
+    for &tokens in a.hold_out_prompts.iter().flat_map(|c| &c.0) {
+        if a.prompts.0.contains(&tokens) {
+            return Err(bad(anyhow!(
+                "--hold-out-prompts {tokens} is also in --prompts: a held-out point must not be fitted"
+            )));
+        }
+        held_out.push(Spec::Prefill { tokens });
+    }
+    for &(batch, context) in a.hold_out_decodes.iter().flat_map(|d| &d.0) {
+        if a.batches.0.contains(&batch) && a.contexts.0.contains(&context) {
+            return Err(bad(anyhow!(
+                "--hold-out-decodes {batch}x{context} is also measured by --batches and --contexts: a held-out point must not be fitted"
+            )));
+        }
+        held_out.push(Spec::Decode { batch, context });
+    }
     let options = crate::calibrate::Options {
         config: Config {
             url,
@@ -451,6 +498,7 @@ fn calibrate_command(a: &CalibrateArgs) -> Result<i32, Failure> {
         prompts: a.prompts.0.clone(),
         batches: a.batches.0.clone(),
         contexts: a.contexts.0.clone(),
+        held_out,
         steps: a.steps.max(2),
         repeats: a.repeats.max(1),
         name,
