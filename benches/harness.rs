@@ -77,6 +77,7 @@ fn histograms(c: &mut Criterion) {
             "gpu".into(),
             Duration::from_millis(1),
             Duration::from_millis(600),
+            Duration::ZERO,
         )],
         extra_copies: 0,
         hedge_won: false,

@@ -104,8 +104,8 @@ pub struct Sample {
     /// The nodes' per-message software time on the request's path (`send_cost`,
     /// `recv_cost`), each on its own clock; zero where no node has one.
     pub software: Duration,
-    /// Each node's queue and compute time for the request, on its own clock.
-    pub nodes: Vec<(String, Duration, Duration)>,
+    /// Each node's queue, compute and software time for the request, on its own clock.
+    pub nodes: Vec<(String, Duration, Duration, Duration)>,
     /// Copies sent beyond the first (hedging), and whether a later copy answered first.
     pub extra_copies: u32,
     pub hedge_won: bool,
@@ -263,6 +263,9 @@ pub struct RunRecord {
     breakdown: BTreeMap<Share, Histogram<u64>>,
     /// Per node: its queue and compute time per request, on its own clock.
     nodes: BTreeMap<String, [Histogram<u64>; 2]>,
+    /// Per node that spent any: its software time per request (`send_cost`, `recv_cost`),
+    /// on its own clock.
+    node_software: BTreeMap<String, Histogram<u64>>,
     /// Per client node: its requests' ttft and e2e.
     clients: BTreeMap<String, [Histogram<u64>; 2]>,
     /// Hedging: copies sent beyond the first, and requests a later copy answered first.
@@ -321,6 +324,7 @@ impl Default for RunRecord {
             metrics: Metric::ALL.iter().map(|&m| (m, histogram())).collect(),
             breakdown: Share::ALL.iter().map(|&p| (p, histogram())).collect(),
             nodes: BTreeMap::new(),
+            node_software: BTreeMap::new(),
             clients: BTreeMap::new(),
             extra_copies: 0,
             hedge_wins: 0,
@@ -414,13 +418,21 @@ impl RunRecord {
             software: s.software,
             network: s.network(),
         });
-        for (name, queue, compute) in &s.nodes {
+        for (name, queue, compute, software) in &s.nodes {
             let h = self
                 .nodes
                 .entry(name.clone())
                 .or_insert_with(|| [histogram(), histogram()]);
             add(&mut h[0], *queue);
             add(&mut h[1], *compute);
+            if !software.is_zero() {
+                add(
+                    self.node_software
+                        .entry(name.clone())
+                        .or_insert_with(histogram),
+                    *software,
+                );
+            }
         }
         if let Some(c) = &s.client {
             let h = self
@@ -437,6 +449,11 @@ impl RunRecord {
     /// Each node's queue and compute histograms, by name.
     pub fn nodes(&self) -> impl Iterator<Item = (&str, &Histogram<u64>, &Histogram<u64>)> {
         self.nodes.iter().map(|(n, [q, c])| (n.as_str(), q, c))
+    }
+
+    /// A node's software time per request (`send_cost`, `recv_cost`), where it spent any.
+    pub fn node_software(&self, name: &str) -> Option<&Histogram<u64>> {
+        self.node_software.get(name)
     }
 
     /// Each client node's ttft and e2e histograms, by name.
@@ -555,6 +572,13 @@ impl RunRecord {
             mine[0].add(q).expect("auto-resizing histograms merge");
             mine[1].add(c).expect("auto-resizing histograms merge");
         }
+        for (name, h) in &other.node_software {
+            self.node_software
+                .entry(name.clone())
+                .or_insert_with(histogram)
+                .add(h)
+                .expect("auto-resizing histograms merge");
+        }
         for (name, [t, e]) in &other.clients {
             let mine = self
                 .clients
@@ -609,7 +633,7 @@ mod tests {
             queue: ms(5),
             compute: ms(60),
             software: Duration::ZERO,
-            nodes: vec![("gpu".into(), ms(5), ms(60))],
+            nodes: vec![("gpu".into(), ms(5), ms(60), Duration::ZERO)],
             extra_copies: 0,
             hedge_won: false,
             client: None,

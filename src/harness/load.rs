@@ -180,6 +180,7 @@ fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline
                     d.node.clone(),
                     Duration::from_nanos(d.queue_ns),
                     Duration::from_nanos(d.compute_ns),
+                    Duration::from_nanos(d.software_ns),
                 )
             })
             .collect(),

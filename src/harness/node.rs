@@ -62,8 +62,13 @@ pub struct Node {
     pub clock: Clock,
     pub max_frame: u32,
     pub payloads: Payloads,
-    /// Its `send_cost` and `recv_cost`, spent serving a whole request ([`Node::whole`]).
+    /// Its `send_cost` and `recv_cost`: spent serving a whole request ([`Node::whole`]),
+    /// and on every message a stage, a star host or a tensor group's node sends or
+    /// receives ([`Node::spend`]).
     pub software: SoftwareCost,
+    /// The node's one dispatch thread: the software time of every message it handles, for
+    /// every request, is spent holding it, one message at a time.
+    dispatch: tokio::sync::Mutex<()>,
     /// Connections this node opened to the nodes after it, by name.
     pub peers: Mutex<HashMap<String, quinn::Connection>>,
     /// Its endpoint and every node's address, to dial a peer again after its connection
@@ -107,6 +112,7 @@ impl Node {
             max_frame,
             payloads,
             software,
+            dispatch: tokio::sync::Mutex::new(()),
             peers: Mutex::new(HashMap::new()),
             dialer: Mutex::new(None),
             dialing: tokio::sync::Mutex::new(()),
@@ -124,6 +130,72 @@ impl Node {
             .get(name)
             .cloned()
             .ok_or_else(|| format!("{} has no connection to {name}", self.name))
+    }
+
+    /// Spends `d` of software time on the node's dispatch thread (a sleep on its clock,
+    /// after the messages of other requests ahead of it) and adds what the message waited
+    /// for it to `software`. The caller waits: on a stage, a star host or a tensor group's
+    /// node a message's software time serialises with the request's compute, as on a
+    /// single-threaded runtime (docs/topologies.md).
+    async fn spend(&self, d: Duration, software: &mut Duration) {
+        if d.is_zero() {
+            return;
+        }
+        let start = self.clock.now();
+        let _thread = self.dispatch.lock().await;
+        self.clock.sleep(d).await;
+        *software += self.clock.now().saturating_duration_since(start);
+    }
+
+    /// Sends hidden states (or a synchronisation, an RPC call or reply) of `len` bytes
+    /// after their send cost.
+    async fn send_activations(
+        &self,
+        send: &mut quinn::SendStream,
+        id: u64,
+        tokens: u32,
+        len: usize,
+        software: &mut Duration,
+    ) -> Result<(), FrameIoError> {
+        let bytes = wire::activations_frame_len(len) as u64;
+        self.spend(self.software.send.of(bytes), software).await;
+        write_activations(send, id, tokens, len).await
+    }
+
+    /// Reads the next message, which must be hidden states, then spends its receive cost;
+    /// returns their number of tokens.
+    async fn recv_activations(
+        &self,
+        recv: &mut quinn::RecvStream,
+        software: &mut Duration,
+    ) -> Result<u32, FrameIoError> {
+        let (tokens, bytes) = read_message(recv, self.max_frame).await?;
+        self.spend(self.software.recv.of(bytes), software).await;
+        Ok(tokens)
+    }
+
+    /// The receive cost of the request frame that started a stream serving `request`
+    /// (a star host's, a tensor root's: the client's request, prompt included).
+    fn request_cost(&self, request: &Request) -> Duration {
+        let bytes = wire::HEADER_LEN
+            + wire::request_payload_len(request.prompt.len() as u32, &request.route);
+        self.software.recv.of(bytes as u64)
+    }
+
+    /// Sends token `index`'s frame after its send cost.
+    async fn send_token(
+        &self,
+        send: &mut quinn::SendStream,
+        index: u32,
+        software: &mut Duration,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), FrameIoError> {
+        self.spend(
+            self.software.send.of(wire::TOKEN_FRAME_LEN as u64),
+            software,
+        )
+        .await;
+        write_frame(send, &token_frame(index, Duration::ZERO), buf).await
     }
 
     fn epoch(&self) -> CancellationToken {
@@ -231,13 +303,14 @@ impl Node {
         sessions: &mut [Io],
         send: &mut quinn::SendStream,
         acc: StepDone,
+        software: Duration,
         buf: &mut Vec<u8>,
     ) -> Result<(), Failure> {
         for (s, r) in sessions.iter_mut() {
             let _ = s.finish();
             forward_dones(r, send, self.max_frame, buf).await?;
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
         write_frame(send, &own, buf).await?;
         let _ = send.finish();
         Ok(())
@@ -653,22 +726,25 @@ impl Node {
             session: request.id,
         };
         let mut acc = StepDone::default();
+        let mut software = Duration::ZERO;
         let mut context = 0u32;
         let output = request.output_tokens.max(1);
         let mut buf = Vec::new();
         for k in 0..output {
             // Downstream sends nothing back until the end: an error frame or a closed stream
             // from there fails the session now, and travels upstream to the client.
-            let tokens = match &mut next {
+            let (tokens, bytes) = match &mut next {
                 Some((_, down)) => tokio::select! {
                     biased;
-                    t = read_activations(recv, self.max_frame) => t?,
+                    t = read_message(recv, self.max_frame) => t?,
                     f = read_frame(down, self.max_frame) => {
                         return Err(Failure::Peer(broken("the next stage", f)));
                     }
                 },
-                None => read_activations(recv, self.max_frame).await?,
+                None => read_message(recv, self.max_frame).await?,
             };
+            self.spend(self.software.recv.of(bytes), &mut software)
+                .await;
             let work = Work::received(k == 0, tokens, &mut context);
             self.step(request.id, stage, work, 1.0, k + 1 == output, &mut acc)
                 .await?;
@@ -679,9 +755,11 @@ impl Node {
                 (None, Some(s)) => (s, 1),
                 (None, None) => (&mut *send, tokens),
             };
-            write_activations(out, request.id, n, n as usize * self.payloads.hidden).await?;
+            let len = n as usize * self.payloads.hidden;
+            self.send_activations(out, request.id, n, len, &mut software)
+                .await?;
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
         match (next, ret) {
             (None, None) => {
                 write_frame(send, &own, &mut buf).await?;
@@ -721,11 +799,12 @@ impl Node {
             session: request.id,
         };
         let mut acc = StepDone::default();
+        let mut software = Duration::ZERO;
         let mut context = 0u32;
         let output = request.output_tokens.max(1);
         let mut buf = Vec::new();
         for k in 0..output {
-            let tokens = read_activations(recv, self.max_frame).await?;
+            let tokens = self.recv_activations(recv, &mut software).await?;
             let work = Work::received(k == 0, tokens, &mut context);
             let calls = self
                 .payloads
@@ -733,18 +812,19 @@ impl Node {
                 .calls(&stage.model, tokens, kv_len(work), stage.layers);
             for (i, call) in calls.iter().enumerate() {
                 if i > 0 {
-                    read_activations(recv, self.max_frame).await?;
+                    self.recv_activations(recv, &mut software).await?;
                 }
                 if call.computes {
                     self.step(request.id, stage, work, 1.0, k + 1 == output, &mut acc)
                         .await?;
                 }
                 if let Some(reply) = call.reply {
-                    write_activations(send, request.id, tokens, reply as usize).await?;
+                    self.send_activations(send, request.id, tokens, reply as usize, &mut software)
+                        .await?;
                 }
             }
         }
-        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO));
+        let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
         write_frame(send, &own, &mut buf).await?;
         let _ = send.finish();
         Ok(())
@@ -759,6 +839,8 @@ impl Node {
         head: &Arc<Stage>,
     ) -> Result<(), Failure> {
         let (engine, stage) = self.engine().map_err(Failure::Refused)?;
+        let mut software = Duration::ZERO;
+        self.spend(self.request_cost(request), &mut software).await;
         let mut remotes = self.open_sessions(request, Mode::Stage).await?;
         let _guard = SessionGuard {
             engine,
@@ -784,17 +866,20 @@ impl Node {
                     .star
                     .calls(&stage.model, tokens, kv_len(work), layers);
                 for call in calls {
-                    write_activations(s, request.id, tokens, call.request as usize).await?;
+                    let len = call.request as usize;
+                    self.send_activations(s, request.id, tokens, len, &mut software)
+                        .await?;
                     if call.reply.is_some() {
-                        read_activations(r, self.max_frame).await?;
+                        self.recv_activations(r, &mut software).await?;
                     }
                 }
             }
             self.step(request.id, head, work, 1.0, last, &mut acc)
                 .await?;
-            write_frame(send, &token_frame(k, Duration::ZERO), &mut buf).await?;
+            self.send_token(send, k, &mut software, &mut buf).await?;
         }
-        self.close_sessions(&mut remotes, send, acc, &mut buf).await
+        self.close_sessions(&mut remotes, send, acc, software, &mut buf)
+            .await
     }
 
     /// The stage an op of the tensor pattern computes on this node (none: the LM head
@@ -824,6 +909,8 @@ impl Node {
         request: &Request,
     ) -> Result<(), Failure> {
         let (engine, stage) = self.engine().map_err(Failure::Refused)?;
+        let mut software = Duration::ZERO;
+        self.spend(self.request_cost(request), &mut software).await;
         let mut members = self.open_sessions(request, Mode::Tensor).await?;
         let _guard = SessionGuard {
             engine,
@@ -863,28 +950,52 @@ impl Node {
                     }
                     Op::Sync(msg) => {
                         let bytes = msg.bytes(tokens) as usize;
+                        // Without software costs the messages go out and come in all at
+                        // once; with them the root's one thread sends to each member in
+                        // turn, then reads each member's in turn.
+                        let serial = !self.software.is_zero();
                         if msg.direction != Direction::ToRoot {
-                            try_join_all(
-                                members
-                                    .iter_mut()
-                                    .map(|(s, _)| write_activations(s, request.id, tokens, bytes)),
-                            )
-                            .await?;
+                            if serial {
+                                for (s, _) in members.iter_mut() {
+                                    self.send_activations(
+                                        s,
+                                        request.id,
+                                        tokens,
+                                        bytes,
+                                        &mut software,
+                                    )
+                                    .await?;
+                                }
+                            } else {
+                                try_join_all(
+                                    members.iter_mut().map(|(s, _)| {
+                                        write_activations(s, request.id, tokens, bytes)
+                                    }),
+                                )
+                                .await?;
+                            }
                         }
                         if msg.direction != Direction::FromRoot {
-                            try_join_all(
-                                members
-                                    .iter_mut()
-                                    .map(|(_, r)| read_activations(r, max_frame)),
-                            )
-                            .await?;
+                            if serial {
+                                for (_, r) in members.iter_mut() {
+                                    self.recv_activations(r, &mut software).await?;
+                                }
+                            } else {
+                                try_join_all(
+                                    members
+                                        .iter_mut()
+                                        .map(|(_, r)| read_activations(r, max_frame)),
+                                )
+                                .await?;
+                            }
                         }
                     }
                 }
             }
-            write_frame(send, &token_frame(k, Duration::ZERO), &mut buf).await?;
+            self.send_token(send, k, &mut software, &mut buf).await?;
         }
-        self.close_sessions(&mut members, send, acc, &mut buf).await
+        self.close_sessions(&mut members, send, acc, software, &mut buf)
+            .await
     }
 
     /// A tensor group's member: per step, the same ops as its root; the first message
@@ -903,6 +1014,7 @@ impl Node {
         let ops = self.payloads.tensor.clone();
         let last_compute = self.last_tensor_compute(&ops);
         let mut acc = StepDone::default();
+        let mut software = Duration::ZERO;
         let output = request.output_tokens.max(1);
         let mut context = 0u32;
         let mut buf = Vec::new();
@@ -933,10 +1045,11 @@ impl Node {
                                 ));
                             };
                             let bytes = msg.bytes(tokens) as usize;
-                            write_activations(send, request.id, tokens, bytes).await?;
+                            self.send_activations(send, request.id, tokens, bytes, &mut software)
+                                .await?;
                         }
                         if msg.direction != Direction::ToRoot {
-                            let tokens = read_activations(recv, self.max_frame).await?;
+                            let tokens = self.recv_activations(recv, &mut software).await?;
                             if step.is_none() {
                                 step = Some((tokens, Work::received(k == 0, tokens, &mut context)));
                             }
@@ -947,7 +1060,7 @@ impl Node {
         }
         write_frame(
             send,
-            &Frame::Done(done(&self.name, acc.queue, acc.compute, Duration::ZERO)),
+            &Frame::Done(done(&self.name, acc.queue, acc.compute, software)),
             &mut buf,
         )
         .await?;
@@ -1020,8 +1133,19 @@ pub async fn open_stream(
 
 /// Reads the next frame, which must be hidden states; returns their number of tokens.
 pub async fn read_activations(recv: &mut quinn::RecvStream, max: u32) -> Result<u32, FrameIoError> {
+    read_message(recv, max).await.map(|(tokens, _)| tokens)
+}
+
+/// Reads the next frame, which must be hidden states; returns their number of tokens and
+/// the frame's bytes on the wire (header included), what its receive cost is charged on.
+pub async fn read_message(
+    recv: &mut quinn::RecvStream,
+    max: u32,
+) -> Result<(u32, u64), FrameIoError> {
     match read_frame(recv, max).await? {
-        Some(Frame::Activations { tokens, .. }) => Ok(tokens),
+        Some(Frame::Activations { tokens, data, .. }) => {
+            Ok((tokens, wire::activations_frame_len(data.len()) as u64))
+        }
         Some(Frame::Error { message, .. }) => Err(FrameIoError::Peer(message)),
         Some(other) => Err(FrameIoError::Peer(format!(
             "expected hidden states, got a {:?} frame",

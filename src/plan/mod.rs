@@ -467,7 +467,7 @@ fn sum_bytes(legs: &[Leg], out: &mut HashMap<(usize, usize), u64>) {
                 *out.entry((*from, *to)).or_default() += bytes
             }
             Leg::Parallel(branches) => branches.iter().for_each(|b| sum_bytes(b, out)),
-            Leg::Compute { .. } => {}
+            Leg::Compute { .. } | Leg::Busy { .. } => {}
         }
     }
 }
@@ -588,6 +588,7 @@ impl Plan {
                     .unwrap_or_default()
                     .mul_f64(*scale),
                 Leg::Bytes { .. } => Duration::ZERO,
+                Leg::Busy { time, .. } => *time,
                 Leg::Parallel(branches) => branches
                     .iter()
                     .map(|b| self.time(b))
@@ -645,10 +646,12 @@ impl Plan {
             .unwrap_or_default()
     }
 
-    /// The producing worker's software costs (`send_cost`, `recv_cost`) added to a floor's
+    /// A whole-model worker's software costs (`send_cost`, `recv_cost`) added to a floor's
     /// first-token time and decode steps, exactly as the worker spends them
-    /// (`Node::whole_with_software`). Only a worker serving whole requests has them (the
-    /// scenario refuses them elsewhere); a relay forwards without any.
+    /// (`Node::whole_with_software`), where its token sends overlap the engine's next
+    /// steps. (A stage, a star host and a tensor group's nodes spend theirs in turn with
+    /// their compute: their kinds' legs hold them as [`Leg::Busy`].) A relay forwards
+    /// without any.
     ///
     /// On the path: the receive of the request frame (its bytes as they reach the worker),
     /// before the prefill; then the send of every token frame, one after another. The

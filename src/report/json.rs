@@ -51,6 +51,7 @@ fn run_summary(out: &RunOutput, has_slo: bool, hedged: bool) -> RunSummary {
                             NodeBreakdown {
                                 queue: lad(q),
                                 compute: lad(c),
+                                software: r.node_software(n).map(lad),
                             },
                         )
                     })

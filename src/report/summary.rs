@@ -404,6 +404,10 @@ impl Breakdown {
 pub struct NodeBreakdown {
     pub queue: Ladder,
     pub compute: Ladder,
+    /// The node's own per-message software time (`send_cost`, `recv_cost`), on or off
+    /// the request's path (a tensor member's too): present only where it spent some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<Ladder>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

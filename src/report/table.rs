@@ -270,9 +270,16 @@ fn topology_lines(o: &mut String, r: &Results) {
             if nodes.len() > 1 {
                 for (name, q, c) in nodes {
                     let (q, c) = (ladder(q), ladder(c));
+                    let software = rec
+                        .node_software(name)
+                        .map(|h| {
+                            let l = ladder(h);
+                            format!(", software p50 {} p99 {}", fmt_ms(l.p50), fmt_ms(l.p99))
+                        })
+                        .unwrap_or_default();
                     let _ = writeln!(
                         o,
-                        "    {name:<14} queue p50 {} p99 {}, compute p50 {} p99 {} (its own clock)",
+                        "    {name:<14} queue p50 {} p99 {}, compute p50 {} p99 {}{software} (its own clock)",
                         fmt_ms(q.p50),
                         fmt_ms(q.p99),
                         fmt_ms(c.p50),

@@ -308,6 +308,9 @@ pub enum Leg {
     Bytes { from: usize, to: usize, bytes: u64 },
     /// Branches that run at once; the slowest decides.
     Parallel(Vec<Vec<Leg>>),
+    /// Node `at` spends `time` of software on a message it sends or receives (its
+    /// `send_cost`, `recv_cost`).
+    Busy { at: usize, time: Duration },
 }
 
 /// What a kind builds its legs from: the laid-out topology and the sizes of what crosses
@@ -371,6 +374,46 @@ impl Ctx<'_> {
                 bytes: len(i),
             })
             .collect()
+    }
+
+    /// Node `at`'s `send_cost` and `recv_cost` (zero for a client, or a node off the plan).
+    pub fn software(&self, at: usize) -> crate::scenario::SoftwareCost {
+        self.nodes
+            .iter()
+            .find(|n| n.index == at)
+            .map(|n| n.software)
+            .unwrap_or_default()
+    }
+
+    /// Whether any of `nodes` has a software cost.
+    pub fn any_software(&self, nodes: &[usize]) -> bool {
+        nodes.iter().any(|&i| !self.software(i).is_zero())
+    }
+
+    /// Node `at`'s send cost for a message of `bytes` bytes, as a leg (none when zero).
+    pub fn send_busy(&self, at: usize, bytes: u64) -> Option<Leg> {
+        busy(at, self.software(at).send.of(bytes))
+    }
+
+    /// Node `at`'s receive cost for a message of `bytes` bytes, as a leg (none when zero).
+    pub fn recv_busy(&self, at: usize, bytes: u64) -> Option<Leg> {
+        busy(at, self.software(at).recv.of(bytes))
+    }
+
+    /// Sends of `bytes` along consecutive nodes, each with its sender's send cost and its
+    /// receiver's receive cost (a node's own loop: receive, then send on).
+    pub fn along_costed(&self, nodes: &[usize], bytes: u64) -> Vec<Leg> {
+        let mut legs = Vec::new();
+        for w in nodes.windows(2) {
+            legs.extend(self.send_busy(w[0], bytes));
+            legs.push(Leg::Send {
+                from: w[0],
+                to: w[1],
+                bytes,
+            });
+            legs.extend(self.recv_busy(w[1], bytes));
+        }
+        legs
     }
 
     /// The nodes of a part, in path order.
@@ -520,6 +563,43 @@ fn serve_token_legs(c: &Ctx, client: usize) -> Vec<Leg> {
     nodes.extend(via);
     nodes.reverse();
     Ctx::along(&nodes, wire::TOKEN_FRAME_LEN as u64)
+}
+
+/// `time` of node `at`'s software, as a leg (none when zero).
+pub fn busy(at: usize, time: Duration) -> Option<Leg> {
+    (!time.is_zero()).then_some(Leg::Busy { at, time })
+}
+
+/// The producer's receive cost of the client's request (a star host, a tensor root: the
+/// request frame as it reaches the producer, prompt included).
+fn serve_request_cost(c: &Ctx, client: usize, prompt: u32) -> Option<Leg> {
+    let producer = producer(c.route)?;
+    let bytes = serve_request_legs(c, client, prompt)
+        .iter()
+        .filter_map(|leg| match leg {
+            Leg::Send { to, bytes, .. } if *to == producer => Some(*bytes),
+            _ => None,
+        })
+        .next_back()?;
+    c.recv_busy(producer, bytes)
+}
+
+/// The producer's send cost of a token frame: on a star host or a tensor root the next
+/// step waits for it (the node's one thread sends the token, then goes on).
+fn serve_token_cost(c: &Ctx) -> Option<Leg> {
+    c.send_busy(producer(c.route)?, wire::TOKEN_FRAME_LEN as u64)
+}
+
+/// The sends among `legs` (in parallel branches too) as bytes that take no time: what
+/// travels after the last point the path waits on.
+fn flatten_sends(legs: Vec<Leg>, out: &mut Vec<Leg>) {
+    for leg in legs {
+        match leg {
+            Leg::Send { from, to, bytes } => out.push(Leg::Bytes { from, to, bytes }),
+            Leg::Parallel(branches) => branches.into_iter().for_each(|b| flatten_sends(b, out)),
+            _ => {}
+        }
+    }
 }
 
 /// The producer at the end of a Serve route's `via`.

@@ -154,6 +154,8 @@ impl Kind for Pipeline {
         Vec::new()
     }
 
+    /// Each stage receives the hidden states, computes its span and sends them on; its
+    /// `recv_cost` and `send_cost` lie between (its one thread does all three in turn).
     fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg> {
         let Some((chains, server_to_server)) = chains(c) else {
             return Vec::new();
@@ -167,7 +169,7 @@ impl Kind for Pipeline {
             for ch in chains {
                 let mut nodes = vec![at];
                 nodes.extend(ch);
-                legs.extend(Ctx::along(&nodes, act));
+                legs.extend(c.along_costed(&nodes, act));
                 let w = ch[ch.len() - 1];
                 legs.push(Ctx::compute(w, work, 1.0));
                 at = w;
@@ -176,15 +178,15 @@ impl Kind for Pipeline {
             let mut back: Vec<usize> = vec![client];
             back.extend(&chains[chains.len() - 1]);
             back.reverse();
-            legs.extend(Ctx::along(&back, c.activations(1)));
+            legs.extend(c.along_costed(&back, c.activations(1)));
         } else {
             for ch in chains {
                 let mut nodes = vec![client];
                 nodes.extend(ch);
-                legs.extend(Ctx::along(&nodes, act));
+                legs.extend(c.along_costed(&nodes, act));
                 legs.push(Ctx::compute(ch[ch.len() - 1], work, 1.0));
                 nodes.reverse();
-                legs.extend(Ctx::along(&nodes, act));
+                legs.extend(c.along_costed(&nodes, act));
             }
         }
         legs.push(Leg::Compute {

@@ -55,8 +55,11 @@ impl Kind for Star {
         Ok((route, parts))
     }
 
+    /// The client's request, then the host's receive cost of it.
     fn request_legs(&self, c: &Ctx, client: usize, prompt: u32, _primary: usize) -> Vec<Leg> {
-        super::serve_request_legs(c, client, prompt)
+        let mut legs = super::serve_request_legs(c, client, prompt);
+        legs.extend(super::serve_request_cost(c, client, prompt));
+        legs
     }
 
     fn token_legs(&self, c: &Ctx, client: usize, _primary: usize) -> Vec<Leg> {
@@ -76,6 +79,10 @@ impl Kind for Star {
         let Some(host) = super::producer(c.route) else {
             return Vec::new();
         };
+        let stages: Vec<usize> = c.with_part(Part::Stage).collect();
+        if c.any_software(&[host]) || c.any_software(&stages) {
+            return costed_step_legs(c, step, host, &stages);
+        }
         let work = step.work();
         let kv = super::rpc::kv_len(work);
         let mut legs = vec![Ctx::compute(host, work, 1.0)];
@@ -124,4 +131,79 @@ impl Kind for Star {
         });
         legs
     }
+}
+
+/// [`Star::step_legs`] where the host or a remote stage has software costs
+/// (`send_cost`, `recv_cost`): each call costs the host its send, the remote its receive;
+/// a reply costs the remote its send and the host its receive; the host's token frame
+/// costs its send before the next step. The host sends the calls it does not wait on one
+/// after another (each after its own send cost), so a remote receives each when both it
+/// has finished the one before and the call has arrived: the remote's time is the slower
+/// of its own and the host's. A reply the host waits on joins the two again.
+fn costed_step_legs(c: &Ctx, step: Step, host: usize, stages: &[usize]) -> Vec<Leg> {
+    let work = step.work();
+    let kv = super::rpc::kv_len(work);
+    let mut legs = vec![Ctx::compute(host, work, 1.0)];
+    for &stage in stages {
+        let Some(st) = c
+            .nodes
+            .iter()
+            .find(|n| n.index == stage)
+            .and_then(|n| n.stage.as_ref())
+        else {
+            continue;
+        };
+        // The host's legs since the remote's last reply, and the remote's.
+        let mut host_seg: Vec<Leg> = Vec::new();
+        let mut remote: Vec<Leg> = Vec::new();
+        for call in c.star.calls(&st.model, step.tokens, kv, st.layers) {
+            let bytes = wire::activations_frame_len(call.request as usize) as u64;
+            host_seg.extend(c.send_busy(host, bytes));
+            let mut arrives = host_seg.clone();
+            arrives.push(Leg::Send {
+                from: host,
+                to: stage,
+                bytes,
+            });
+            remote = if remote.is_empty() {
+                arrives
+            } else {
+                vec![Leg::Parallel(vec![remote, arrives])]
+            };
+            remote.extend(c.recv_busy(stage, bytes));
+            if call.computes {
+                remote.push(Ctx::compute(stage, work, 1.0));
+            }
+            if let Some(reply) = call.reply {
+                let bytes = wire::activations_frame_len(reply as usize) as u64;
+                remote.extend(c.send_busy(stage, bytes));
+                remote.push(Leg::Send {
+                    from: stage,
+                    to: host,
+                    bytes,
+                });
+                remote.extend(c.recv_busy(host, bytes));
+                // The remote's legs hold the host's since the last reply: they are the path.
+                legs.append(&mut remote);
+                host_seg.clear();
+            }
+        }
+        // Calls nothing waits on: the host's send costs lie on the path, their bytes
+        // travel ahead, and the remote's receive costs do not delay the host.
+        legs.extend(
+            host_seg
+                .into_iter()
+                .filter(|l| matches!(l, Leg::Busy { .. })),
+        );
+        let mut trailing = Vec::new();
+        super::flatten_sends(remote, &mut trailing);
+        legs.extend(trailing);
+    }
+    legs.push(Leg::Compute {
+        at: At::Head(host),
+        work,
+        scale: 1.0,
+    });
+    legs.extend(super::serve_token_cost(c));
+    legs
 }

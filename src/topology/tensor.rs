@@ -56,8 +56,11 @@ impl Kind for Tensor {
         Ok((route, parts))
     }
 
+    /// The client's request, then the root's receive cost of it.
     fn request_legs(&self, c: &Ctx, client: usize, prompt: u32, _primary: usize) -> Vec<Leg> {
-        super::serve_request_legs(c, client, prompt)
+        let mut legs = super::serve_request_legs(c, client, prompt);
+        legs.extend(super::serve_request_cost(c, client, prompt));
+        legs
     }
 
     fn token_legs(&self, c: &Ctx, client: usize, _primary: usize) -> Vec<Leg> {
@@ -79,6 +82,9 @@ impl Kind for Tensor {
         };
         let work = step.work();
         let members: Vec<usize> = c.with_part(Part::TensorMember).collect();
+        if c.any_software(&[root]) || c.any_software(&members) {
+            return costed_step_legs(c, step, root, &members);
+        }
         let mut legs = Vec::new();
         let mut root_legs: Vec<Leg> = Vec::new();
         let mut member_legs: Vec<Vec<Leg>> = vec![Vec::new(); members.len()];
@@ -148,4 +154,98 @@ impl Kind for Tensor {
         }
         legs
     }
+}
+
+/// [`Tensor::step_legs`] where the root or a member has software costs (`send_cost`,
+/// `recv_cost`), as the harness spends them: the root's one thread sends a message to each
+/// member in turn (member k's leaves after k + 1 send costs) and reads the members' in
+/// turn, each after its receive cost; a member pays its receive cost on what the root
+/// sent it and its send cost on what it sends. At a synchronisation the root waits on
+/// (to the root, an exchange) the root finishes reading member k's message when both it
+/// has finished reading the one before and the message has arrived: the later of its
+/// own end plus M receive costs and each member's arrival plus the receive costs of it
+/// and of the members after it. The root's token frame costs its send before the next
+/// step.
+fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<Leg> {
+    let work = step.work();
+    let n = members.len() as u32;
+    let cost = c.software(root);
+    let mut legs = Vec::new();
+    let mut root_legs: Vec<Leg> = Vec::new();
+    let mut member_legs: Vec<Vec<Leg>> = vec![Vec::new(); members.len()];
+    // Member k's legs once it has received a message from the root: the later of its own
+    // legs and the root's up to the message's send, then the message's link and the
+    // member's receive cost.
+    let received = |own: Vec<Leg>, root_legs: &[Leg], k: usize, m: usize, bytes: u64| {
+        let mut arrives = root_legs.to_vec();
+        arrives.extend(super::busy(root, cost.send.of(bytes) * (k as u32 + 1)));
+        arrives.push(Leg::Send {
+            from: root,
+            to: m,
+            bytes,
+        });
+        let mut legs = if own.is_empty() {
+            arrives
+        } else {
+            vec![Leg::Parallel(vec![own, arrives])]
+        };
+        legs.extend(c.recv_busy(m, bytes));
+        legs
+    };
+    for op in c.tensor {
+        match *op {
+            Op::Compute { share, head } => {
+                let at = |i| if head { At::Head(i) } else { At::Layers(i) };
+                let compute = |i| Leg::Compute {
+                    at: at(i),
+                    work,
+                    scale: share,
+                };
+                root_legs.push(compute(root));
+                for (k, &m) in members.iter().enumerate() {
+                    member_legs[k].push(compute(m));
+                }
+            }
+            Op::Sync(msg) => {
+                let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
+                let (send, recv) = (cost.send.of(bytes), cost.recv.of(bytes));
+                if msg.direction == Direction::FromRoot {
+                    for (k, &m) in members.iter().enumerate() {
+                        let own = std::mem::take(&mut member_legs[k]);
+                        member_legs[k] = received(own, &root_legs, k, m, bytes);
+                    }
+                    root_legs.extend(super::busy(root, send * n));
+                    continue;
+                }
+                let mut branches = Vec::new();
+                for (k, &m) in members.iter().enumerate() {
+                    let mut own = std::mem::take(&mut member_legs[k]);
+                    own.extend(c.send_busy(m, bytes));
+                    if msg.direction == Direction::Exchange {
+                        branches.push(received(own.clone(), &root_legs, k, m, bytes));
+                    }
+                    own.push(Leg::Send {
+                        from: m,
+                        to: root,
+                        bytes,
+                    });
+                    own.extend(super::busy(root, recv * (n - k as u32)));
+                    branches.push(own);
+                }
+                let mut own = std::mem::take(&mut root_legs);
+                if msg.direction == Direction::Exchange {
+                    own.extend(super::busy(root, send * n));
+                }
+                own.extend(super::busy(root, recv * n));
+                branches.push(own);
+                legs.push(Leg::Parallel(branches));
+            }
+        }
+    }
+    legs.extend(root_legs);
+    for b in member_legs {
+        super::flatten_sends(b, &mut legs);
+    }
+    legs.extend(super::serve_token_cost(c));
+    legs
 }

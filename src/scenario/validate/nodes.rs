@@ -203,8 +203,8 @@ fn node(cx: &mut Context, n: &RawNode, np: &FieldPath, model: Option<&Model>) ->
     }
 }
 
-/// A node's `send_cost` or `recv_cost`: bounded, and on a worker (the node whose software
-/// the harness models; `check_weights` checks the topology serves whole requests).
+/// A node's `send_cost` or `recv_cost`: bounded, and on a worker (the nodes whose software
+/// the harness models, in every topology kind: docs/topologies.md says what each charges).
 fn cost(
     cx: &mut Context,
     n: &RawNode,
@@ -220,7 +220,7 @@ fn cost(
         cx.err(
             fp.clone(),
             format!(
-                "{field} applies to workers, not to a {}: the harness spends software costs on the worker that serves a request",
+                "{field} applies to workers, not to a {}: the harness spends software costs on the workers that serve, compute and synchronise a request",
                 n.role
             ),
         );
@@ -266,20 +266,6 @@ pub(super) fn check_weights(
             continue;
         }
         let np = FieldPath::root().key("node").index(i);
-        for (set, field) in [
-            (raw[i].send_cost.is_some(), "send_cost"),
-            (raw[i].recv_cost.is_some(), "recv_cost"),
-        ] {
-            if set && !super::engine::whole_model_kind(kind) {
-                cx.err(
-                    np.key(field),
-                    format!(
-                        "{field} on worker \"{}\" is modelled only where a worker serves whole requests (direct, relay, hedged topologies), not in a {kind} topology",
-                        n.name
-                    ),
-                );
-            }
-        }
         if raw[i].engine.is_some() && !super::engine::whole_model_kind(kind) {
             cx.err(
                 np.key("engine"),
