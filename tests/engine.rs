@@ -879,7 +879,6 @@ fn held_out_rows(stdout: &str) -> Vec<(String, f64)> {
 /// missed by +16.4 % (a 192-token prefill measured minutes apart from its neighbours);
 /// docs/engines.md has the figures.
 #[test]
-#[ignore = "not yet shown to hold on a quiet machine with interleaved rounds: under load (average 3) one run missed by +24.4 % on a 48-token prefill; see docs/engines.md"]
 fn a_calibrated_profile_of_the_tiny_model_predicts_held_out_prompt_lengths_and_batches() {
     let _g = serial();
     let Some(py) = python() else { return };
