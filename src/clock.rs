@@ -365,9 +365,10 @@ struct VirtualState {
 }
 
 impl VirtualState {
-    /// Whether the ticker must re-arm: the next event's tick lies ahead of `now` and
-    /// before the ticker's timer (or the ticker has none). A timer at or before that tick
-    /// is safe: tokio's auto-advance stops there, and the ticker then re-arms itself.
+    /// Whether the ticker must re-arm after the park hook ran at `now`: the next event's
+    /// tick lies ahead of `now` and before the ticker's timer (or the ticker has none). A
+    /// timer at or before that tick is safe: tokio's auto-advance stops there, and the
+    /// ticker then re-arms itself.
     fn needs_rearm(&self, now: Instant) -> bool {
         let Some(next) = self.events.next() else {
             return false;
@@ -408,12 +409,15 @@ impl std::fmt::Debug for VirtualTimer {
 }
 
 impl VirtualTimer {
+    /// Callable from any thread: it does not read the paused clock, so it re-arms the
+    /// ticker whenever the new event's tick falls before the ticker's timer, even where the
+    /// park hook would have handled it within the current tick.
     fn schedule(&self, at: Instant, task: Task) -> Key {
-        let now = tokio::time::Instant::now().into_std();
         let (key, rearm) = {
             let mut st = self.shared.lock();
             let (key, earliest) = st.events.push(at, task);
-            (key, earliest && st.needs_rearm(now))
+            let tick = VirtualShared::tick_floor(st.origin, at);
+            (key, earliest && st.armed.is_none_or(|armed| armed > tick))
         };
         if rearm {
             self.shared.rearm.notify_one();
@@ -453,7 +457,13 @@ impl VirtualTimer {
         };
         DUE.with_borrow_mut(|due| {
             st.events.take_due(target, due);
-            let rearm = st.needs_rearm(target);
+            // An event left within this tick: the ticker must run (a task ready), or the
+            // runtime would sleep with it pending when what fired woke no task.
+            let in_tick = st
+                .events
+                .next()
+                .is_some_and(|next| VirtualShared::tick_floor(st.origin, next) <= target);
+            let rearm = in_tick || st.needs_rearm(target);
             drop(st);
             if target > now {
                 advance(target - now);
@@ -588,8 +598,7 @@ mod tests {
             // A sleep polled once and dropped: the ticker may stay armed at its tick.
             let mut early = Box::pin(clock.sleep_until(t0 + Duration::from_micros(1_500)));
             let pending =
-                std::future::poll_fn(|cx| Poll::Ready(early.as_mut().poll(cx).is_pending()))
-                    .await;
+                std::future::poll_fn(|cx| Poll::Ready(early.as_mut().poll(cx).is_pending())).await;
             assert!(pending);
             drop(early);
             let (tx, rx) = mpsc::channel();
