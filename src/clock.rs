@@ -359,6 +359,23 @@ struct VirtualState {
     events: Events,
     /// tokio's time origin: its timer ticks are whole milliseconds from here.
     origin: Instant,
+    /// The tick the ticker's tokio timer stands at (`None`: it waits for a re-arm only).
+    /// The ticker needs waking only when the next event's tick falls before it.
+    armed: Option<Instant>,
+}
+
+impl VirtualState {
+    /// Whether the ticker must re-arm after the park hook ran at `now`: the next event's
+    /// tick lies ahead of `now` and before the ticker's timer (or the ticker has none). A
+    /// timer at or before that tick is safe: tokio's auto-advance stops there, and the
+    /// ticker then re-arms itself.
+    fn needs_rearm(&self, now: Instant) -> bool {
+        let Some(next) = self.events.next() else {
+            return false;
+        };
+        let tick = VirtualShared::tick_floor(self.origin, next);
+        tick > now && self.armed.is_none_or(|armed| armed > tick)
+    }
 }
 
 struct VirtualShared {
@@ -392,19 +409,26 @@ impl std::fmt::Debug for VirtualTimer {
 }
 
 impl VirtualTimer {
+    /// Callable from any thread: it does not read the paused clock, so it re-arms the
+    /// ticker whenever the new event's tick falls before the ticker's timer, even where the
+    /// park hook would have handled it within the current tick.
     fn schedule(&self, at: Instant, task: Task) -> Key {
-        let (key, earliest) = self.shared.lock().events.push(at, task);
-        if earliest {
+        let (key, rearm) = {
+            let mut st = self.shared.lock();
+            let (key, earliest) = st.events.push(at, task);
+            let tick = VirtualShared::tick_floor(st.origin, at);
+            (key, earliest && st.armed.is_none_or(|armed| armed > tick))
+        };
+        if rearm {
             self.shared.rearm.notify_one();
         }
         key
     }
 
+    /// Removing an event can only move the next one later: the ticker's timer stays at or
+    /// before its tick, which is safe (see [`VirtualState::needs_rearm`]).
     fn cancel(&self, key: Key) {
-        let earliest = self.shared.lock().events.remove(key);
-        if earliest {
-            self.shared.rearm.notify_one();
-        }
+        self.shared.lock().events.remove(key);
     }
 
     /// The runtime's park hook: every task is idle. Fires what is due; otherwise moves the
@@ -431,26 +455,39 @@ impl VirtualTimer {
                 tick_end
             }
         };
-        let mut due = Vec::new();
-        st.events.take_due(target, &mut due);
-        drop(st);
-        if target > now {
-            advance(target - now);
-        }
-        fire(&mut due);
-        self.shared.rearm.notify_one();
+        DUE.with_borrow_mut(|due| {
+            st.events.take_due(target, due);
+            // An event left within this tick: the ticker must run (a task ready), or the
+            // runtime would sleep with it pending when what fired woke no task.
+            let in_tick = st
+                .events
+                .next()
+                .is_some_and(|next| VirtualShared::tick_floor(st.origin, next) <= target);
+            let rearm = in_tick || st.needs_rearm(target);
+            drop(st);
+            if target > now {
+                advance(target - now);
+            }
+            fire(due);
+            if rearm {
+                self.shared.rearm.notify_one();
+            }
+        });
     }
 
     /// Keeps a tokio timer at the tick of the next event, so auto-advance never passes it.
     async fn ticker(self) {
         loop {
-            let wait = {
-                let st = self.shared.lock();
-                st.events
-                    .next()
-                    .map(|at| VirtualShared::tick_floor(st.origin, at))
-            };
             let now = tokio::time::Instant::now().into_std();
+            let wait = {
+                let mut st = self.shared.lock();
+                let wait = st
+                    .events
+                    .next()
+                    .map(|at| VirtualShared::tick_floor(st.origin, at));
+                st.armed = wait.filter(|&t| t > now);
+                wait
+            };
             match wait {
                 Some(t) if t > now => {
                     tokio::select! {
@@ -463,6 +500,12 @@ impl VirtualTimer {
             }
         }
     }
+}
+
+thread_local! {
+    /// The virtual clock's due tasks, taken out of the heap by the park hook: one buffer
+    /// for the runtime's thread instead of an allocation per park.
+    static DUE: std::cell::RefCell<Vec<Task>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Moves tokio's paused clock forward by `d`, from inside the runtime.
@@ -479,6 +522,7 @@ fn virtual_runtime() -> std::io::Result<(tokio::runtime::Runtime, Clock)> {
         state: Mutex::new(VirtualState {
             events: Events::default(),
             origin: Instant::now(),
+            armed: None,
         }),
         rearm: tokio::sync::Notify::new(),
     });
@@ -544,6 +588,37 @@ mod tests {
             });
             rt.shutdown_background();
         }
+    }
+
+    #[test]
+    fn virtual_events_fire_at_their_instants_after_a_cancel() {
+        let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+        rt.block_on(async {
+            let t0 = clock.now();
+            // A sleep polled once and dropped: the ticker may stay armed at its tick.
+            let mut early = Box::pin(clock.sleep_until(t0 + Duration::from_micros(1_500)));
+            let pending =
+                std::future::poll_fn(|cx| Poll::Ready(early.as_mut().poll(cx).is_pending())).await;
+            assert!(pending);
+            drop(early);
+            let (tx, rx) = mpsc::channel();
+            for (i, us) in [7_300u64, 2_000, 250_000].into_iter().enumerate() {
+                let (tx, c) = (tx.clone(), clock.clone());
+                let at = t0 + Duration::from_micros(us);
+                clock.run_at(at, move || tx.send((i, c.now() == at)).unwrap());
+            }
+            for d in [
+                Duration::from_micros(7_300),
+                Duration::from_nanos(7_300_001),
+                Duration::from_nanos(250_000_017),
+                Duration::from_millis(3_200),
+            ] {
+                clock.sleep_until(t0 + d).await;
+                assert_eq!(clock.now(), t0 + d, "woken exactly at {d:?}");
+            }
+            let fired: Vec<(usize, bool)> = rx.try_iter().collect();
+            assert_eq!(fired, vec![(1, true), (0, true), (2, true)]);
+        });
     }
 
     #[test]

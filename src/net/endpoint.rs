@@ -6,7 +6,7 @@
 //! seeded from the scenario: on the virtual clock, two runs with one seed are identical.
 
 use crate::net::congestion::{Factory, RestartFactory};
-use crate::net::params::{Congestion, LinkParams, Queue, Quic};
+use crate::net::params::{Congestion, LinkParams, Queue, Quic, WIRE_OVERHEAD};
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use serde::Serialize;
@@ -46,6 +46,15 @@ pub struct TransportSettings {
     pub slow_start_after_idle: bool,
 }
 
+/// Ethernet's standard MTU: a link's `mtu` above it carries jumbo frames.
+pub const ETHERNET_MTU: u32 = 1500;
+
+/// The largest UDP payload an endpoint accepts: a 9,000-byte jumbo frame's, less the 28 B of
+/// IPv4 and UDP headers. It is the `max_udp_payload_size` transport parameter each endpoint
+/// announces (quinn's default is 1,472 B); it only bounds what path MTU discovery may try,
+/// and is encoded in as many bytes as quinn's default, so a handshake is as large.
+pub const MAX_UDP_PAYLOAD: u16 = 9000 - WIRE_OVERHEAD as u16;
+
 /// The biggest starting window of a warm connection on a rate-limited path: 64 MiB.
 pub const WARM_MAX: u64 = 64 << 20;
 
@@ -68,6 +77,8 @@ pub struct PathShape {
     /// The sending direction's tail-drop queue in bytes (a packet queue counts 1500 B a
     /// packet); none without a rate.
     pub queue_bytes: u64,
+    /// The sending direction's `mtu` (the largest IP packet), if it sets one.
+    pub mtu: Option<u32>,
 }
 
 impl PathShape {
@@ -93,7 +104,19 @@ impl PathShape {
             rate,
             rtt: out.delay + back.map_or(out.delay, |b| b.delay),
             queue_bytes,
+            mtu: out.mtu,
         }
+    }
+
+    /// The UDP payload quinn's path MTU discovery may grow to on this path: on a link of
+    /// jumbo frames (an `mtu` above Ethernet's 1500 B, as inside a data centre), the
+    /// link's MTU less the 28 B of IPv4 and UDP headers; otherwise `None`, quinn's default
+    /// bound (1,452 B, a 1,500 B path under IPv6 headers), as on any internet path.
+    pub fn jumbo_payload(&self) -> Option<u16> {
+        self.mtu.filter(|&m| m > ETHERNET_MTU).map(|m| {
+            m.saturating_sub(WIRE_OVERHEAD)
+                .min(u32::from(MAX_UDP_PAYLOAD)) as u16
+        })
     }
 
     /// The congestion window of a long-lived connection on this path that has carried
@@ -232,6 +255,11 @@ impl TransportSettings {
             start
         };
         t.congestion_controller_factory(cc);
+        if let Some(bound) = path.and_then(PathShape::jumbo_payload) {
+            let mut mtud = quinn::MtuDiscoveryConfig::default();
+            mtud.upper_bound(bound);
+            t.mtu_discovery_config(Some(mtud));
+        }
         Ok(t)
     }
 }
@@ -308,6 +336,36 @@ pub fn endpoint(
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
     rng_seed[8..16].copy_from_slice(b"inferlat");
     config.rng_seed(Some(rng_seed));
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .context("the largest UDP payload")?;
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))
         .context("creating a QUIC endpoint")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(mtu: Option<u32>) -> PathShape {
+        PathShape {
+            rate: Some(10e9),
+            rtt: Duration::from_millis(1),
+            queue_bytes: 0,
+            mtu,
+        }
+    }
+
+    #[test]
+    fn only_jumbo_links_raise_the_discovery_bound() {
+        assert_eq!(path(None).jumbo_payload(), None);
+        assert_eq!(path(Some(1280)).jumbo_payload(), None);
+        assert_eq!(path(Some(ETHERNET_MTU)).jumbo_payload(), None);
+        assert_eq!(path(Some(1501)).jumbo_payload(), Some(1473));
+        assert_eq!(path(Some(4000)).jumbo_payload(), Some(3972));
+        assert_eq!(path(Some(9000)).jumbo_payload(), Some(MAX_UDP_PAYLOAD));
+        // Past a 9,000-byte frame: what every endpoint accepts.
+        assert_eq!(path(Some(65_535)).jumbo_payload(), Some(MAX_UDP_PAYLOAD));
+        assert_eq!(MAX_UDP_PAYLOAD, 8972);
+    }
 }

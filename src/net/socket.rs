@@ -98,14 +98,20 @@ impl Lateness {
     }
 }
 
+/// The network's tables, behind one lock: a datagram takes it once on its way out.
+#[derive(Default)]
+struct Routes {
+    hosts: HashMap<SocketAddr, Arc<Inbox>>,
+    links: HashMap<(SocketAddr, SocketAddr), Link>,
+    unroutable: u64,
+    /// Faults acting on link directions (`[[fault]]`), checked before the link.
+    gates: HashMap<(SocketAddr, SocketAddr), Gate>,
+}
+
 struct Inner {
     clock: Clock,
-    hosts: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
-    links: Mutex<HashMap<(SocketAddr, SocketAddr), Link>>,
-    unroutable: Mutex<u64>,
+    routes: Mutex<Routes>,
     lateness: Lateness,
-    /// Faults acting on link directions (`[[fault]]`), checked before the link.
-    gates: Mutex<HashMap<(SocketAddr, SocketAddr), Gate>>,
 }
 
 /// An in-memory network: hosts by address and a link for each direction that exists.
@@ -119,23 +125,20 @@ impl Network {
         Network {
             inner: Arc::new(Inner {
                 clock,
-                hosts: Mutex::new(HashMap::new()),
-                links: Mutex::new(HashMap::new()),
-                unroutable: Mutex::new(0),
+                routes: Mutex::new(Routes::default()),
                 lateness: Lateness::default(),
-                gates: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     /// Adds the link that carries datagrams from `from` to `to`. Without one, they are lost.
     pub fn add_link(&self, from: SocketAddr, to: SocketAddr, link: Link) {
-        lock(&self.inner.links).insert((from, to), link);
+        lock(&self.inner.routes).links.insert((from, to), link);
     }
 
     /// Binds a socket at `addr`.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<Arc<MemSocket>> {
-        let mut hosts = lock(&self.inner.hosts);
+        let hosts = &mut lock(&self.inner.routes).hosts;
         if hosts.contains_key(&addr) {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -153,17 +156,21 @@ impl Network {
 
     /// Counters of the link from `from` to `to`.
     pub fn link_stats(&self, from: SocketAddr, to: SocketAddr) -> Option<LinkStats> {
-        lock(&self.inner.links).get(&(from, to)).map(|l| l.stats())
+        lock(&self.inner.routes)
+            .links
+            .get(&(from, to))
+            .map(|l| l.stats())
     }
 
     /// Datagrams sent where no link exists.
     pub fn unroutable(&self) -> u64 {
-        *lock(&self.inner.unroutable)
+        lock(&self.inner.routes).unroutable
     }
 
     /// Datagrams dropped because a receiver's inbox (its socket buffer) was full.
     pub fn inbox_overflow(&self) -> u64 {
-        lock(&self.inner.hosts)
+        lock(&self.inner.routes)
+            .hosts
             .values()
             .map(|inbox| lock(&inbox.state).overflow)
             .sum()
@@ -171,7 +178,7 @@ impl Network {
 
     /// Starts every link's changes, timed from `epoch` (the start of the measured phase).
     pub fn start_changes(&self, epoch: std::time::Instant) {
-        for link in lock(&self.inner.links).values_mut() {
+        for link in lock(&self.inner.routes).links.values_mut() {
             link.start_changes(epoch);
         }
     }
@@ -191,7 +198,8 @@ impl Network {
         fraction: f64,
         seed: u64,
     ) {
-        lock(&self.inner.gates)
+        lock(&self.inner.routes)
+            .gates
             .entry((from, to))
             .or_insert_with(|| Gate::new(seed))
             .begin(id, fraction);
@@ -199,14 +207,18 @@ impl Network {
 
     /// Fault `id` ends on the direction `from` -> `to`.
     pub fn fault_end(&self, from: SocketAddr, to: SocketAddr, id: usize) {
-        if let Some(g) = lock(&self.inner.gates).get_mut(&(from, to)) {
+        if let Some(g) = lock(&self.inner.routes).gates.get_mut(&(from, to)) {
             g.end(id);
         }
     }
 
     /// Datagrams faults dropped, on every direction.
     pub fn fault_dropped(&self) -> u64 {
-        lock(&self.inner.gates).values().map(|g| g.dropped).sum()
+        lock(&self.inner.routes)
+            .gates
+            .values()
+            .map(|g| g.dropped)
+            .sum()
     }
 }
 
@@ -228,26 +240,31 @@ impl fmt::Debug for MemSocket {
 impl MemSocket {
     fn send_one(&self, to: SocketAddr, data: &[u8]) {
         let now = self.net.clock.now();
-        if let Some(g) = lock(&self.net.gates).get_mut(&(self.addr, to))
-            && !g.pass()
-        {
-            return;
-        }
-        let verdict = lock(&self.net.links)
-            .get_mut(&(self.addr, to))
-            .map(|l| l.offer(now, data.len()));
-        let Some(verdict) = verdict else {
-            *lock(&self.net.unroutable) += 1;
-            return;
+        let key = (self.addr, to);
+        // One lock for the gate, the link and the destination's inbox.
+        let (verdict, inbox) = {
+            let mut routes = lock(&self.net.routes);
+            let routes = &mut *routes;
+            if !routes.gates.is_empty()
+                && let Some(g) = routes.gates.get_mut(&key)
+                && !g.pass()
+            {
+                return;
+            }
+            let Some(verdict) = routes.links.get_mut(&key).map(|l| l.offer(now, data.len())) else {
+                routes.unroutable += 1;
+                return;
+            };
+            if verdict.deliveries().next().is_none() {
+                return;
+            }
+            let Some(inbox) = routes.hosts.get(&to).cloned() else {
+                routes.unroutable += 1;
+                return;
+            };
+            (verdict, inbox)
         };
-        let mut deliveries = verdict.deliveries().peekable();
-        if deliveries.peek().is_none() {
-            return;
-        }
-        let Some(inbox) = lock(&self.net.hosts).get(&to).cloned() else {
-            *lock(&self.net.unroutable) += 1;
-            return;
-        };
+        let deliveries = verdict.deliveries();
         for at in deliveries {
             let d = Datagram {
                 from: self.addr,
@@ -335,7 +352,7 @@ impl AsyncUdpSocket for MemSocket {
 
 impl Drop for MemSocket {
     fn drop(&mut self) {
-        lock(&self.net.hosts).remove(&self.addr);
+        lock(&self.net.routes).hosts.remove(&self.addr);
     }
 }
 
