@@ -429,13 +429,22 @@ impl Topology {
         };
         let by_name: Arc<HashMap<String, SocketAddr>> =
             Arc::new(names.iter().cloned().zip(addrs.iter().copied()).collect());
+        // The nodes on a link of jumbo frames (an `mtu` above Ethernet's), in either
+        // direction: only their endpoints accept jumbo datagrams (net::endpoint).
+        let jumbo: std::collections::HashSet<&str> = plan
+            .hops
+            .iter()
+            .filter(|h| h.link.mtu.is_some_and(|m| m > endpoint::ETHERNET_MTU))
+            .flat_map(|h| [h.from.as_str(), h.to.as_str()])
+            .collect();
         let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for n in &plan.nodes {
-            let mut ep = endpoint::endpoint(
+            let mut ep = endpoint::endpoint_with(
                 net.bind(addrs[n.index])?,
                 Some(tls.server.clone()),
                 keyed_seed(seed, &["endpoint", &n.name]),
+                jumbo.contains(n.name.as_str()),
             )?;
             ep.set_default_client_config(tls.client.clone());
             let stage = n.stage.clone().map(Arc::new);
@@ -473,10 +482,11 @@ impl Topology {
             nodes.push(node);
         }
         for c in &plan.clients {
-            let mut ep = endpoint::endpoint(
+            let mut ep = endpoint::endpoint_with(
                 net.bind(addrs[c.index])?,
                 None,
                 keyed_seed(seed, &["endpoint", &c.name]),
+                jumbo.contains(c.name.as_str()),
             )?;
             ep.set_default_client_config(tls.client.clone());
             endpoints.insert(c.index, ep);

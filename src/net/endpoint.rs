@@ -50,9 +50,10 @@ pub struct TransportSettings {
 pub const ETHERNET_MTU: u32 = 1500;
 
 /// The largest UDP payload an endpoint accepts: a 9,000-byte jumbo frame's, less the 28 B of
-/// IPv4 and UDP headers. It is the `max_udp_payload_size` transport parameter each endpoint
-/// announces (quinn's default is 1,472 B); it only bounds what path MTU discovery may try,
-/// and is encoded in as many bytes as quinn's default, so a handshake is as large.
+/// IPv4 and UDP headers. It is the `max_udp_payload_size` transport parameter an endpoint on
+/// a jumbo link announces ([`endpoint_with`]; quinn's default is 1,472 B); it only bounds what
+/// path MTU discovery may try, and is encoded in as many bytes as quinn's default, so a
+/// handshake is as large.
 pub const MAX_UDP_PAYLOAD: u16 = 9000 - WIRE_OVERHEAD as u16;
 
 /// The biggest starting window of a warm connection on a rate-limited path: 64 MiB.
@@ -331,14 +332,31 @@ pub fn endpoint(
     server: Option<quinn::ServerConfig>,
     seed: u64,
 ) -> anyhow::Result<quinn::Endpoint> {
+    endpoint_with(socket, server, seed, false)
+}
+
+/// [`endpoint`], announcing with `jumbo` that it accepts [`MAX_UDP_PAYLOAD`]-byte datagrams
+/// (for a node on a link of jumbo frames). Only such endpoints announce it: quinn sizes each
+/// endpoint's receive buffers by it (32 datagrams' worth), which every endpoint of a swarm
+/// would otherwise hold for nothing. Whether it also costs time per datagram was not
+/// settled: petals-swarm-14 on the virtual clock took 9.8 to 14.3 s of wall time across
+/// runs of either setting, the machine's own spread.
+pub fn endpoint_with(
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    server: Option<quinn::ServerConfig>,
+    seed: u64,
+    jumbo: bool,
+) -> anyhow::Result<quinn::Endpoint> {
     let mut config = quinn::EndpointConfig::default();
     let mut rng_seed = [0u8; 32];
     rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
     rng_seed[8..16].copy_from_slice(b"inferlat");
     config.rng_seed(Some(rng_seed));
-    config
-        .max_udp_payload_size(MAX_UDP_PAYLOAD)
-        .context("the largest UDP payload")?;
+    if jumbo {
+        config
+            .max_udp_payload_size(MAX_UDP_PAYLOAD)
+            .context("the largest UDP payload")?;
+    }
     quinn::Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))
         .context("creating a QUIC endpoint")
 }
