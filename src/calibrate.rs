@@ -693,14 +693,18 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
     })?;
     println!("point                                   measured   predicted   residual");
     let device = fit.device(&o.name, o.memory);
-    for (p, r) in points.iter().zip(&fit.residuals) {
+    // One row: the point, measured and predicted, and the relative error.
+    let row = |p: &Point, err: f64| {
         println!(
             "{:<38} {:>9.3} ms {:>9.3} ms {:>+9.1}%",
             p.label(),
             p.time().as_secs_f64() * 1e3,
             predict(&device, &o.model, p).as_secs_f64() * 1e3,
-            r * 100.0
+            err * 100.0
         );
+    };
+    for (p, r) in points.iter().zip(&fit.residuals) {
+        row(p, *r);
     }
     println!(
         "fit: flops {:.4} GFLOP/s, mem_bandwidth {:.4} GB/s, overhead_per_layer {:.4} ms, overhead_per_request {:.3} ms; error {:.1}% RMS, {:.1}% at most",
@@ -721,13 +725,7 @@ pub async fn calibrate(o: &Options, cancel: &CancellationToken) -> anyhow::Resul
     if !held_out.is_empty() {
         println!("held out (not fitted)                   measured   predicted      error");
         for (p, e) in &held_out {
-            println!(
-                "{:<38} {:>9.3} ms {:>9.3} ms {:>+9.1}%",
-                p.label(),
-                p.time().as_secs_f64() * 1e3,
-                predict(&device, &o.model, p).as_secs_f64() * 1e3,
-                e * 100.0
-            );
+            row(p, *e);
         }
     }
     let date = today();

@@ -87,12 +87,7 @@ impl Kind for Star {
         let kv = super::rpc::kv_len(work);
         let mut legs = vec![Ctx::compute(host, work, 1.0)];
         for stage in c.with_part(Part::Stage) {
-            let Some(st) = c
-                .nodes
-                .iter()
-                .find(|n| n.index == stage)
-                .and_then(|n| n.stage.as_ref())
-            else {
+            let Some(st) = stage_of(c, stage) else {
                 continue;
             };
             let mut pending = 0u64;
@@ -145,12 +140,7 @@ fn costed_step_legs(c: &Ctx, step: Step, host: usize, stages: &[usize]) -> Vec<L
     let kv = super::rpc::kv_len(work);
     let mut legs = vec![Ctx::compute(host, work, 1.0)];
     for &stage in stages {
-        let Some(st) = c
-            .nodes
-            .iter()
-            .find(|n| n.index == stage)
-            .and_then(|n| n.stage.as_ref())
-        else {
+        let Some(st) = stage_of(c, stage) else {
             continue;
         };
         // The host's legs since the remote's last reply, and the remote's.
@@ -206,4 +196,12 @@ fn costed_step_legs(c: &Ctx, step: Step, host: usize, stages: &[usize]) -> Vec<L
     });
     legs.extend(super::serve_token_cost(c));
     legs
+}
+
+/// The stage (layers and device) of the node with `index`, if it computes one.
+fn stage_of<'a>(c: &'a Ctx, index: usize) -> Option<&'a crate::compute::Stage> {
+    c.nodes
+        .iter()
+        .find(|n| n.index == index)
+        .and_then(|n| n.stage.as_ref())
 }

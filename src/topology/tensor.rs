@@ -4,7 +4,7 @@
 //! broadcasts the reduction (2·L + 2 synchronisations per token with the LM head's logits).
 
 use super::pattern::{Direction, Op};
-use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, PathCheck, Route, Step};
+use super::{At, Ctx, Holding, Kind, LayoutError, Leg, Part, Pass, PathCheck, Route, Step};
 use super::{Hops, Role};
 use crate::net::wire;
 
@@ -90,18 +90,15 @@ impl Kind for Tensor {
         let mut member_legs: Vec<Vec<Leg>> = vec![Vec::new(); members.len()];
         for op in c.tensor {
             match *op {
-                Op::Compute { share, head } => {
-                    let at = |i| if head { At::Head(i) } else { At::Layers(i) };
-                    let compute = |i| Leg::Compute {
-                        at: at(i),
-                        work,
-                        scale: share,
-                    };
-                    root_legs.push(compute(root));
-                    for (k, &m) in members.iter().enumerate() {
-                        member_legs[k].push(compute(m));
-                    }
-                }
+                Op::Compute { share, head } => compute_legs(
+                    &mut root_legs,
+                    &mut member_legs,
+                    root,
+                    &members,
+                    work,
+                    share,
+                    head,
+                ),
                 Op::Sync(msg) => {
                     let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
                     let down = |m: usize| Leg::Send {
@@ -166,6 +163,28 @@ impl Kind for Tensor {
 /// own end plus M receive costs and each member's arrival plus the receive costs of it
 /// and of the members after it. The root's token frame costs its send before the next
 /// step.
+/// A compute op's legs: the root and each member compute their `share` of `work` (of the
+/// head's or the layers').
+fn compute_legs(
+    root_legs: &mut Vec<Leg>,
+    member_legs: &mut [Vec<Leg>],
+    root: usize,
+    members: &[usize],
+    work: Pass,
+    share: f64,
+    head: bool,
+) {
+    let compute = |i| Leg::Compute {
+        at: if head { At::Head(i) } else { At::Layers(i) },
+        work,
+        scale: share,
+    };
+    root_legs.push(compute(root));
+    for (legs, &m) in member_legs.iter_mut().zip(members) {
+        legs.push(compute(m));
+    }
+}
+
 fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<Leg> {
     let work = step.work();
     let n = members.len() as u32;
@@ -194,18 +213,15 @@ fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<
     };
     for op in c.tensor {
         match *op {
-            Op::Compute { share, head } => {
-                let at = |i| if head { At::Head(i) } else { At::Layers(i) };
-                let compute = |i| Leg::Compute {
-                    at: at(i),
-                    work,
-                    scale: share,
-                };
-                root_legs.push(compute(root));
-                for (k, &m) in members.iter().enumerate() {
-                    member_legs[k].push(compute(m));
-                }
-            }
+            Op::Compute { share, head } => compute_legs(
+                &mut root_legs,
+                &mut member_legs,
+                root,
+                members,
+                work,
+                share,
+                head,
+            ),
             Op::Sync(msg) => {
                 let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
                 let (send, recv) = (cost.send.of(bytes), cost.recv.of(bytes));
