@@ -8,7 +8,9 @@
 mod quic;
 use inferlat::clock::{Clock, ClockKind};
 use inferlat::harness::{self, Options};
+use inferlat::net::congestion::NagleState;
 use inferlat::net::endpoint::{self, PathShape, SERVER_NAME, TransportSettings};
+use inferlat::net::framed;
 use inferlat::net::link::Link;
 use inferlat::net::socket::{Network, UdpLinkSocket};
 use inferlat::plan;
@@ -284,6 +286,17 @@ async fn connected(
     down: LinkParams,
     settings: &TransportSettings,
 ) -> (quinn::Endpoint, quinn::Connection) {
+    connected_to(clock, up, down, settings, serve_echo).await
+}
+
+/// [`connected`] to a server that `serve` runs.
+async fn connected_to(
+    clock: &Clock,
+    up: LinkParams,
+    down: LinkParams,
+    settings: &TransportSettings,
+    serve: impl FnOnce(quinn::Endpoint),
+) -> (quinn::Endpoint, quinn::Connection) {
     let net = Network::new(clock.clone());
     let (a, b): (SocketAddr, SocketAddr) = (
         "10.3.0.1:4433".parse().unwrap(),
@@ -301,7 +314,7 @@ async fn connected(
     let server =
         endpoint::endpoint(net.bind(b).unwrap(), Some(tls.server_with(server_side)), 3).unwrap();
     let client = endpoint::endpoint(net.bind(a).unwrap(), None, 4).unwrap();
-    serve_echo(server);
+    serve(server);
     let conn = client
         .connect_with(tls.client_with(client_side), b, SERVER_NAME)
         .unwrap()
@@ -401,4 +414,245 @@ fn slow_start_after_idle_costs_a_round_trip_each_way_after_an_rto_of_silence() {
             "exchange {i} after 150 ms idle: {t:.3} RTT"
         );
     }
+}
+
+// Nagle's algorithm (RFC 896; RFC 1122 §4.2.3.4; Linux's form with Minshall's change): a
+// partial segment waits while a small segment sent earlier is unacknowledged. What makes
+// it costly is the receiver's delayed acknowledgement: quinn acknowledges every second
+// ack-eliciting packet at once and a lone one after its max_ack_delay, 25 ms (RFC 9000
+// §18.2's default, quinn's TransportParameters). The paths below have no rate limit, so
+// every duration is the links' delays and that timer alone.
+
+/// The receiver's acknowledgement delay for a lone packet (RFC 9000 §18.2, quinn's default).
+const MAX_ACK_DELAY: Duration = Duration::from_millis(25);
+
+/// What the server saw of one stream: when each chunk arrived and the bytes so far.
+type Arrivals = Vec<(tokio::time::Instant, usize)>;
+
+/// A server that reads each stream to its end, answers with one byte, and reports when
+/// each chunk arrived.
+fn serve_timed(server: quinn::Endpoint, tx: tokio::sync::mpsc::UnboundedSender<Arrivals>) {
+    tokio::spawn(async move {
+        while let Some(incoming) = server.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut seen = Arrivals::new();
+                        let mut total = 0;
+                        while let Ok(Some(chunk)) = recv.read_chunk(usize::MAX, true).await {
+                            total += chunk.bytes.len();
+                            seen.push((tokio::time::Instant::now(), total));
+                        }
+                        let _ = tx.send(seen);
+                        let _ = send.write_all(&[1]).await;
+                        let _ = send.finish();
+                        let _ = send.stopped().await;
+                    });
+                }
+            });
+        }
+    });
+}
+
+/// What one exchange showed: its round trip, when the server saw how many bytes (from the
+/// first write), and the writer's segment size then (none without Nagle).
+#[derive(Debug)]
+struct Exchange {
+    took: Duration,
+    seen: Vec<(Duration, usize)>,
+    mss: Option<usize>,
+    /// Path MTU discovery sent a probe (an ack-eliciting packet) during the exchange.
+    probed: bool,
+}
+
+/// One exchange on `conn`: the `writes` one after another through the Nagle writer, then
+/// the answer.
+async fn nagle_exchange(
+    conn: &quinn::Connection,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<Arrivals>,
+    writes: &[usize],
+) -> Exchange {
+    let nagle = NagleState::of(conn);
+    let mss = nagle.as_ref().map(|n| n.mss());
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let t0 = tokio::time::Instant::now();
+    for &n in writes {
+        framed::write_nagle(&mut send, nagle.as_deref(), &vec![0x5a; n])
+            .await
+            .unwrap();
+    }
+    send.finish().unwrap();
+    let answer = recv.read_to_end(8).await.unwrap();
+    assert_eq!(answer, [1]);
+    let took = t0.elapsed();
+    let seen = rx.recv().await.unwrap();
+    let seen = seen.into_iter().map(|(at, n)| (at - t0, n)).collect();
+    Exchange {
+        took,
+        seen,
+        mss,
+        probed: false,
+    }
+}
+
+/// Runs `exchanges` of the given writes, 300 ms apart, on a 100 ms RTT path without a rate
+/// limit, with `nagle` on or off; returns each exchange's round trip and arrivals, and the
+/// small segments the writer held.
+fn nagle_run(nagle: bool, writes: &[usize], exchanges: usize) -> (Vec<Exchange>, u64) {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let settings = TransportSettings {
+        nagle,
+        ..TransportSettings::default()
+    };
+    let path = link(50, None, Queue::Packets(1000));
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_client, conn) = connected_to(&clock, path.clone(), path, &settings, |s| {
+            serve_timed(s, tx)
+        })
+        .await;
+        assert_eq!(NagleState::of(&conn).is_some(), nagle);
+        let mut out = Vec::new();
+        for _ in 0..exchanges {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let probes = conn.stats().path.sent_plpmtud_probes;
+            let mut x = nagle_exchange(&conn, &mut rx, writes).await;
+            x.probed = conn.stats().path.sent_plpmtud_probes > probes;
+            out.push(x);
+        }
+        let held = NagleState::of(&conn).map_or(0, |s| s.held());
+        eprintln!("nagle {nagle}, writes {writes:?}: {out:?}, held {held}");
+        (out, held)
+    })
+}
+
+const RTT: Duration = Duration::from_millis(100);
+
+/// Whether `got` is `want` to within quinn's 1 ms timer granularity.
+fn about(got: Duration, want: Duration) -> bool {
+    got.abs_diff(want) <= Duration::from_millis(1)
+}
+
+#[test]
+fn write_write_read_costs_one_round_trip_without_nagle() {
+    // Two small messages back to back (a header, then its body) and the reply: both leave
+    // at once, in one packet, and the reply comes one RTT later.
+    let (runs, held) = nagle_run(false, &[17, 200], 6);
+    assert_eq!(held, 0);
+    for (i, x) in runs.iter().enumerate() {
+        assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
+    }
+}
+
+#[test]
+fn with_nagle_the_second_small_write_waits_for_the_delayed_ack_of_the_first() {
+    // The first write leaves at once (nothing unacknowledged). The second waits for its
+    // acknowledgement: the server holds it for max_ack_delay (one packet, nothing of its
+    // own to send yet), so the ACK is back after RTT + 25 ms; the second message reaches
+    // the server half an RTT later, and the reply half an RTT after that: 2 RTT + 25 ms.
+    //
+    // Unless path MTU discovery sends a probe with the first write (it does during the
+    // first second of a connection): the probe is a second ack-eliciting packet, which
+    // the server acknowledges at once, so that exchange costs 2 RTT. A packet after a gap
+    // in the packet numbers is acknowledged at once too (RFC 9000 §13.2.1), and quinn
+    // skips one number now and then against optimistic acknowledgements (RFC 9000 §21.4;
+    // the first among packets 0..64, the next among 128..256, doubling): six exchanges of
+    // a few packets each meet at most one skip.
+    let n = 6;
+    let (runs, held) = nagle_run(true, &[17, 200], n);
+    assert_eq!(held, n as u64, "one held segment an exchange");
+    let delayed = 2 * RTT + MAX_ACK_DELAY;
+    let (mut at_once, mut probed) = (0, 0);
+    for (i, x) in runs.iter().enumerate() {
+        let (first, rest) = (x.seen[0], *x.seen.last().unwrap());
+        assert!(about(first.0, RTT / 2), "exchange {i}: {x:?}");
+        assert_eq!(first.1, 17, "exchange {i}: the first write arrived alone");
+        assert_eq!(rest.1, 217);
+        if about(x.took, delayed) {
+            assert!(
+                about(rest.0, RTT + RTT / 2 + MAX_ACK_DELAY),
+                "exchange {i}: {x:?}"
+            );
+        } else {
+            assert!(
+                about(x.took, 2 * RTT),
+                "exchange {i}: {x:?}, not {delayed:?}"
+            );
+            assert!(about(rest.0, RTT + RTT / 2), "exchange {i}: {x:?}");
+            match x.probed {
+                true => probed += 1,
+                false => at_once += 1,
+            }
+        }
+    }
+    assert!(
+        at_once <= 1,
+        "{at_once} of {n} exchanges without a probe or the ACK delay"
+    );
+    assert!(
+        probed + at_once < n / 2,
+        "most exchanges wait for the ACK timer"
+    );
+}
+
+#[test]
+fn with_nagle_a_lone_small_write_leaves_at_once() {
+    let (runs, held) = nagle_run(true, &[200], 6);
+    assert_eq!(held, 0);
+    for (i, x) in runs.iter().enumerate() {
+        assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
+    }
+}
+
+#[test]
+fn with_nagle_a_large_frame_leaves_at_once() {
+    // A decode step's hidden state: its whole segments, and its partial last one (no small
+    // segment is unacknowledged), all arrive after half an RTT.
+    let (runs, held) = nagle_run(true, &[MESSAGE], 6);
+    assert_eq!(held, 0);
+    for (i, x) in runs.iter().enumerate() {
+        assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
+        let last = x.seen.last().unwrap();
+        assert!(about(last.0, RTT / 2), "exchange {i}: {x:?}");
+        assert_eq!(last.1, MESSAGE);
+    }
+}
+
+#[test]
+fn with_nagle_a_small_write_then_a_large_one_holds_only_its_tail() {
+    // A 17-byte header, then a body of several segments. The header and the body's whole
+    // segments (of the segment size at the time: path MTU discovery raises it during the
+    // first exchanges) leave at once; the partial tail waits for the header's
+    // acknowledgement, which comes without delay: the whole segments make further
+    // ack-eliciting packets, and quinn acknowledges every second one at once. So the tail
+    // arrives one RTT after the rest, and nothing waits for the ACK timer.
+    let body = 11_660;
+    let (runs, held) = nagle_run(true, &[17, body], 6);
+    let mut tails = 0;
+    for (i, x) in runs.iter().enumerate() {
+        let mss = x.mss.unwrap();
+        let whole = body / mss * mss;
+        let early: usize = x
+            .seen
+            .iter()
+            .filter(|(at, _)| about(*at, RTT / 2))
+            .map(|&(_, n)| n)
+            .max()
+            .unwrap();
+        let last = x.seen.last().unwrap();
+        assert_eq!(last.1, 17 + body);
+        if whole == body {
+            assert_eq!(early, 17 + body, "exchange {i}: {x:?}");
+            assert!(about(x.took, RTT), "exchange {i}: {x:?}");
+            continue;
+        }
+        tails += 1;
+        assert_eq!(early, 17 + whole, "exchange {i}: {x:?}");
+        assert!(about(last.0, RTT + RTT / 2), "exchange {i}: {x:?}");
+        assert!(about(x.took, 2 * RTT), "exchange {i}: {x:?}");
+    }
+    assert_eq!(held, tails);
 }

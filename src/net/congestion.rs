@@ -166,3 +166,213 @@ impl Controller for Restart {
         self
     }
 }
+
+/// Bytes of a 1-RTT QUIC packet that are not stream data, at most: a short header with
+/// quinn's 8-byte connection IDs and a 4-byte packet number (13), the AEAD tag (16), and a
+/// STREAM frame's type, stream ID, offset and length (1 + 4 + 8 + 2). A Nagle segment of
+/// the path's MTU less this always fits one packet.
+pub const PACKET_OVERHEAD: u16 = 13 + 16 + 15;
+
+/// What a connection's Nagle writer (`net::framed::write_nagle`) and its congestion
+/// controller ([`NagleController`]) share: whether a small segment (less than a full
+/// packet of stream data) is still unacknowledged, the condition under which Linux's
+/// Nagle holds the next partial segment (Minshall's variant, `tcp_minshall_check`).
+///
+/// The writer marks a small segment before it writes it; the controller takes the first
+/// packet quinn sends after the mark that is not full-sized as the one carrying it, and
+/// clears the mark once an acknowledgement covers that packet number or leaves nothing
+/// in flight (the backstop, should the packet taken be an acknowledgement-only one).
+#[derive(Debug)]
+pub struct NagleState {
+    inner: std::sync::Mutex<NagleInner>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Debug, Default)]
+struct NagleInner {
+    /// A small segment was written and is not known to be acknowledged.
+    small_unacked: bool,
+    /// The packet number taken as the small segment's, once sent.
+    packet: Option<u64>,
+    /// The path's UDP payload size (quinn's current MTU).
+    mtu: u16,
+    /// Small segments the writer held back for an acknowledgement (for tests).
+    held: u64,
+}
+
+impl NagleState {
+    fn new(mtu: u16) -> Self {
+        NagleState {
+            inner: std::sync::Mutex::new(NagleInner {
+                mtu,
+                ..NagleInner::default()
+            }),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, NagleInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state of `conn`'s controller, if it is a [`NagleController`]'s.
+    pub fn of(conn: &quinn::Connection) -> Option<Arc<NagleState>> {
+        conn.congestion_state()
+            .into_any()
+            .downcast::<NagleController>()
+            .ok()
+            .map(|c| c.state.clone())
+    }
+
+    /// The largest segment of stream data one packet carries on the path now (TCP's MSS).
+    pub fn mss(&self) -> usize {
+        usize::from(self.lock().mtu.saturating_sub(PACKET_OVERHEAD).max(1))
+    }
+
+    /// Whether a small segment is unacknowledged.
+    pub fn small_unacked(&self) -> bool {
+        self.lock().small_unacked
+    }
+
+    /// Small segments that waited for an acknowledgement.
+    pub fn held(&self) -> u64 {
+        self.lock().held
+    }
+
+    /// Waits until no small segment is unacknowledged, then marks the one about to be
+    /// written as unacknowledged.
+    pub async fn send_small(&self) {
+        let mut counted = false;
+        loop {
+            let notified = self.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut s = self.lock();
+                if !s.small_unacked {
+                    s.small_unacked = true;
+                    s.packet = None;
+                    return;
+                }
+                if !counted {
+                    s.held += 1;
+                    counted = true;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn on_sent(&self, bytes: u64, packet: u64) {
+        let mut s = self.lock();
+        if s.small_unacked && s.packet.is_none() && bytes < u64::from(s.mtu) {
+            s.packet = Some(packet);
+        }
+    }
+
+    fn on_end_acks(&self, in_flight: u64, largest_acked: Option<u64>) {
+        let mut s = self.lock();
+        let covered = matches!((s.packet, largest_acked), (Some(p), Some(l)) if l >= p);
+        if s.small_unacked && (in_flight == 0 || covered) {
+            s.small_unacked = false;
+            s.packet = None;
+            drop(s);
+            self.notify.notify_waiters();
+        }
+    }
+
+    fn on_mtu_update(&self, mtu: u16) {
+        self.lock().mtu = mtu;
+    }
+}
+
+/// Builds [`NagleController`]s around another factory's controllers.
+pub struct NagleFactory {
+    pub inner: Factory,
+}
+
+impl ControllerFactory for NagleFactory {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(NagleController {
+            inner: self.inner.clone().build(now, current_mtu),
+            state: Arc::new(NagleState::new(current_mtu)),
+        })
+    }
+}
+
+/// A controller that leaves the window to the one it wraps and tells its connection's
+/// Nagle writer when small segments are acknowledged ([`NagleState`]). Clones (what
+/// `Connection::congestion_state` returns) share the state.
+pub struct NagleController {
+    inner: Box<dyn Controller>,
+    state: Arc<NagleState>,
+}
+
+impl Controller for NagleController {
+    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        self.state.on_sent(bytes, last_packet_number);
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.state.on_end_acks(in_flight, largest_packet_num_acked);
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.state.on_mtu_update(new_mtu);
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(NagleController {
+            inner: self.inner.clone_box(),
+            state: self.state.clone(),
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}

@@ -5,7 +5,9 @@
 //! size (ECDSA signatures vary by a byte or two), and each endpoint's random numbers are
 //! seeded from the scenario: on the virtual clock, two runs with one seed are identical.
 
-use crate::net::congestion::{Factory, RestartFactory};
+use crate::net::congestion::{Factory, NagleFactory, RestartFactory};
+#[cfg(doc)]
+use crate::net::congestion::{NagleController, NagleState};
 use crate::net::params::{Congestion, LinkParams, Queue, Quic, WIRE_OVERHEAD};
 use anyhow::Context as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -44,6 +46,9 @@ pub struct TransportSettings {
     /// The window restarts from `initial_window` after an idle period longer than TCP's
     /// retransmission timeout (`net::congestion`).
     pub slow_start_after_idle: bool,
+    /// Writes through `net::framed::write_nagle` follow Nagle's algorithm: the connection's
+    /// controller is a [`NagleController`], whose state [`NagleState::of`] finds.
+    pub nagle: bool,
 }
 
 /// Ethernet's standard MTU: a link's `mtu` above it carries jumbo frames.
@@ -148,6 +153,7 @@ impl Default for TransportSettings {
             initial_window: 12_000,
             warm: true,
             slow_start_after_idle: false,
+            nagle: false,
         }
     }
 }
@@ -181,6 +187,9 @@ impl TransportSettings {
         }
         if let Some(r) = q.slow_start_after_idle {
             self.slow_start_after_idle = r;
+        }
+        if let Some(n) = q.nagle {
+            self.nagle = n;
         }
         self
     }
@@ -254,6 +263,10 @@ impl TransportSettings {
             })
         } else {
             start
+        };
+        let cc: Factory = match self.nagle {
+            true => Arc::new(NagleFactory { inner: cc }),
+            false => cc,
         };
         t.congestion_controller_factory(cc);
         if let Some(bound) = path.and_then(PathShape::jumbo_payload) {

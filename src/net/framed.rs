@@ -1,5 +1,7 @@
-//! Frames over quinn streams: the I/O half of the wire codec.
+//! Frames over quinn streams: the I/O half of the wire codec, and a writer that applies
+//! Nagle's algorithm ([`write_nagle`]) on a connection whose transport states `nagle`.
 
+use super::congestion::NagleState;
 use super::wire::{self, Frame, HEADER_LEN, WireError};
 use quinn::{RecvStream, SendStream};
 
@@ -30,6 +32,51 @@ pub async fn write_frame(
     buf.clear();
     wire::encode(frame, buf)?;
     send.write_all(buf).await?;
+    Ok(())
+}
+
+/// Writes `bytes` as a TCP socket with Nagle's algorithm on would send them (RFC 896,
+/// RFC 1122 §4.2.3.4, in Linux's form with Minshall's change): the whole segments of
+/// [`NagleState::mss`] bytes leave at once, and so does the partial last one unless a
+/// small segment sent earlier on the connection is unacknowledged; then it waits for that
+/// acknowledgement. Without a `nagle` state (`TCP_NODELAY`) every byte leaves at once.
+///
+/// Unlike a socket's `write`, which returns once the kernel holds the bytes, this returns
+/// when the held segment has been handed to quinn: a writer that would do other work
+/// meanwhile waits too. Writes of several streams held at once leave together when the
+/// acknowledgement comes, in as few packets as quinn packs them into, as TCP coalesces
+/// small writes into one segment.
+pub async fn write_nagle(
+    send: &mut SendStream,
+    nagle: Option<&NagleState>,
+    bytes: &[u8],
+) -> Result<(), quinn::WriteError> {
+    let Some(nagle) = nagle else {
+        return send.write_all(bytes).await;
+    };
+    let mss = nagle.mss();
+    let whole = bytes.len() / mss * mss;
+    if whole > 0 {
+        send.write_all(&bytes[..whole]).await?;
+    }
+    let tail = &bytes[whole..];
+    if !tail.is_empty() {
+        nagle.send_small().await;
+        send.write_all(tail).await?;
+    }
+    Ok(())
+}
+
+/// [`write_frame`] through [`write_nagle`].
+pub async fn write_frame_nagle(
+    send: &mut SendStream,
+    nagle: Option<&NagleState>,
+    frame: &Frame,
+    buf: &mut Vec<u8>,
+) -> Result<(), FrameIoError> {
+    buf.clear();
+    wire::encode(frame, buf)?;
+    write_nagle(send, nagle, buf).await?;
     Ok(())
 }
 

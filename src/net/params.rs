@@ -430,6 +430,10 @@ pub struct Quic {
     /// Whether the window restarts from `initial_window` after an idle period (TCP's
     /// slow start after idle); default false.
     pub slow_start_after_idle: Option<bool>,
+    /// Whether writes follow Nagle's algorithm (a partial segment waits while an earlier
+    /// small one is unacknowledged, `net::framed::write_nagle`); default false, as with
+    /// `TCP_NODELAY`.
+    pub nagle: Option<bool>,
 }
 
 impl Quic {
@@ -443,6 +447,11 @@ impl Quic {
         match self.slow_start_after_idle {
             Some(true) => parts.push("slow start after idle".into()),
             Some(false) => parts.push("no slow start after idle".into()),
+            None => {}
+        }
+        match self.nagle {
+            Some(true) => parts.push("nagle".into()),
+            Some(false) => parts.push("no nagle".into()),
             None => {}
         }
         match self.warm {

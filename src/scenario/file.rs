@@ -52,6 +52,7 @@ pub(super) struct RawQuic {
     pub(super) congestion: Option<String>,
     pub(super) warm: Option<bool>,
     pub(super) slow_start_after_idle: Option<bool>,
+    pub(super) nagle: Option<bool>,
 }
 
 #[derive(Deserialize)]

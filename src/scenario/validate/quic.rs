@@ -60,6 +60,7 @@ pub(super) fn check_at(cx: &mut Context, q: &RawQuic, qp: FieldPath) -> Quic {
         congestion,
         warm: q.warm,
         slow_start_after_idle: q.slow_start_after_idle,
+        nagle: q.nagle,
     }
 }
 
