@@ -376,3 +376,55 @@ impl Controller for NagleController {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls `send_small` once: whether it went through without waiting.
+    fn sends_at_once(s: &NagleState) -> bool {
+        let mut f = std::pin::pin!(s.send_small());
+        f.as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+            .is_ready()
+    }
+
+    #[test]
+    fn a_small_segment_waits_until_an_ack_covers_the_last_small_packet() {
+        let s = NagleState::new(1452);
+        assert_eq!(s.mss(), 1452 - 44);
+        // Nothing unacknowledged: the first small segment goes and is marked.
+        assert!(sends_at_once(&s));
+        assert!(s.small_unacked());
+        // A full-sized packet is not the small segment's; the next smaller one is.
+        s.on_sent(1452, 7);
+        s.on_sent(300, 8);
+        s.on_sent(40, 9);
+        assert!(
+            !sends_at_once(&s),
+            "held while the small segment is unacknowledged"
+        );
+        assert_eq!(s.held(), 1);
+        // An acknowledgement of packets before it changes nothing.
+        s.on_end_acks(1000, Some(7));
+        assert!(s.small_unacked());
+        // One that covers packet 8 clears it.
+        s.on_end_acks(500, Some(8));
+        assert!(!s.small_unacked());
+        assert!(sends_at_once(&s));
+        // Nothing in flight clears it too, whichever packet was taken.
+        s.on_sent(60, 10);
+        s.on_end_acks(0, Some(3));
+        assert!(!s.small_unacked());
+    }
+
+    #[test]
+    fn the_segment_size_follows_the_path_mtu() {
+        let s = NagleState::new(1200);
+        assert_eq!(s.mss(), 1156);
+        s.on_mtu_update(1452);
+        assert_eq!(s.mss(), 1408);
+    }
+}

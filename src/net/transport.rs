@@ -4,10 +4,15 @@
 //! states the same fields one by one. Either overrides `[quic]` for the connection
 //! directions that send on the link; `docs/links.md` has the measurements.
 //!
-//! Nagle's algorithm (a small write waits for the previous segment's acknowledgement
-//! unless `TCP_NODELAY`) is not modelled: quinn sends each write at once, as with
-//! `TCP_NODELAY`, which every system inferlat models sets or does not need (see
-//! `docs/links.md`).
+//! Nagle's algorithm is the `nagle` field (default false: every write leaves at once, as
+//! with `TCP_NODELAY`). With it, a connection's controller is a
+//! `net::congestion::NagleController` and `net::framed::write_nagle` holds a partial
+//! segment while a small one sent earlier is unacknowledged (Linux's rule); the receiver's
+//! delayed acknowledgement that makes this cost time is quinn's own (a lone packet after
+//! 25 ms, every second one at once). No preset sets it: the systems inferlat models set
+//! `TCP_NODELAY` (ggml-rpc's `transport.cpp`, distributed-llama's `nn-network.cpp`), so
+//! `tcp-linux` keeps it off, and a run refuses `nagle = true` until the harness writes
+//! through `write_nagle` (`tests/transport.rs` measures it; see `docs/links.md`).
 
 use crate::net::params::Quic;
 
@@ -72,5 +77,9 @@ mod tests {
         );
         let tcp = (TransportPreset::find("tcp-linux").unwrap().settings)();
         assert_eq!(tcp.slow_start_after_idle, Some(true));
+        // The modelled systems set TCP_NODELAY: no preset turns Nagle on.
+        for p in TRANSPORT_PRESETS {
+            assert_ne!((p.settings)().nagle, Some(true), "{}", p.name);
+        }
     }
 }

@@ -478,10 +478,19 @@ impl<'de> Deserialize<'de> for RawTransport {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         match toml::Value::deserialize(d)? {
             toml::Value::String(s) => Ok(RawTransport::Named(s)),
-            v @ toml::Value::Table(_) => v
+            toml::Value::Table(t) => toml::Value::Table(t.clone())
                 .try_into::<RawQuic>()
                 .map(|q| RawTransport::Table(Box::new(q)))
-                .map_err(|e| de::Error::custom(format!("transport: {}", e.message().trim()))),
+                .map_err(|e| {
+                    // Name the field at fault: the first entry that fails on its own.
+                    let culprit = t.iter().find(|&(k, v)| {
+                        let mut one = toml::Table::new();
+                        one.insert(k.clone(), v.clone());
+                        toml::Value::Table(one).try_into::<RawQuic>().is_err()
+                    });
+                    let at = culprit.map_or(String::new(), |(k, _)| format!(".{k}"));
+                    de::Error::custom(format!("transport{at}: {}", e.message().trim()))
+                }),
             other => Err(de::Error::custom(format!(
                 "invalid transport {other}: expected a preset name like \"tcp-linux\" or a table of [quic] fields like {{ slow_start_after_idle = true }}"
             ))),
