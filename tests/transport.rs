@@ -498,15 +498,24 @@ async fn nagle_exchange(
     }
 }
 
-/// Runs `exchanges` of the given writes, 300 ms apart, on a 100 ms RTT path without a rate
-/// limit, with `nagle` on or off; returns each exchange's round trip and arrivals, and the
-/// small segments the writer held.
-fn nagle_run(nagle: bool, writes: &[usize], exchanges: usize) -> (Vec<Exchange>, u64) {
-    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
-    let settings = TransportSettings {
-        nagle,
+/// The default settings with Nagle on or off.
+fn nagle(on: bool) -> TransportSettings {
+    TransportSettings {
+        nagle: on,
         ..TransportSettings::default()
-    };
+    }
+}
+
+/// Runs `exchanges` of the given writes, 300 ms apart, on a 100 ms RTT path without a rate
+/// limit; returns each exchange's round trip and arrivals, and the small segments the
+/// writer held.
+fn nagle_run(
+    settings: TransportSettings,
+    writes: &[usize],
+    exchanges: usize,
+) -> (Vec<Exchange>, u64) {
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let nagle = settings.nagle;
     let path = link(50, None, Queue::Packets(1000));
     rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -540,7 +549,7 @@ fn about(got: Duration, want: Duration) -> bool {
 fn write_write_read_costs_one_round_trip_without_nagle() {
     // Two small messages back to back (a header, then its body) and the reply: both leave
     // at once, in one packet, and the reply comes one RTT later.
-    let (runs, held) = nagle_run(false, &[17, 200], 6);
+    let (runs, held) = nagle_run(nagle(false), &[17, 200], 6);
     assert_eq!(held, 0);
     for (i, x) in runs.iter().enumerate() {
         assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
@@ -562,7 +571,7 @@ fn with_nagle_the_second_small_write_waits_for_the_delayed_ack_of_the_first() {
     // the first among packets 0..64, the next among 128..256, doubling): six exchanges of
     // a few packets each meet at most one skip.
     let n = 6;
-    let (runs, held) = nagle_run(true, &[17, 200], n);
+    let (runs, held) = nagle_run(nagle(true), &[17, 200], n);
     assert_eq!(held, n as u64, "one held segment an exchange");
     let delayed = 2 * RTT + MAX_ACK_DELAY;
     let (mut at_once, mut probed) = (0, 0);
@@ -600,7 +609,7 @@ fn with_nagle_the_second_small_write_waits_for_the_delayed_ack_of_the_first() {
 
 #[test]
 fn with_nagle_a_lone_small_write_leaves_at_once() {
-    let (runs, held) = nagle_run(true, &[200], 6);
+    let (runs, held) = nagle_run(nagle(true), &[200], 6);
     assert_eq!(held, 0);
     for (i, x) in runs.iter().enumerate() {
         assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
@@ -611,7 +620,7 @@ fn with_nagle_a_lone_small_write_leaves_at_once() {
 fn with_nagle_a_large_frame_leaves_at_once() {
     // A decode step's hidden state: its whole segments, and its partial last one (no small
     // segment is unacknowledged), all arrive after half an RTT.
-    let (runs, held) = nagle_run(true, &[MESSAGE], 6);
+    let (runs, held) = nagle_run(nagle(true), &[MESSAGE], 6);
     assert_eq!(held, 0);
     for (i, x) in runs.iter().enumerate() {
         assert!(about(x.took, RTT), "exchange {i}: {x:?}, not {RTT:?}");
@@ -630,7 +639,7 @@ fn with_nagle_a_small_write_then_a_large_one_holds_only_its_tail() {
     // ack-eliciting packets, and quinn acknowledges every second one at once. So the tail
     // arrives one RTT after the rest, and nothing waits for the ACK timer.
     let body = 11_660;
-    let (runs, held) = nagle_run(true, &[17, body], 6);
+    let (runs, held) = nagle_run(nagle(true), &[17, body], 6);
     let mut tails = 0;
     for (i, x) in runs.iter().enumerate() {
         let mss = x.mss.unwrap();
@@ -655,4 +664,30 @@ fn with_nagle_a_small_write_then_a_large_one_holds_only_its_tail() {
         assert!(about(x.took, 2 * RTT), "exchange {i}: {x:?}");
     }
     assert_eq!(held, tails);
+}
+
+#[test]
+fn with_nagle_and_linux_s_40_ms_ack_delay_write_write_read_costs_two_rtts_and_40_ms() {
+    // Linux's delayed acknowledgement is at least TCP_DELACK_MIN, 40 ms. The sender asks
+    // for it with an ACK_FREQUENCY frame (quinn grants up to the larger of the RTT, here
+    // 100 ms, and 25 ms), so the second write waits 40 ms longer than the RTT.
+    let n = 6;
+    let settings = TransportSettings {
+        max_ack_delay_ms: Some(40.0),
+        ..nagle(true)
+    };
+    let (runs, held) = nagle_run(settings, &[17, 200], n);
+    assert_eq!(held, n as u64);
+    let delay = Duration::from_millis(40);
+    let delayed = runs
+        .iter()
+        .filter(|x| about(x.took, 2 * RTT + delay))
+        .count();
+    for (i, x) in runs.iter().enumerate() {
+        assert!(
+            about(x.took, 2 * RTT + delay) || (x.probed && about(x.took, 2 * RTT)),
+            "exchange {i}: {x:?}"
+        );
+    }
+    assert!(delayed > n / 2, "{delayed} of {n} exchanges waited 40 ms");
 }

@@ -381,7 +381,7 @@ impl Controller for NagleController {
 mod tests {
     use super::*;
     use std::future::Future;
-    use std::task::{Context, Poll, Waker};
+    use std::task::{Context, Waker};
 
     /// Polls `send_small` once: whether it went through without waiting.
     fn sends_at_once(s: &NagleState) -> bool {

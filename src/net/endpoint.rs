@@ -49,6 +49,11 @@ pub struct TransportSettings {
     /// Writes through `net::framed::write_nagle` follow Nagle's algorithm: the connection's
     /// controller is a [`NagleController`], whose state [`NagleState::of`] finds.
     pub nagle: bool,
+    /// The longest the peer may delay acknowledging a lone packet this side sends, asked
+    /// of it with an ACK_FREQUENCY frame (quinn caps it at the larger of the RTT and
+    /// 25 ms); none: the peer's own `max_ack_delay` (25 ms for quinn, RFC 9000's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_ack_delay_ms: Option<f64>,
 }
 
 /// Ethernet's standard MTU: a link's `mtu` above it carries jumbo frames.
@@ -154,6 +159,7 @@ impl Default for TransportSettings {
             warm: true,
             slow_start_after_idle: false,
             nagle: false,
+            max_ack_delay_ms: None,
         }
     }
 }
@@ -190,6 +196,9 @@ impl TransportSettings {
         }
         if let Some(n) = q.nagle {
             self.nagle = n;
+        }
+        if let Some(d) = q.max_ack_delay {
+            self.max_ack_delay_ms = Some(d.as_secs_f64() * 1e3);
         }
         self
     }
@@ -269,6 +278,16 @@ impl TransportSettings {
             false => cc,
         };
         t.congestion_controller_factory(cc);
+        if let Some(ms) = self.max_ack_delay_ms {
+            let mut ack = quinn::AckFrequencyConfig::default();
+            // Acknowledge every second ack-eliciting packet at once (as without the
+            // extension, and as Linux acknowledges every second full segment), and a packet
+            // out of order at once (RFC 9000's rule; the extension's default waits for 2).
+            ack.ack_eliciting_threshold(1u32.into())
+                .reordering_threshold(1u32.into())
+                .max_ack_delay(Some(Duration::from_secs_f64(ms / 1e3)));
+            t.ack_frequency_config(Some(ack));
+        }
         if let Some(bound) = path.and_then(PathShape::jumbo_payload) {
             let mut mtud = quinn::MtuDiscoveryConfig::default();
             mtud.upper_bound(bound);

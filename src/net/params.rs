@@ -434,6 +434,9 @@ pub struct Quic {
     /// small one is unacknowledged, `net::framed::write_nagle`); default false, as with
     /// `TCP_NODELAY`.
     pub nagle: Option<bool>,
+    /// The longest the receiver may hold the acknowledgement of a lone packet this side
+    /// sends (QUIC's ACK_FREQUENCY request); none: the receiver's own 25 ms.
+    pub max_ack_delay: Option<Duration>,
 }
 
 impl Quic {
@@ -453,6 +456,9 @@ impl Quic {
             Some(true) => parts.push("nagle".into()),
             Some(false) => parts.push("no nagle".into()),
             None => {}
+        }
+        if let Some(d) = self.max_ack_delay {
+            parts.push(format!("max_ack_delay {}", format_duration(d)));
         }
         match self.warm {
             Some(true) => parts.push("warm".into()),

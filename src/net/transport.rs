@@ -8,8 +8,8 @@
 //! with `TCP_NODELAY`). With it, a connection's controller is a
 //! `net::congestion::NagleController` and `net::framed::write_nagle` holds a partial
 //! segment while a small one sent earlier is unacknowledged (Linux's rule); the receiver's
-//! delayed acknowledgement that makes this cost time is quinn's own (a lone packet after
-//! 25 ms, every second one at once). No preset sets it: the systems inferlat models set
+//! delayed acknowledgement that makes this cost time is quinn's (a lone packet after 25 ms,
+//! every second one at once), or what `max_ack_delay` asks of the peer (Linux: 40 ms). No preset sets it: the systems inferlat models set
 //! `TCP_NODELAY` (ggml-rpc's `transport.cpp`, distributed-llama's `nn-network.cpp`), so
 //! `tcp-linux` keeps it off, and a run refuses `nagle = true` until the harness writes
 //! through `write_nagle` (`tests/transport.rs` measures it; see `docs/links.md`).

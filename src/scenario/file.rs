@@ -53,6 +53,7 @@ pub(super) struct RawQuic {
     pub(super) warm: Option<bool>,
     pub(super) slow_start_after_idle: Option<bool>,
     pub(super) nagle: Option<bool>,
+    pub(super) max_ack_delay: Option<Dur>,
 }
 
 #[derive(Deserialize)]

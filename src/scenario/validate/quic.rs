@@ -44,6 +44,17 @@ pub(super) fn check_at(cx: &mut Context, q: &RawQuic, qp: FieldPath) -> Quic {
             ),
         );
     }
+    if let Some(d) = q.max_ack_delay
+        && d.get() >= Duration::from_millis(1 << 14)
+    {
+        cx.err(
+            qp.key("max_ack_delay"),
+            format!(
+                "max_ack_delay {} is too long: QUIC's acknowledgement delays are below 2^14 ms (16.384 s, RFC 9000 §18.2)",
+                format_duration(d.get())
+            ),
+        );
+    }
     if q.nagle == Some(true) {
         cx.err(
             qp.key("nagle"),
@@ -67,6 +78,7 @@ pub(super) fn check_at(cx: &mut Context, q: &RawQuic, qp: FieldPath) -> Quic {
         warm: q.warm,
         slow_start_after_idle: q.slow_start_after_idle,
         nagle: q.nagle,
+        max_ack_delay: positive(cx, &qp, q.max_ack_delay, "max_ack_delay"),
     }
 }
 
