@@ -691,3 +691,42 @@ fn with_nagle_and_linux_s_40_ms_ack_delay_write_write_read_costs_two_rtts_and_40
     }
     assert!(delayed > n / 2, "{delayed} of {n} exchanges waited 40 ms");
 }
+
+#[test]
+fn a_held_write_fails_when_the_connection_is_lost_instead_of_waiting_forever() {
+    // The second small write waits for the first's ACK (due after RTT + 25 ms); the
+    // connection is closed locally after 60 ms, so no ACK will ever be processed: the held
+    // write must end with an error.
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let path = link(50, None, Queue::Packets(1000));
+    rt.block_on(async {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_client, conn) = connected_to(&clock, path.clone(), path, &nagle(true), |s| {
+            serve_timed(s, tx)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let state = NagleState::of(&conn).unwrap();
+        let (mut send, _recv) = conn.open_bi().await.unwrap();
+        framed::write_nagle(&mut send, Some(&state), &[1; 17])
+            .await
+            .unwrap();
+        let closer = conn.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            closer.close(0u32.into(), b"bye");
+        });
+        let held = tokio::time::timeout(
+            Duration::from_secs(10),
+            framed::write_nagle(&mut send, Some(&state), &[2; 200]),
+        )
+        .await
+        .expect("the held write still waits 10 s after the connection closed");
+        assert!(held.is_err(), "{held:?}");
+        assert_eq!(state.held(), 1);
+        assert!(
+            state.small_unacked(),
+            "no ACK came: the write ended on the close"
+        );
+    });
+}

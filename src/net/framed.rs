@@ -61,7 +61,13 @@ pub async fn write_nagle(
     }
     let tail = &bytes[whole..];
     if !tail.is_empty() {
-        nagle.send_small().await;
+        // A stream the peer stopped, or a connection that is lost, will never see the
+        // acknowledgement: the write below then fails instead of waiting forever.
+        tokio::select! {
+            biased;
+            () = nagle.send_small() => {}
+            _ = send.stopped() => {}
+        }
         send.write_all(tail).await?;
     }
     Ok(())
