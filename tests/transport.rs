@@ -730,3 +730,60 @@ fn a_held_write_fails_when_the_connection_is_lost_instead_of_waiting_forever() {
         );
     });
 }
+
+#[test]
+fn with_nagle_later_writes_join_a_held_segment_and_leave_as_whole_segments() {
+    // A 17-byte message, then an activations frame written as its 17-byte header and its
+    // payload (two writes, as `write_activations` makes them). The frame's header is held
+    // (the first message is unacknowledged), the payload joins it, and the whole segments
+    // of the two together leave at once, as a socket's send queue would send them; only
+    // the partial last one waits. The whole segments draw an immediate ACK (every second
+    // packet), so the tail leaves one RTT later: the exchange costs 2 RTT, where holding
+    // the header on its own would have waited for the 25 ms ACK timer as well.
+    let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+    let path = link(50, None, Queue::Packets(1000));
+    let payload = 3_000;
+    let frame = 17 + payload;
+    rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_client, conn) = connected_to(&clock, path.clone(), path, &nagle(true), |s| {
+            serve_timed(s, tx)
+        })
+        .await;
+        // Past path MTU discovery's probes.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let state = NagleState::of(&conn).unwrap();
+        let mss = state.mss();
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let t0 = tokio::time::Instant::now();
+        framed::write_nagle(&mut send, Some(&state), &[1; 17])
+            .await
+            .unwrap();
+        framed::write_activations_nagle(&mut send, Some(&state), 7, 1, payload)
+            .await
+            .unwrap();
+        send.finish().unwrap();
+        recv.read_to_end(8).await.unwrap();
+        let took = t0.elapsed();
+        let seen: Vec<(Duration, usize)> = rx
+            .recv()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(at, n)| (at - t0, n))
+            .collect();
+        eprintln!("mss {mss}: {took:?}, {seen:?}, held {}", state.held());
+        let early = seen
+            .iter()
+            .filter(|(at, _)| about(*at, RTT / 2))
+            .map(|&(_, n)| n)
+            .max()
+            .unwrap();
+        assert_eq!(early, 17 + frame / mss * mss, "{seen:?}");
+        let last = seen.last().unwrap();
+        assert_eq!(last.1, 17 + frame);
+        assert!(about(last.0, RTT + RTT / 2), "{seen:?}");
+        assert!(about(took, 2 * RTT), "{took:?}");
+        assert_eq!(state.held(), 1, "one held segment: the header and the tail");
+    });
+}

@@ -239,10 +239,35 @@ impl NagleState {
         self.lock().held
     }
 
+    /// Marks the small segment about to be written as unacknowledged if none is; false if
+    /// one is (the caller holds its segment and counts it with [`count_held`](Self::count_held)).
+    pub fn try_send_small(&self) -> bool {
+        let mut s = self.lock();
+        if s.small_unacked {
+            return false;
+        }
+        s.small_unacked = true;
+        s.packet = None;
+        true
+    }
+
     /// Waits until no small segment is unacknowledged, then marks the one about to be
     /// written as unacknowledged.
     pub async fn send_small(&self) {
-        let mut counted = false;
+        self.wait_and_mark(false).await
+    }
+
+    /// Counts a segment held for an acknowledgement.
+    pub fn count_held(&self) {
+        self.lock().held += 1;
+    }
+
+    /// [`send_small`](Self::send_small) for a segment already counted as held.
+    pub async fn send_held(&self) {
+        self.wait_and_mark(true).await
+    }
+
+    async fn wait_and_mark(&self, mut counted: bool) {
         loop {
             let notified = self.notify.notified();
             let mut notified = std::pin::pin!(notified);

@@ -35,11 +35,77 @@ pub async fn write_frame(
     Ok(())
 }
 
-/// Writes `bytes` as a TCP socket with Nagle's algorithm on would send them (RFC 896,
-/// RFC 1122 §4.2.3.4, in Linux's form with Minshall's change): the whole segments of
-/// [`NagleState::mss`] bytes leave at once, and so does the partial last one unless a
-/// small segment sent earlier on the connection is unacknowledged; then it waits for that
-/// acknowledgement. Without a `nagle` state (`TCP_NODELAY`) every byte leaves at once.
+/// Writes to one stream as a TCP socket with Nagle's algorithm on sends (RFC 896, RFC 1122
+/// §4.2.3.4, in Linux's form with Minshall's change): whole segments of
+/// [`NagleState::mss`] bytes leave at once, and so does a partial last one unless a small
+/// segment sent earlier on the connection is unacknowledged; then it stays here, and the
+/// next write's bytes join it, as later writes join the last partial segment of a socket's
+/// send queue, so that they too leave as whole segments. [`NagleWriter::flush`] waits for
+/// the acknowledgement and sends what is held (a message's end, before its writer reads).
+pub struct NagleWriter<'a> {
+    send: &'a mut SendStream,
+    nagle: &'a NagleState,
+    held: Vec<u8>,
+    /// What is held has been counted ([`NagleState::held`]).
+    counted: bool,
+}
+
+impl<'a> NagleWriter<'a> {
+    pub fn new(send: &'a mut SendStream, nagle: &'a NagleState) -> Self {
+        NagleWriter {
+            send,
+            nagle,
+            held: Vec::new(),
+            counted: false,
+        }
+    }
+
+    /// Sends what Nagle's algorithm lets go of `bytes` (after what is held) and holds the rest.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), quinn::WriteError> {
+        self.held.extend_from_slice(bytes);
+        let mss = self.nagle.mss();
+        let whole = self.held.len() / mss * mss;
+        if whole > 0 {
+            self.send.write_all(&self.held[..whole]).await?;
+            self.held.drain(..whole);
+        }
+        if self.held.is_empty() {
+            self.counted = false;
+            return Ok(());
+        }
+        if self.nagle.try_send_small() {
+            self.send.write_all(&self.held).await?;
+            self.held.clear();
+            self.counted = false;
+        } else if !self.counted {
+            self.nagle.count_held();
+            self.counted = true;
+        }
+        Ok(())
+    }
+
+    /// Sends what is held once no small segment is unacknowledged. A stream the peer
+    /// stopped, or a connection that is lost, will never see that acknowledgement: the
+    /// write then fails instead of waiting forever.
+    pub async fn flush(&mut self) -> Result<(), quinn::WriteError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            biased;
+            () = self.nagle.send_held() => {}
+            _ = self.send.stopped() => {}
+        }
+        self.send.write_all(&self.held).await?;
+        self.held.clear();
+        self.counted = false;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` as one write to a TCP socket with Nagle's algorithm on ([`NagleWriter`])
+/// and waits for what it holds to leave. Without a `nagle` state (`TCP_NODELAY`) every
+/// byte leaves at once.
 ///
 /// Unlike a socket's `write`, which returns once the kernel holds the bytes, this returns
 /// when the held segment has been handed to quinn: a writer that would do other work
@@ -54,23 +120,9 @@ pub async fn write_nagle(
     let Some(nagle) = nagle else {
         return send.write_all(bytes).await;
     };
-    let mss = nagle.mss();
-    let whole = bytes.len() / mss * mss;
-    if whole > 0 {
-        send.write_all(&bytes[..whole]).await?;
-    }
-    let tail = &bytes[whole..];
-    if !tail.is_empty() {
-        // A stream the peer stopped, or a connection that is lost, will never see the
-        // acknowledgement: the write below then fails instead of waiting forever.
-        tokio::select! {
-            biased;
-            () = nagle.send_small() => {}
-            _ = send.stopped() => {}
-        }
-        send.write_all(tail).await?;
-    }
-    Ok(())
+    let mut w = NagleWriter::new(send, nagle);
+    w.write(bytes).await?;
+    w.flush().await
 }
 
 /// [`write_frame`] through [`write_nagle`].
@@ -86,6 +138,20 @@ pub async fn write_frame_nagle(
     Ok(())
 }
 
+/// The header of an activations frame of `len` bytes of hidden states.
+fn activations_head(id: u64, tokens: u32, len: usize) -> Result<Vec<u8>, WireError> {
+    let payload = u32::try_from(12 + len).map_err(|_| WireError::TooLarge {
+        len: u32::MAX,
+        max: u32::MAX,
+    })?;
+    let mut head = Vec::with_capacity(HEADER_LEN + 12);
+    head.push(wire::Kind::Activations as u8);
+    head.extend_from_slice(&payload.to_be_bytes());
+    head.extend_from_slice(&id.to_be_bytes());
+    head.extend_from_slice(&tokens.to_be_bytes());
+    Ok(head)
+}
+
 /// Writes an activations frame of `len` bytes of hidden states without building it in
 /// memory (the bytes are zeros: only their number matters to the network).
 pub async fn write_activations(
@@ -95,16 +161,7 @@ pub async fn write_activations(
     len: usize,
 ) -> Result<(), FrameIoError> {
     static ZEROS: [u8; READ_CHUNK] = [0; READ_CHUNK];
-    let payload = 12 + len;
-    let payload = u32::try_from(payload).map_err(|_| WireError::TooLarge {
-        len: u32::MAX,
-        max: u32::MAX,
-    })?;
-    let mut head = Vec::with_capacity(HEADER_LEN + 12);
-    head.push(wire::Kind::Activations as u8);
-    head.extend_from_slice(&payload.to_be_bytes());
-    head.extend_from_slice(&id.to_be_bytes());
-    head.extend_from_slice(&tokens.to_be_bytes());
+    let head = activations_head(id, tokens, len)?;
     send.write_all(&head).await?;
     let mut left = len;
     while left > 0 {
@@ -112,6 +169,33 @@ pub async fn write_activations(
         send.write_all(&ZEROS[..n]).await?;
         left -= n;
     }
+    Ok(())
+}
+
+/// [`write_activations`] through a [`NagleWriter`]: its header and payload as the separate
+/// writes `write_activations` makes, so the header's small segment and each partial
+/// segment meet Nagle's algorithm as a socket's would.
+pub async fn write_activations_nagle(
+    send: &mut SendStream,
+    nagle: Option<&NagleState>,
+    id: u64,
+    tokens: u32,
+    len: usize,
+) -> Result<(), FrameIoError> {
+    let Some(nagle) = nagle else {
+        return write_activations(send, id, tokens, len).await;
+    };
+    static ZEROS: [u8; READ_CHUNK] = [0; READ_CHUNK];
+    let head = activations_head(id, tokens, len)?;
+    let mut w = NagleWriter::new(send, nagle);
+    w.write(&head).await?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(READ_CHUNK);
+        w.write(&ZEROS[..n]).await?;
+        left -= n;
+    }
+    w.flush().await?;
     Ok(())
 }
 
