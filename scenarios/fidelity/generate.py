@@ -264,22 +264,21 @@ VM = [
 # - Raspberry Pi 5: added on 2024-05-25 (e736c40), when v0.7.1 was current, but labelled
 #   "tested on 0.3.1 version" in that commit, which labels the network-transfer table
 #   "tested on 0.7.1 version" in the same breath: the author tells the versions apart, so
-#   the table is v0.3.1's (tagged 2024-04-28). No preset is v0.3.1's. Its task list
+#   the table is v0.3.1's (tagged 2024-04-28, commit 37fad6a). Its task list
 #   (src/llama2-tasks.cpp buildLlama2Arch, used for Llama 2 and Llama 3 alike) has v0.1's
 #   synchronisations with the same bytes and the same root-only work (llamaMultiheadAtt
 #   and llamaFinalize in the root's list only), except that the Q, K and V slices are
 #   three gathers (llamaSyncAttQ, llamaSyncAttK, llamaSyncAttV, each after its own matmul)
-#   where v0.1's syncQkv is one, and a 1-byte sendPoke from the root starts each token.
-#   The nearest preset is `dllama-0.1`: a known source of error of 2·L gathers per token
-#   (each a wait on every member) and one tiny broadcast that the scenario does not make.
+#   where v0.1's syncQkv is one, and a 1-byte sendPoke from the root starts each token:
+#   the preset `dllama-0.3.1` (src/topology/pattern.rs), read from the code at that tag.
 DLLAMA_TABLES = {
     "pi4b": dict(rows=PI4B, device="raspberry-pi-4b", hw="Raspberry Pi 4B 8 GB", version="0.1.0",
                  pattern="dllama-0.1", switch=True, rtt="300us", bw="1Gbit/s",
                  pattern_why="the cells were measured between 2024-01-12 and 2024-01-19 with the task list that v0.1.0 tagged unchanged (README history: commits 89fef52 and 4d010f7; labelled \"tested on 0.1.0 version\")",
                  net="gigabit Ethernet through one TP-Link LS1008G switch: every board has one gigabit port (Raspberry Pi 4 Model B specifications: Gigabit Ethernet); RTT 0.3 ms, an estimate for two boards on one switch (REFERENCE.md's 0.9 ms within a cloud zone includes virtualized networking)"),
     "pi5": dict(rows=PI5, device="raspberry-pi-5", hw="Raspberry Pi 5 8 GB", version="0.3.1",
-                pattern="dllama-0.1", switch=True, rtt="300us", bw="1Gbit/s",
-                pattern_why="the README labels the table \"tested on 0.3.1 version\" (commit e736c40, 2024-05-25, which labels the transfer table 0.7.1 in the same change); no preset is v0.3.1's, and dllama-0.1 is the nearest: v0.3.1 sends the same bytes with the same root-only work, but gathers Q, K and V in three synchronisations where v0.1 has one, and starts each token with a 1-byte poke, so the scenario makes 2·L fewer gathers per token than v0.3.1 did (a known source of error, towards a faster prediction)",
+                pattern="dllama-0.3.1", switch=True, rtt="300us", bw="1Gbit/s",
+                pattern_why="the README labels the table \"tested on 0.3.1 version\" (commit e736c40, 2024-05-25, which labels the transfer table 0.7.1 in the same change); the preset is read from the code at tag v0.3.1 (commit 37fad6a, src/llama2-tasks.cpp buildLlama2Arch, the arch of Llama 2 and Llama 3 files alike): a 1-byte sendPoke, then per layer v0.1's four broadcasts and six gathers (Q, K and V each after its own matmul), the same bytes as v0.1, attention and the LM head on the root only: 10·L + 1 synchronisations per token",
                 net="gigabit Ethernet through one TP-Link LS1008G switch: every board has one gigabit port (Raspberry Pi 5 product brief: Gigabit Ethernet); RTT 0.3 ms, an estimate for two boards on one switch"),
     "vm": dict(rows=VM, device="gcp-c3d-highcpu-30", hw="Google Cloud c3d-highcpu-30 VM", version="0.1.0",
                pattern="dllama-0.1", switch=False, rtt="900us", bw=None,
