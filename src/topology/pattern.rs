@@ -663,9 +663,8 @@ mod tests {
         // The same bytes as v0.1's one syncQkv, in three gathers.
         let m = Preset::find("llama-3-8b").unwrap().model();
         let v01 = Pattern::by_name("dllama-0.1").unwrap();
-        let per_layer = |p: &Pattern| -> u64 {
-            p.layer.iter().map(|s| s.payload.bytes(&m, 4, 1)).sum()
-        };
+        let per_layer =
+            |p: &Pattern| -> u64 { p.layer.iter().map(|s| s.payload.bytes(&m, 4, 1)).sum() };
         assert_eq!(per_layer(&p), per_layer(&v01));
         assert_eq!(p.root_only, v01.root_only);
         assert!(p.root_only.attention && p.root_only.lm_head);
