@@ -878,14 +878,16 @@ fn rpc_star(pattern: Option<&str>, rtt_ms: f64) -> ScenarioText {
 /// by 10 ms, tpot grows by k × 10 ms, with k read from the sources: 1 for the default
 /// (one frame each way), 6 for `llamacpp-rpc-2024` (four SET_TENSOR, GRAPH_COMPUTE and
 /// GET_TENSOR, each waiting for its reply: ggml-rpc.cpp's send_rpc_cmd at PR #6829), 2
-/// for `llamacpp-rpc-12943` (PR #12943: SET_TENSOR no longer waits). The floor counts
-/// the same trips.
+/// for `llamacpp-rpc-12943` (PR #12943: SET_TENSOR no longer waits), 1 for
+/// `llamacpp-rpc-recompute` (PR #15405's GRAPH_RECOMPUTE goes without a reply too: only
+/// GET_TENSOR waits). The floor counts the same trips.
 #[test]
 fn a_star_pays_its_patterns_round_trips_per_token() {
     for (pattern, k) in [
         (None, 1.0),
         (Some("llamacpp-rpc-2024"), 6.0),
         (Some("llamacpp-rpc-12943"), 2.0),
+        (Some("llamacpp-rpc-recompute"), 1.0),
     ] {
         let (p, near) = run(&scenario(&rpc_star(pattern, 1.0)));
         let (_, far) = run(&scenario(&rpc_star(pattern, 11.0)));
