@@ -372,16 +372,36 @@ fn a_star_pays_for_every_rpc_call_and_reply() {
 /// them one after another (a send cost each), and the remote receives each when it has
 /// arrived and the one before is received. With the remote's receive slower than the
 /// host's send it falls behind, and the floor follows exactly how far; the measurement
-/// agrees with it to the nanosecond.
+/// agrees with it to the nanosecond. The same holds after PR #15405
+/// (`llamacpp-rpc-recompute`), where the call that computes (`GRAPH_RECOMPUTE`) has no
+/// reply either and only `GET_TENSOR` waits.
 #[test]
 fn calls_without_a_reply_queue_at_the_remote_as_the_floor_says() {
     let output = 3;
-    for (host, remote) in [
-        (costs(40, 1, 70, 2), costs(25, 3, 120, 1)),
-        (costs(200, 1, 10, 0), costs(5, 0, 30, 0)),
+    for (pattern, host, remote) in [
+        (
+            "llamacpp-rpc-12943",
+            costs(40, 1, 70, 2),
+            costs(25, 3, 120, 1),
+        ),
+        (
+            "llamacpp-rpc-12943",
+            costs(200, 1, 10, 0),
+            costs(5, 0, 30, 0),
+        ),
+        (
+            "llamacpp-rpc-recompute",
+            costs(40, 1, 70, 2),
+            costs(25, 3, 120, 1),
+        ),
+        (
+            "llamacpp-rpc-recompute",
+            costs(200, 1, 10, 0),
+            costs(5, 0, 30, 0),
+        ),
     ] {
-        let plain = star("llamacpp-rpc-12943", "", "", output);
-        let costly = star("llamacpp-rpc-12943", &host, &remote, output);
+        let plain = star(pattern, "", "", output);
+        let costly = star(pattern, &host, &remote, output);
         let shape = Shape { prompt: 16, output };
         let grow = plan::plan(&costly).unwrap().floor(shape).e2e
             - plan::plan(&plain).unwrap().floor(shape).e2e;
@@ -465,14 +485,16 @@ fn tensor_members_costs_delay_the_root_at_every_round_trip() {
 
 /// Costs on every node of the group, with per-byte terms: the root's reads wait both for
 /// the members' messages and for its own earlier reads. The floor walks the same
-/// schedule and the measurement matches it exactly, for distributed-llama 0.1 and 0.5
-/// (whose first two messages of a step are both broadcasts, back to back) and for the
-/// generic all-reduce. (An exchange pattern, `dllama-0.12`, is not exact: the floor joins
+/// schedule and the measurement matches it exactly, for distributed-llama 0.1, 0.3.1
+/// (whose members send the Q, K and V slices each after its own share of compute, without
+/// waiting on the root in between) and 0.5 (whose first two messages of a step are both
+/// broadcasts, back to back, as 0.3.1's poke and first broadcast are) and for the generic
+/// all-reduce. (An exchange pattern, `dllama-0.12`, is not exact: the floor joins
 /// every node's timeline at each exchange, docs/topologies.md.)
 #[test]
 fn a_tensor_group_with_costs_everywhere_keeps_to_its_floor() {
     let output = 3;
-    for pattern in ["dllama-0.1", "dllama-0.5", "allreduce"] {
+    for pattern in ["dllama-0.1", "dllama-0.3.1", "dllama-0.5", "allreduce"] {
         let (root, member) = (costs(15, 1, 9, 2), costs(4, 3, 30, 1));
         let plain = group(pattern, 3, "", "", output);
         let costly = group(pattern, 3, &root, &member, output);

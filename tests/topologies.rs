@@ -500,7 +500,9 @@ fn patterned(pattern: &str, device: &str, members: usize, rtt_ms: f64) -> Scenar
 /// Each preset's synchronisations cost what their directions say, on the virtual clock with
 /// ideal devices: a broadcast followed by a gather is a round trip, an exchange one way.
 /// `allreduce`: 2·L + 1 round trips per token; `dllama-0.1` (four gathers per layer, each
-/// after a broadcast): 4·L; `dllama-0.5` (distributed-llama v0.5.0's
+/// after a broadcast): 4·L; `dllama-0.3.1` (six gathers per layer, but Q, K and V follow one
+/// broadcast with only the members' compute between them, so a member sends K and V
+/// without waiting on the root): 4·L as well; `dllama-0.5` (distributed-llama v0.5.0's
 /// six synchronisations per layer, three of them gathers, the LM head on the root): 3·L;
 /// `dllama-0.12` (the input broadcast, two exchanges per layer, the logits gather): 2·L + 2
 /// one-way trips, L + 1 round trips. The counts come from the sources' task lists, so the
@@ -511,6 +513,7 @@ fn each_tensor_pattern_costs_its_round_trips_per_token() {
     for (pattern, round_trips) in [
         ("allreduce", 2.0 * l + 1.0),
         ("dllama-0.1", 4.0 * l),
+        ("dllama-0.3.1", 4.0 * l),
         ("dllama-0.5", 3.0 * l),
         ("dllama-0.12", l + 1.0),
     ] {
@@ -875,14 +878,16 @@ fn rpc_star(pattern: Option<&str>, rtt_ms: f64) -> ScenarioText {
 /// by 10 ms, tpot grows by k × 10 ms, with k read from the sources: 1 for the default
 /// (one frame each way), 6 for `llamacpp-rpc-2024` (four SET_TENSOR, GRAPH_COMPUTE and
 /// GET_TENSOR, each waiting for its reply: ggml-rpc.cpp's send_rpc_cmd at PR #6829), 2
-/// for `llamacpp-rpc-12943` (PR #12943: SET_TENSOR no longer waits). The floor counts
-/// the same trips.
+/// for `llamacpp-rpc-12943` (PR #12943: SET_TENSOR no longer waits), 1 for
+/// `llamacpp-rpc-recompute` (PR #15405's GRAPH_RECOMPUTE goes without a reply too: only
+/// GET_TENSOR waits). The floor counts the same trips.
 #[test]
 fn a_star_pays_its_patterns_round_trips_per_token() {
     for (pattern, k) in [
         (None, 1.0),
         (Some("llamacpp-rpc-2024"), 6.0),
         (Some("llamacpp-rpc-12943"), 2.0),
+        (Some("llamacpp-rpc-recompute"), 1.0),
     ] {
         let (p, near) = run(&scenario(&rpc_star(pattern, 1.0)));
         let (_, far) = run(&scenario(&rpc_star(pattern, 11.0)));

@@ -660,7 +660,7 @@ impl RawSync {
             }
             (None, None) => {
                 return Err(format!(
-                    "{at}: a synchronisation needs `values` (\"hidden\", \"ffn\", \"vocab\" or \"qkv\") or `bytes` (like \"4B\")"
+                    "{at}: a synchronisation needs `values` (\"hidden\", \"ffn\", \"vocab\", \"qkv\" or \"kv\") or `bytes` (like \"4B\")"
                 ));
             }
             (None, Some(b)) => {

@@ -49,6 +49,8 @@ pub enum Dim {
     Vocab,
     /// The queries, keys and values of a layer together: q_dim + 2·kv_dim.
     Qkv,
+    /// The keys (or the values) of a layer: kv_dim.
+    Kv,
 }
 
 /// How much of a width one message carries, for a group of N nodes.
@@ -90,6 +92,7 @@ impl Payload {
                     Dim::Ffn => model.ffn,
                     Dim::Vocab => model.vocab,
                     Dim::Qkv => model.q_dim + 2 * model.kv_dim,
+                    Dim::Kv => model.kv_dim,
                 } as u64;
                 let n = ways.max(1) as u64;
                 match share {
@@ -345,6 +348,69 @@ pub static PRESETS: &[Pattern] = &[
         },
     },
     Pattern {
+        name: "dllama-0.3.1",
+        source: "distributed-llama v0.3.1, src/llama2-tasks.cpp buildLlama2Arch, src/tasks.cpp and src/transformer.cpp TransformerBuffer (tag v0.3.1, commit 37fad6a of 2024-04-28; github.com/b4rtaz/distributed-llama; buildLlama2Arch is the arch of every LLAMA2 file, Llama 2 and Llama 3 alike, converter/convert-llama.py): sendPoke first sends each worker 1 byte; per layer the root broadcasts the normed input (llamaSyncRmsAtt, dim), gathers each worker's slice of Q (llamaSyncAttQ: TB_SLICED_Q holds dim values, a slice dim/N), of K and of V (llamaSyncAttK, llamaSyncAttV: kvDim/N each), each right after its own matmul, runs multi-head attention alone (llamaMultiheadAtt and its join are in the root's list only) and broadcasts its output (llamaSyncMultiheadAtt, dim), gathers the output projection's slices (llamaSyncAtt, dim/N), broadcasts the normed residual (llamaSyncRmfFfn, dim), gathers the ffn slices (llamaSyncFfnA, hiddenDim/N), sends each worker the slices it lacks (llamaSyncFfnB, N-1 slices) and gathers the output slices (llamaSyncFfn2, dim/N), all in the Q80 buffer type; llamaFinalize (the LM head) runs on the root only: 10·L + 1 synchronisations per token",
+        start: Cow::Borrowed(&[sync("sendPoke", Direction::FromRoot, Payload::Bytes(1))]),
+        layer: Cow::Borrowed(&[
+            sync(
+                "llamaSyncRmsAtt",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            // TB_SLICED_Q is sized by dim (spec->dim floats), not by the heads' width.
+            sync(
+                "llamaSyncAttQ",
+                Direction::ToRoot,
+                values(Dim::Hidden, Share::Slice, Q80),
+            ),
+            sync(
+                "llamaSyncAttK",
+                Direction::ToRoot,
+                values(Dim::Kv, Share::Slice, Q80),
+            ),
+            sync(
+                "llamaSyncAttV",
+                Direction::ToRoot,
+                values(Dim::Kv, Share::Slice, Q80),
+            ),
+            sync(
+                "llamaSyncMultiheadAtt",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            sync(
+                "llamaSyncAtt",
+                Direction::ToRoot,
+                values(Dim::Hidden, Share::Slice, Q80),
+            ),
+            sync(
+                "llamaSyncRmfFfn",
+                Direction::FromRoot,
+                values(Dim::Hidden, Share::All, Q80),
+            ),
+            sync(
+                "llamaSyncFfnA",
+                Direction::ToRoot,
+                values(Dim::Ffn, Share::Slice, Q80),
+            ),
+            sync(
+                "llamaSyncFfnB",
+                Direction::FromRoot,
+                values(Dim::Ffn, Share::Rest, Q80),
+            ),
+            sync(
+                "llamaSyncFfn2",
+                Direction::ToRoot,
+                values(Dim::Hidden, Share::Slice, Q80),
+            ),
+        ]),
+        end: Cow::Borrowed(&[]),
+        root_only: RootOnly {
+            attention: true,
+            lm_head: true,
+        },
+    },
+    Pattern {
         name: "dllama-0.5",
         source: "distributed-llama v0.5.0 to v0.7.0, src/llama2-tasks.cpp buildLlama2Arch and src/tasks.cpp (github.com/b4rtaz/distributed-llama): per layer the root broadcasts the normed input (llamaSyncRmsAtt), gathers each worker's hidden-wide partial sum of the attention output (llamaSyncAtt; TB_SLICED_XBV holds dim × nSlices values), broadcasts the normed residual (llamaSyncRmfFfn), gathers the ffn slices (llamaSyncFfnA), sends each worker the slices it lacks (llamaSyncFfnB) and gathers the output slices (llamaSyncFfn2), all in the Q80 buffer type (--buffer-float-type q80); sendPos sends the 4-byte position first; llamaFinalize (the LM head) runs on the root only",
         start: Cow::Borrowed(&[sync("sendPos", Direction::FromRoot, Payload::Bytes(4))]),
@@ -550,6 +616,65 @@ mod tests {
         }
         // 2·L + 2 synchronisations per token.
         assert_eq!(p.start.len() + p.layer.len() * 32 + p.end.len(), 2 * 32 + 2);
+    }
+
+    /// distributed-llama v0.3.1's bytes per token, from its own formulas rather than the
+    /// preset's: a Q80 buffer of n values is getBatchBytes(Q80, n) = n / 32 · 34 bytes
+    /// (src/quants.cpp), a slice of it that over nSlices (TransformerBuffer::getSlicedBytes),
+    /// and per layer the root writes to each worker the units XB (dim) three times and
+    /// N − 1 slices of HB (hiddenDim), and reads from each its slices of Q (dim), K and V
+    /// (kvDim), XB2 (dim) twice and HB; plus the 1-byte poke per token.
+    #[test]
+    fn dllama_031_moves_its_task_lists_bytes_per_token() {
+        let q80 = |n: u64| n / 32 * 34;
+        let p = Pattern::by_name("dllama-0.3.1").unwrap();
+        for preset in ["llama-2-7b", "llama-3-8b"] {
+            let m = Preset::find(preset).unwrap().model();
+            let (dim, kv, hid, l) = (
+                m.hidden as u64,
+                m.kv_dim as u64,
+                m.ffn as u64,
+                m.layers as u64,
+            );
+            for n in [2u32, 4] {
+                let s = n as u64;
+                let down = 1 + l * (3 * q80(dim) + (s - 1) * (q80(hid) / s));
+                let up = l * (3 * (q80(dim) / s) + 2 * (q80(kv) / s) + q80(hid) / s);
+                let (mut sent, mut got) = (0, 0);
+                for op in p.ops(&m, n) {
+                    if let Op::Sync(msg) = op {
+                        match msg.direction {
+                            Direction::FromRoot => sent += msg.bytes(1),
+                            Direction::ToRoot => got += msg.bytes(1),
+                            Direction::Exchange => unreachable!(),
+                        }
+                    }
+                }
+                assert_eq!((sent, got), (down, up), "{preset} on {n}");
+            }
+            // 10·L + 1 synchronisations per token: the poke and 4 broadcasts per layer down,
+            // 6 gathers per layer up; v0.1 made the same broadcasts and 4 gathers.
+            assert_eq!(p.messages(m.layers), (4 * l + 1, 6 * l));
+            assert_eq!(
+                Pattern::by_name("dllama-0.1").unwrap().messages(m.layers),
+                (4 * l, 4 * l)
+            );
+        }
+        // The same bytes as v0.1's one syncQkv, in three gathers.
+        let m = Preset::find("llama-3-8b").unwrap().model();
+        let v01 = Pattern::by_name("dllama-0.1").unwrap();
+        let per_layer =
+            |p: &Pattern| -> u64 { p.layer.iter().map(|s| s.payload.bytes(&m, 4, 1)).sum() };
+        assert_eq!(per_layer(&p), per_layer(&v01));
+        assert_eq!(p.root_only, v01.root_only);
+        assert!(p.root_only.attention && p.root_only.lm_head);
+        // Each layer's compute is split among the six gathers.
+        let computes = p
+            .ops(&m, 4)
+            .iter()
+            .filter(|o| matches!(o, Op::Compute { head: false, .. }))
+            .count();
+        assert_eq!(computes as u32, 6 * m.layers);
     }
 
     #[test]

@@ -228,6 +228,27 @@ const fn input(i: usize, waits: bool) -> Call {
     }
 }
 
+/// A `SET_TENSOR` request of ggml-rpc at commit 004d67ed: | rpc_tensor | cache_flag
+/// (1 byte) | offset (8 bytes) | data | (`serialize_set_tensor`), sent without a reply.
+const fn set_tensor_flagged(i: usize) -> Call {
+    Call {
+        name: INPUTS[i].0,
+        request: size(REQUEST_HEADER + RPC_TENSOR + 1 + 8, INPUTS[i].1),
+        reply: None,
+        computes: false,
+    }
+}
+
+/// `GRAPH_RECOMPUTE` (PR #15405): the remote recomputes the graph it stored at the last
+/// `GRAPH_COMPUTE`; the request is `rpc_msg_graph_recompute_req` (the 4-byte device) and
+/// there is no reply.
+const GRAPH_RECOMPUTE: Call = Call {
+    name: "GRAPH_RECOMPUTE",
+    request: size(REQUEST_HEADER + 4, Data::Nothing),
+    reply: None,
+    computes: true,
+};
+
 /// Every preset, by name. The first is the default.
 pub static PRESETS: &[StarPattern] = &[
     StarPattern {
@@ -273,6 +294,18 @@ pub static PRESETS: &[StarPattern] = &[
             input(2, false),
             input(3, false),
             GRAPH_COMPUTE,
+            GET_TENSOR,
+        ],
+    },
+    StarPattern {
+        name: "llamacpp-rpc-recompute",
+        source: "a what-if, llama.cpp RPC with graph reuse after PR #15405, one round trip per token (\"rpc : reuse compute graphs\", RPC_CMD_GRAPH_RECOMPUTE): ggml-rpc.cpp's commands as at commit 004d67ed of ggml/src/ggml-rpc/ggml-rpc.cpp (github.com/ggml-org/llama.cpp; after PR #22701, which compares the graph's uid): when a step's graph has the uid of the last one computed on the device, ggml_backend_rpc_graph_compute sends GRAPH_RECOMPUTE (the 4-byte device, no reply) instead of the serialized graph; SET_TENSOR (rpc_tensor, a 1-byte cache flag, the offset, the data) and GRAPH_(RE)COMPUTE go through send_async without a reply, and only GET_TENSOR waits: one round trip per remote and token. Every step is taken to reuse the stored graph (steady decode; a new graph, as at the prefill or when the KV length's padded size changes, resends it in full, which this preset does not model), and the four inputs are those of the 2024 graph (llm_build_llama), not re-derived for today's llama.cpp",
+        calls: &[
+            set_tensor_flagged(0),
+            set_tensor_flagged(1),
+            set_tensor_flagged(2),
+            set_tensor_flagged(3),
+            GRAPH_RECOMPUTE,
             GET_TENSOR,
         ],
     },
@@ -362,6 +395,12 @@ mod tests {
                 .round_trips(),
             2
         );
+        assert_eq!(
+            StarPattern::by_name("llamacpp-rpc-recompute")
+                .unwrap()
+                .round_trips(),
+            1
+        );
         assert!(StarPattern::by_name("llamacpp").is_none());
     }
 
@@ -391,5 +430,40 @@ mod tests {
         assert_eq!(c[0].request, set + 6 * 2048 * 4);
         assert_eq!(c[2].request, set + 32 * 32 * 4);
         assert_eq!(c[5].reply, Some(8 + 2048 * 4));
+    }
+
+    /// With the graph stored on the remote, a token carries the four inputs, a 13-byte
+    /// GRAPH_RECOMPUTE instead of the 294 kB graph, and GET_TENSOR: for TinyLlama's 22
+    /// layers at one decode position with 40 cells in use, the host sends 1 + 1 + 1 + 1
+    /// bytes of cache flags more and 294,132 bytes less than in 2024, and waits once.
+    #[test]
+    fn recompute_replaces_the_graph_with_a_four_byte_request() {
+        let m = Preset::find("tinyllama-1.1b").unwrap().model();
+        let p = StarPattern::by_name("llamacpp-rpc-recompute").unwrap();
+        let c = p.calls(&m, 1, 40, 22);
+        let set = 9 + 296 + 1 + 8;
+        assert_eq!(c[0].request, set + 2048 * 4);
+        assert_eq!(c[1].request, set + 4);
+        assert_eq!(c[2].request, set + 64 * 32 * 4);
+        assert_eq!(c[3].request, set + 4);
+        assert!(c[..5].iter().all(|c| c.reply.is_none()));
+        assert_eq!(
+            (c[4].name, c[4].request, c[4].computes),
+            ("GRAPH_RECOMPUTE", 13, true)
+        );
+        assert_eq!(
+            (c[5].request, c[5].reply),
+            (9 + 296 + 16, Some(8 + 2048 * 4))
+        );
+        let sent =
+            |p: &StarPattern| -> u64 { p.calls(&m, 1, 40, 22).iter().map(|c| c.request).sum() };
+        let old = StarPattern::by_name("llamacpp-rpc-2024").unwrap();
+        let graph = 9 + 4 + 728 * 8 + 4 + 974 * 296;
+        assert_eq!(sent(&old) + 4 - (graph - 13), sent(&p));
+        // The layers no longer change what a token sends.
+        assert_eq!(
+            sent(&p),
+            p.calls(&m, 1, 40, 2).iter().map(|c| c.request).sum::<u64>()
+        );
     }
 }

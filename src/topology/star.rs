@@ -74,7 +74,8 @@ impl Kind for Star {
     /// another with no reply between them travel together (one delay, their bytes
     /// serialized back to back); a call that computes runs the remote's span; a reply the
     /// host waits for comes back before the next call. A last request that nothing waits
-    /// for counts only as bytes.
+    /// for counts only as bytes, and so do requests that reach the remote while it computes
+    /// on a call the host did not wait for (a lower bound: they left right after it).
     fn step_legs(&self, c: &Ctx, step: Step) -> Vec<Leg> {
         let Some(host) = super::producer(c.route) else {
             return Vec::new();
@@ -91,19 +92,35 @@ impl Kind for Star {
                 continue;
             };
             let mut pending = 0u64;
+            // Whether the remote computes on a call the host did not wait for: the host's
+            // next requests left with it and reach the remote while it computes, so they
+            // count only as bytes (llamacpp-rpc-recompute's GET_TENSOR after
+            // GRAPH_RECOMPUTE).
+            let mut computing = false;
             for call in c.star.calls(&st.model, step.tokens, kv, st.layers) {
                 pending += wire::activations_frame_len(call.request as usize) as u64;
                 if call.computes || call.reply.is_some() {
-                    legs.push(Leg::Send {
-                        from: host,
-                        to: stage,
-                        bytes: std::mem::take(&mut pending),
+                    let bytes = std::mem::take(&mut pending);
+                    legs.push(if computing {
+                        Leg::Bytes {
+                            from: host,
+                            to: stage,
+                            bytes,
+                        }
+                    } else {
+                        Leg::Send {
+                            from: host,
+                            to: stage,
+                            bytes,
+                        }
                     });
                 }
                 if call.computes {
                     legs.push(Ctx::compute(stage, work, 1.0));
+                    computing = call.reply.is_none();
                 }
                 if let Some(reply) = call.reply {
+                    computing = false;
                     legs.push(Leg::Send {
                         from: stage,
                         to: host,

@@ -88,13 +88,14 @@ impl Kind for Tensor {
         let mut legs = Vec::new();
         let mut root_legs: Vec<Leg> = Vec::new();
         let mut member_legs: Vec<Vec<Leg>> = vec![Vec::new(); members.len()];
+        let mut run: Option<Run> = None;
         for op in c.tensor {
             match *op {
-                Op::Compute { share, head } => compute_legs(
+                Op::Compute { share, head } => compute_op(
+                    &mut run,
                     &mut root_legs,
                     &mut member_legs,
-                    root,
-                    &members,
+                    (root, &members),
                     work,
                     share,
                     head,
@@ -106,6 +107,22 @@ impl Kind for Tensor {
                         to: m,
                         bytes,
                     };
+                    if msg.direction == Direction::ToRoot {
+                        // The root waits for every member's message; the members go on.
+                        let r = run.get_or_insert_with(|| Run::start(&mut member_legs));
+                        for (k, &m) in members.iter().enumerate() {
+                            let send = Leg::Send {
+                                from: m,
+                                to: root,
+                                bytes,
+                            };
+                            r.gather(k, Vec::new(), vec![send]);
+                        }
+                        continue;
+                    }
+                    if let Some(r) = run.take() {
+                        legs.push(r.close(std::mem::take(&mut root_legs), &mut member_legs));
+                    }
                     match msg.direction {
                         Direction::FromRoot => {
                             // Messages the root sends one after another, with no compute
@@ -119,7 +136,9 @@ impl Kind for Tensor {
                                 }
                             }
                         }
-                        Direction::ToRoot | Direction::Exchange => {
+                        // A gather is part of the run above.
+                        Direction::ToRoot => {}
+                        Direction::Exchange => {
                             let mut branches = Vec::new();
                             for (k, &m) in members.iter().enumerate() {
                                 let mut b = std::mem::take(&mut member_legs[k]);
@@ -129,11 +148,9 @@ impl Kind for Tensor {
                                     bytes,
                                 });
                                 branches.push(b);
-                                if msg.direction == Direction::Exchange {
-                                    let mut b = root_legs.clone();
-                                    b.push(down(m));
-                                    branches.push(b);
-                                }
+                                let mut b = root_legs.clone();
+                                b.push(down(m));
+                                branches.push(b);
                             }
                             branches.push(std::mem::take(&mut root_legs));
                             legs.push(Leg::Parallel(branches));
@@ -141,6 +158,9 @@ impl Kind for Tensor {
                     }
                 }
             }
+        }
+        if let Some(r) = run.take() {
+            legs.push(r.close(std::mem::take(&mut root_legs), &mut member_legs));
         }
         legs.extend(root_legs);
         for b in member_legs {
@@ -163,6 +183,94 @@ impl Kind for Tensor {
 /// own end plus M receive costs and each member's arrival plus the receive costs of it
 /// and of the members after it. The root's token frame costs its send before the next
 /// step.
+/// Gathers with only compute between them (distributed-llama 0.3.1's Q, K and V): the
+/// root waits for each, but a member goes on with its next compute once it has sent (and
+/// paid its send cost), without waiting for the root. The root's time after the run is the
+/// latest of its own legs and, for each member and each gather, the member's legs up to
+/// that gather's arrival followed by the root's legs since that gather; every leg that
+/// carries bytes appears once.
+struct Run {
+    /// Each member's legs before the run's first gather.
+    prefix: Vec<Vec<Leg>>,
+    /// Each member's legs since the run began.
+    since: Vec<Vec<Leg>>,
+    /// Where in `since` each member's last gather was sent.
+    sent: Vec<usize>,
+    /// Each member's alternatives, one per gather: its legs up to that gather's arrival
+    /// (and the root's read of it), then the root's legs since.
+    alts: Vec<Vec<Vec<Leg>>>,
+}
+
+impl Run {
+    fn start(member_legs: &mut [Vec<Leg>]) -> Run {
+        let n = member_legs.len();
+        Run {
+            prefix: member_legs.iter_mut().map(std::mem::take).collect(),
+            since: vec![Vec::new(); n],
+            sent: vec![0; n],
+            alts: vec![Vec::new(); n],
+        }
+    }
+
+    /// The root's and each member's next legs.
+    fn extend(&mut self, root: &[Leg], members: &[Vec<Leg>]) {
+        for (k, legs) in members.iter().enumerate() {
+            self.since[k].extend(legs.iter().cloned());
+            for alt in &mut self.alts[k] {
+                alt.extend(root.iter().cloned());
+            }
+        }
+    }
+
+    /// A gather: member k's legs so far, `send` (its message, with its own send cost
+    /// before it and the root's read after it), as one more alternative.
+    fn gather(&mut self, k: usize, before: Vec<Leg>, send: Vec<Leg>) {
+        self.since[k].extend(before);
+        self.sent[k] = self.since[k].len();
+        let mut alt = self.since[k].clone();
+        alt.extend(send);
+        self.alts[k].push(alt);
+    }
+
+    /// The run's legs, once the root has `root_legs` (its own since the last block); each
+    /// member's legs since its last gather stay its own.
+    fn close(self, root_legs: Vec<Leg>, member_legs: &mut [Vec<Leg>]) -> Leg {
+        let mut branches = vec![root_legs];
+        for (k, (mut prefix, mut alts)) in self.prefix.into_iter().zip(self.alts).enumerate() {
+            if alts.len() == 1 {
+                prefix.append(&mut alts[0]);
+            } else {
+                prefix.push(Leg::Parallel(alts));
+            }
+            branches.push(prefix);
+            member_legs[k] = self.since[k][self.sent[k]..].to_vec();
+        }
+        Leg::Parallel(branches)
+    }
+}
+
+/// A compute op: its legs go to the root and the members, or into the run of gathers
+/// under way.
+fn compute_op(
+    run: &mut Option<Run>,
+    root_legs: &mut Vec<Leg>,
+    member_legs: &mut [Vec<Leg>],
+    (root, members): (usize, &[usize]),
+    work: Pass,
+    share: f64,
+    head: bool,
+) {
+    match run {
+        Some(r) => {
+            let (mut own, mut theirs) = (Vec::new(), vec![Vec::new(); members.len()]);
+            compute_legs(&mut own, &mut theirs, root, members, work, share, head);
+            r.extend(&own, &theirs);
+            root_legs.extend(own);
+        }
+        None => compute_legs(root_legs, member_legs, root, members, work, share, head),
+    }
+}
+
 /// A compute op's legs: the root and each member compute their `share` of `work` (of the
 /// head's or the layers').
 fn compute_legs(
@@ -211,13 +319,14 @@ fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<
         legs.extend(c.recv_busy(m, bytes));
         legs
     };
+    let mut run: Option<Run> = None;
     for op in c.tensor {
         match *op {
-            Op::Compute { share, head } => compute_legs(
+            Op::Compute { share, head } => compute_op(
+                &mut run,
                 &mut root_legs,
                 &mut member_legs,
-                root,
-                members,
+                (root, members),
                 work,
                 share,
                 head,
@@ -225,6 +334,28 @@ fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<
             Op::Sync(msg) => {
                 let bytes = wire::activations_frame_len(msg.bytes(step.tokens) as usize) as u64;
                 let (send, recv) = (cost.send.of(bytes), cost.recv.of(bytes));
+                if msg.direction == Direction::ToRoot {
+                    // The root reads member k's message once it has read the one before
+                    // and the message has arrived; a member goes on once it has paid its
+                    // send cost.
+                    let r = run.get_or_insert_with(|| Run::start(&mut member_legs));
+                    let read: Vec<Leg> = super::busy(root, recv * n).into_iter().collect();
+                    r.extend(&read, &vec![Vec::new(); members.len()]);
+                    root_legs.extend(read);
+                    for (k, &m) in members.iter().enumerate() {
+                        let mut arrives = vec![Leg::Send {
+                            from: m,
+                            to: root,
+                            bytes,
+                        }];
+                        arrives.extend(super::busy(root, recv * (n - k as u32)));
+                        r.gather(k, c.send_busy(m, bytes).into_iter().collect(), arrives);
+                    }
+                    continue;
+                }
+                if let Some(r) = run.take() {
+                    legs.push(r.close(std::mem::take(&mut root_legs), &mut member_legs));
+                }
                 if msg.direction == Direction::FromRoot {
                     for (k, &m) in members.iter().enumerate() {
                         let own = std::mem::take(&mut member_legs[k]);
@@ -257,6 +388,9 @@ fn costed_step_legs(c: &Ctx, step: Step, root: usize, members: &[usize]) -> Vec<
                 legs.push(Leg::Parallel(branches));
             }
         }
+    }
+    if let Some(r) = run.take() {
+        legs.push(r.close(std::mem::take(&mut root_legs), &mut member_legs));
     }
     legs.extend(root_legs);
     for b in member_legs {
