@@ -27,7 +27,7 @@ use hdrhistogram::Histogram;
 use load::{Driver, PhaseResult, Target};
 use node::{Node, Payloads};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -336,6 +336,7 @@ pub struct Topology {
     pub net: Network,
     pub clients: Vec<Arc<Client>>,
     pub nodes: Vec<Arc<Node>>,
+    /// Every node's endpoint, in scenario order (the order teardown waits on them).
     endpoints: Vec<quinn::Endpoint>,
     /// Handshake time of each client connection.
     pub connects: Vec<Duration>,
@@ -437,7 +438,10 @@ impl Topology {
             .filter(|h| h.link.mtu.is_some_and(|m| m > endpoint::ETHERNET_MTU))
             .flat_map(|h| [h.from.as_str(), h.to.as_str()])
             .collect();
-        let mut endpoints: HashMap<usize, quinn::Endpoint> = HashMap::new();
+        // In scenario order, not a hash map's: teardown waits on them one by one (each up to
+        // a bound), so their order sets the clock at the end of the run; a `HashMap`'s
+        // order changed from run to run and moved the virtual clock's end with it.
+        let mut endpoints: BTreeMap<usize, quinn::Endpoint> = BTreeMap::new();
         let mut nodes: Vec<Arc<Node>> = Vec::new();
         for n in &plan.nodes {
             let mut ep = endpoint::endpoint_with(
