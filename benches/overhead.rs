@@ -24,6 +24,12 @@
 //! Targets (issue 15): p50 ratio <= 1.2, p99 ratio <= 2, lag p99 <= 50 us. They are
 //! measured here, never asserted by a test. Under `cargo test --benches` it runs a few
 //! requests per side as a smoke test.
+//!
+//! Both sides run on the real clock's runtime and timer with real-time scheduling asked for
+//! (`SCHED_FIFO` 10, the timing thread 11: `inferlat run --realtime`), as latency benchmarks
+//! run (cyclictest, a pinned wrk2); where it is refused (not root, no `CAP_SYS_NICE`) both run
+//! under the normal scheduler and the bench prints which. `-- --normal-scheduler` measures
+//! under the normal scheduler on purpose.
 
 use hdrhistogram::Histogram;
 use inferlat::clock::ClockKind;
@@ -234,6 +240,9 @@ fn main() {
         [(200.0, 20), (2_000.0, 50)]
     };
     let rounds = if full { 3 } else { 1 };
+    if !std::env::args().any(|a| a == "--normal-scheduler") {
+        inferlat::clock::request_realtime(Some(10));
+    }
     let started = Instant::now();
     let (mut worst_p50, mut worst_p99, mut worst_lag) = (0f64, 0f64, 0f64);
     for (rate, n) in plan {
@@ -265,6 +274,10 @@ fn main() {
         worst_lag = worst_lag.max(lag);
     }
     eprintln!("  took {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "scheduling: {}",
+        inferlat::clock::scheduling().unwrap_or_else(|| "normal scheduler (as asked)".into())
+    );
     println!(
         "inferlat-overhead: p50_ratio={worst_p50:.2} p99_ratio={worst_p99:.2} lag_p99_us={worst_lag:.0}"
     );

@@ -121,6 +121,13 @@ struct RunArgs {
     /// (simulated time: deterministic from the seed, no waiting; harness CPU costs are not in it)
     #[arg(long, value_enum, default_value_t = ClockKind::Real)]
     clock: ClockKind,
+    /// Real clock: run the harness's threads under SCHED_FIFO at PRIORITY (1-90; the timing
+    /// thread one above), so a busy machine does not make the load generator send late.
+    /// Needs root or CAP_SYS_NICE; where refused the run goes on under the normal scheduler
+    /// and summary.json says so (environment.scheduling). Also INFERLAT_REALTIME=PRIORITY
+    #[arg(long, value_name = "PRIORITY", num_args = 0..=1, default_missing_value = "10",
+          value_parser = clap::value_parser!(u8).range(1..=90))]
+    realtime: Option<u8>,
     /// Print no progress while running
     #[arg(long, short)]
     quiet: bool,
@@ -720,6 +727,9 @@ fn run_command(args: RunArgs) -> Result<i32, Failure> {
         }
     }
 
+    if let Some(p) = args.realtime {
+        crate::clock::request_realtime(Some(p));
+    }
     let cancel = CancellationToken::new();
     // Signals are watched on a thread of their own, so they act within milliseconds of
     // wall time whatever the run's runtime is busy with (a virtual-clock run computes

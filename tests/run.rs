@@ -41,6 +41,8 @@ fn run_writes_the_summary_contract_and_matching_hgrm_files() {
     assert_eq!(key(&summary, "clock"), "real");
     assert_eq!(key(&summary, "scenario.seed"), 7);
     assert_eq!(key(&summary, "scenario.sha256").as_str().unwrap().len(), 64);
+    // Real-time scheduling was not asked for: nothing is recorded.
+    assert!(summary["environment"].get("scheduling").is_none());
     for k in [
         "tool.version",
         "scenario.name",
@@ -115,6 +117,60 @@ fn run_writes_the_summary_contract_and_matching_hgrm_files() {
             e.path()
         );
     }
+}
+
+/// Whether this machine lets a thread of this process take `SCHED_FIFO` (root with
+/// `CAP_SYS_NICE`): tried on a thread of its own, which then ends.
+fn fifo_permitted() -> bool {
+    std::thread::spawn(|| {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: changes only this short-lived thread's scheduling policy.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    })
+    .join()
+    .unwrap()
+}
+
+/// `--realtime` puts the real clock's threads under SCHED_FIFO and summary.json says what was
+/// granted; where the machine refuses, the run still completes and the summary says why. A run
+/// without it records nothing.
+#[test]
+fn realtime_scheduling_is_applied_or_its_refusal_recorded() {
+    let out = tempfile::tempdir().unwrap();
+    Command::cargo_bin("inferlat")
+        .unwrap()
+        .args(["run", quickstart(), "--requests", "3", "--quiet"])
+        .args(["--realtime", "5", "--out"])
+        .arg(out.path())
+        .timeout(Duration::from_secs(600))
+        .assert()
+        .success();
+    let summary: Value = serde_json::from_slice(
+        &std::fs::read(out.path().join("quickstart/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let got = key(&summary, "environment.scheduling").as_str().unwrap();
+    if fifo_permitted() {
+        assert_eq!(got, "SCHED_FIFO 5 (timing thread 6)");
+    } else {
+        assert!(
+            got.starts_with("normal scheduler: SCHED_FIFO 5 was refused ("),
+            "{got}"
+        );
+    }
+    assert_eq!(key(&summary, "runs.topology.requests.completed"), 3);
+    // Out of range: refused before anything runs.
+    let bad = Command::cargo_bin("inferlat")
+        .unwrap()
+        .args(["run", quickstart(), "--realtime", "99"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--realtime"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }
 
 #[test]

@@ -237,6 +237,10 @@ pub struct Environment {
     pub command: String,
     /// Seconds since the Unix epoch when the run started.
     pub started_unix_s: u64,
+    /// Real-time scheduling of the real clock's threads, when it was asked for (`--realtime`):
+    /// what was granted, or why it was refused (`clock::scheduling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<String>,
 }
 
 impl Environment {
@@ -252,6 +256,7 @@ impl Environment {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
+            scheduling: crate::clock::scheduling(),
         }
     }
 }
