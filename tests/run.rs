@@ -145,10 +145,9 @@ fn realtime_scheduling_is_applied_or_its_refusal_recorded() {
         .timeout(Duration::from_secs(600))
         .assert()
         .success();
-    let summary: Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("quickstart/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("quickstart/summary.json")).unwrap())
+            .unwrap();
     let got = key(&summary, "environment.scheduling").as_str().unwrap();
     if fifo_permitted() {
         assert_eq!(got, "SCHED_FIFO 5 (timing thread 6)");
