@@ -787,3 +787,132 @@ fn with_nagle_later_writes_join_a_held_segment_and_leave_as_whole_segments() {
         assert_eq!(state.held(), 1, "one held segment: the header and the tail");
     });
 }
+
+// Nagle's algorithm in runs: the harness writes every frame through its connection's
+// `net::sender::Sender`. A worker streams its tokens as one small frame each, with nothing
+// to read from the client in between: write, write, and the client's acknowledgement is
+// all that can release the second. Token 0 leaves at once (no small segment is
+// unacknowledged); token 1, ready a decode step `d` later, is held until token 0's
+// acknowledgement is back, and the client, with one packet to acknowledge and nothing to
+// send, holds that acknowledgement for the ACK delay `D`. So token 1 arrives RTT + D after
+// token 0 instead of `d` after it, whenever `d` < RTT + D. (When `d` < `D`, the worker's
+// next packet, the `Done` frame's or the stream's end, reaches the client before its ACK
+// timer fires and draws the acknowledgement at once; the device below takes `d` > `D`.)
+
+/// A direct topology at 100 ms RTT: a worker whose decode step of Llama 2 7B is about
+/// 67 ms (13.5 GB of weights at 200 GB/s), 2 output tokens, a request a second after two
+/// warm-up requests, with `quic` in its `[quic]` table; the topology run and the
+/// summary.json it makes.
+fn token_stream(quic: &str) -> (harness::RunOutput, inferlat::report::summary::Summary) {
+    let text = testing::ScenarioText::new("nagle-tokens")
+        .top("seed = 2")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 2\narrival = { kind = \"constant\", rate = 1 }\nrequests = 12\nwarmup_requests = 2",
+        )
+        .client("client")
+        .node(
+            "gpu",
+            "worker",
+            r#"device = { memory = "80GB", flops = "1000TFLOP/s", mem_bandwidth = "200GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#,
+        )
+        .link("client", "gpu", "rtt = \"100ms\"")
+        .raw(&format!("[quic]\n{quic}"))
+        .build();
+    let s = scenario::parse(Path::new("nagle.toml"), &text, &ProfileLibrary::built_in())
+        .unwrap_or_else(|e| panic!("valid: {e}\n{text}"));
+    let plan = plan::plan(&s).unwrap();
+    let mut m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
+    let summary = inferlat::report::json::summary(&inferlat::report::Results {
+        scenario: &s,
+        plan: &plan,
+        measured: &m,
+        environment: inferlat::report::Environment::capture(std::time::SystemTime::now()),
+    })
+    .unwrap();
+    let run = m.topology.take().unwrap();
+    assert_eq!(run.record.failed, 0, "{:?}", run.record.errors);
+    assert_eq!(run.record.completed, 12);
+    (run, summary)
+}
+
+/// Every recorded value of `metric`, as durations.
+fn values(run: &harness::RunOutput, metric: Metric) -> Vec<Duration> {
+    let h = run.record.histogram(metric);
+    h.iter_recorded()
+        .flat_map(|v| {
+            let d = Duration::from_nanos(h.median_equivalent(v.value_iterated_to()));
+            std::iter::repeat_n(d, v.count_at_value() as usize)
+        })
+        .collect()
+}
+
+/// Whether `got` is `want` to within the histograms' 3 significant figures and quinn's
+/// 1 ms timer granularity.
+fn near(got: Duration, want: Duration) -> bool {
+    got.abs_diff(want) <= Duration::from_millis(1)
+}
+
+#[test]
+fn in_a_run_nagle_holds_a_streamed_token_for_the_delayed_ack_of_the_one_before() {
+    let (off, off_summary) = token_stream("nagle = false");
+    let (on, on_summary) = token_stream("nagle = true");
+    let (linux, linux_summary) = token_stream("nagle = true\nmax_ack_delay = \"40ms\"");
+    for (name, r) in [
+        ("nagle off", &off),
+        ("nagle on", &on),
+        ("nagle on, max_ack_delay 40 ms", &linux),
+    ] {
+        eprintln!(
+            "{name}: ttft {:?}, itl {:?}",
+            values(r, Metric::Ttft),
+            values(r, Metric::Itl)
+        );
+    }
+    // Without Nagle token 1 follows token 0 by the decode step: one value for every
+    // request, between the two ACK delays and below RTT + the shorter.
+    let steps = values(&off, Metric::Itl);
+    let d = steps[0];
+    assert!(steps.iter().all(|&x| near(x, d)), "{steps:?}");
+    assert!(
+        Duration::from_millis(41) < d && d + Duration::from_millis(1) < RTT + MAX_ACK_DELAY,
+        "decode step {d:?}: the scenario no longer tests what it says"
+    );
+    // With Nagle token 0 leaves at once: the same time to first token.
+    let ttft = values(&off, Metric::Ttft);
+    for r in [&on, &linux] {
+        let got = values(r, Metric::Ttft);
+        for (a, b) in got.iter().zip(&ttft) {
+            assert!(
+                near(*a, *b),
+                "the first token waited: {got:?} against {ttft:?}"
+            );
+        }
+    }
+    // Token 1 waits for token 0's acknowledgement: one RTT and the ACK delay after token
+    // 0, whatever the decode step. (A path MTU probe or a skipped packet number draws the
+    // ACK at once, now and then: then it is one RTT.)
+    for (r, ack_delay) in [(&on, MAX_ACK_DELAY), (&linux, Duration::from_millis(40))] {
+        let itl = values(r, Metric::Itl);
+        let delayed = itl.iter().filter(|&&x| near(x, RTT + ack_delay)).count();
+        let at_once = itl.iter().filter(|&&x| near(x, RTT)).count();
+        assert_eq!(delayed + at_once, itl.len(), "{ack_delay:?}: {itl:?}");
+        assert!(
+            delayed > itl.len() * 3 / 4,
+            "{delayed} of {} waited for the {ack_delay:?} ACK timer: {itl:?}",
+            itl.len()
+        );
+    }
+    // summary.json says what ran, in the settings and on every connection.
+    let t = &off_summary.network.transport;
+    assert!(!t.nagle && t.max_ack_delay_ms.is_none(), "{t:?}");
+    let t = &on_summary.network.transport;
+    assert!(t.nagle && t.max_ack_delay_ms.is_none(), "{t:?}");
+    let t = &linux_summary.network.transport;
+    assert!(t.nagle && t.max_ack_delay_ms == Some(40.0), "{t:?}");
+    assert!(!off_summary.network.connections.is_empty());
+    assert!(off_summary.network.connections.iter().all(|c| !c.nagle));
+    for s in [&on_summary, &linux_summary] {
+        assert!(!s.network.connections.is_empty());
+        assert!(s.network.connections.iter().all(|c| c.nagle));
+    }
+}

@@ -690,6 +690,9 @@ pub struct Connection {
     pub udp_datagrams_received: u64,
     pub current_mtu: u16,
     pub black_holes_detected: u64,
+    /// What `from` sent on it followed Nagle's algorithm (absent before: false).
+    #[serde(default)]
+    pub nagle: bool,
 }
 
 /// The QUIC settings that shape latency.
@@ -709,6 +712,13 @@ pub struct Transport {
     /// The window restarted from `initial_window` after idle periods (absent before: false).
     #[serde(default)]
     pub slow_start_after_idle: bool,
+    /// Writes followed Nagle's algorithm (absent before: false, `TCP_NODELAY`).
+    #[serde(default)]
+    pub nagle: bool,
+    /// The acknowledgement delay asked of the peer for a lone packet, in ms (ACK_FREQUENCY);
+    /// absent: the peer's own (quinn's 25 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ack_delay_ms: Option<f64>,
 }
 
 /// What ran: the topology's kind and path, and every node of the scenario.
