@@ -916,3 +916,73 @@ fn in_a_run_nagle_holds_a_streamed_token_for_the_delayed_ack_of_the_one_before()
         assert!(s.network.connections.iter().all(|c| c.nagle));
     }
 }
+
+/// A client-relayed pipeline of two A100 stages of Llama 2 7B, each 100 ms RTT from the
+/// client, 6 output tokens, a request every two seconds after two warm-up requests, with
+/// `quic` in its `[quic]` table.
+fn pipeline_run(quic: &str) -> harness::RunOutput {
+    let mut t = testing::ScenarioText::new("nagle-pipe")
+        .top("seed = 4")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 6\narrival = { kind = \"constant\", rate = 0.5 }\nrequests = 8\nwarmup_requests = 6",
+        )
+        .client("client")
+        .worker("s1", "a100-80g", "layers = \"0..16\"")
+        .worker("s2", "a100-80g", "layers = \"16..32\"");
+    for s in ["s1", "s2"] {
+        t = t.link("client", s, "rtt = \"100ms\"");
+    }
+    let text = t
+        .topology(
+            "pipeline",
+            &["client", "s1", "s2"],
+            "hops = \"client-relayed\"",
+        )
+        .raw(&format!("[quic]\n{quic}"))
+        .build();
+    let s = scenario::parse(Path::new("pipe.toml"), &text, &ProfileLibrary::built_in())
+        .unwrap_or_else(|e| panic!("valid: {e}\n{text}"));
+    let plan = plan::plan(&s).unwrap();
+    let mut m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
+    let run = m.topology.take().unwrap();
+    assert_eq!(run.record.failed, 0, "{:?}", run.record.errors);
+    run
+}
+
+// The Petals client's pattern: each step writes a stage its hidden states as an
+// activations frame, a 17-byte header and the payload as two writes (8,192 B a decode
+// token for Llama 2 7B), then reads the stage's reply, written the same way. The header
+// leaves at once (nothing small unacknowledged), and so do the payload's whole segments;
+// the partial last segment waits for the header's acknowledgement, which the whole
+// segments' packets draw at once (every second packet): one RTT. Both directions of both
+// stages: a decode step costs 4 RTT more than without Nagle, and never more than
+// 4 (RTT + the ACK delay) more.
+#[test]
+fn in_a_run_nagle_holds_the_tail_of_each_hidden_state_a_round_trip() {
+    let off = pipeline_run("nagle = false");
+    let on = pipeline_run("nagle = true");
+    for (name, r) in [("nagle off", &off), ("nagle on", &on)] {
+        eprintln!(
+            "{name}: ttft {:?}, itl {:?}",
+            values(r, Metric::Ttft),
+            values(r, Metric::Itl)
+        );
+    }
+    let steps = values(&off, Metric::Itl);
+    let step = steps[0];
+    assert!(steps.iter().all(|&x| near(x, step)), "{steps:?}");
+    let held = values(&on, Metric::Itl);
+    for &x in &held {
+        assert!(
+            x + Duration::from_millis(1) >= step
+                && x <= step + 4 * (RTT + MAX_ACK_DELAY) + Duration::from_millis(1),
+            "a step of {x:?} against {step:?} without Nagle"
+        );
+    }
+    let four = held.iter().filter(|&&x| near(x, step + 4 * RTT)).count();
+    assert!(
+        four > held.len() * 3 / 4,
+        "{four} of {} steps cost 4 RTT more: {held:?}",
+        held.len()
+    );
+}

@@ -203,8 +203,10 @@ async fn drive(
                 _ = &mut stopped => Next::Stopped,
             }
         } else if finishing {
+            // As `SendStream::stopped` completes once the peer has everything.
             let _ = w.stream().finish();
-            return;
+            let _ = stopped.await;
+            break;
         } else {
             tokio::select! {
                 biased;
