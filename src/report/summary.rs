@@ -6,7 +6,9 @@
 //! part, device figures, layers and batching limit) and `model`. Both are absent from
 //! version-1 files and read as `None`; so is `identity` (what the numbers depend on, which
 //! `compare` checks), added to version 2 later; everything else is as version 1 wrote it, so
-//! readers take both versions.
+//! readers take both versions. Keys added to an existing object within a version read as
+//! their default when absent (`network.transport.warm`, `slow_start_after_idle`, `nagle`:
+//! false; `max_ack_delay_ms`: none; `network.connections[].nagle`: false).
 //!
 //! Parts that other modules own and serialize (the workload, the link reports, quinn's
 //! connection statistics, the transport settings) are mirrored here field by field; the
