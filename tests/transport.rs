@@ -804,17 +804,26 @@ fn with_nagle_later_writes_join_a_held_segment_and_leave_as_whole_segments() {
 /// warm-up requests, with `quic` in its `[quic]` table; the topology run and the
 /// summary.json it makes.
 fn token_stream(quic: &str) -> (harness::RunOutput, inferlat::report::summary::Summary) {
+    token_stream_on(
+        r#"device = { memory = "80GB", flops = "1000TFLOP/s", mem_bandwidth = "200GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#,
+        2,
+        quic,
+    )
+}
+
+/// [`token_stream`] on a worker with `device` (its node's fields), `tokens` output tokens.
+fn token_stream_on(
+    device: &str,
+    tokens: u32,
+    quic: &str,
+) -> (harness::RunOutput, inferlat::report::summary::Summary) {
     let text = testing::ScenarioText::new("nagle-tokens")
         .top("seed = 2")
-        .workload(
-            "prompt_tokens = 16\noutput_tokens = 2\narrival = { kind = \"constant\", rate = 1 }\nrequests = 12\nwarmup_requests = 2",
-        )
+        .workload(&format!(
+            "prompt_tokens = 16\noutput_tokens = {tokens}\narrival = {{ kind = \"constant\", rate = 1 }}\nrequests = 12\nwarmup_requests = 2"
+        ))
         .client("client")
-        .node(
-            "gpu",
-            "worker",
-            r#"device = { memory = "80GB", flops = "1000TFLOP/s", mem_bandwidth = "200GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#,
-        )
+        .node("gpu", "worker", device)
         .link("client", "gpu", "rtt = \"100ms\"")
         .raw(&format!("[quic]\n{quic}"))
         .build();
@@ -915,6 +924,42 @@ fn in_a_run_nagle_holds_a_streamed_token_for_the_delayed_ack_of_the_one_before()
         assert!(!s.network.connections.is_empty());
         assert!(s.network.connections.iter().all(|c| c.nagle));
     }
+}
+
+/// On the `ideal` device every token is ready when the request arrives: token 0 leaves at
+/// once and tokens 1 to 5 (and the `Done` frame) are written while it is unacknowledged.
+/// They join one held segment and leave together when its acknowledgement comes, as
+/// later writes join a socket's queue: every token has arrived 2 RTT (and at most the ACK
+/// delay) after the request was sent. Had each write waited for an acknowledgement of its
+/// own, the last would come 5 round trips after the first.
+#[test]
+fn in_a_run_tokens_written_while_one_is_held_leave_with_it() {
+    let (off, _) = token_stream_on("device = \"ideal\"", 6, "nagle = false");
+    let (on, _) = token_stream_on("device = \"ideal\"", 6, "nagle = true");
+    let e2e = |r: &harness::RunOutput| values(r, Metric::E2e);
+    eprintln!(
+        "nagle off: e2e {:?}\nnagle on: e2e {:?}",
+        e2e(&off),
+        e2e(&on)
+    );
+    for d in e2e(&off) {
+        assert!(near(d, RTT), "without Nagle: {d:?}");
+    }
+    for d in e2e(&on) {
+        assert!(
+            d + Duration::from_millis(1) >= 2 * RTT
+                && d <= 2 * RTT + MAX_ACK_DELAY + Duration::from_millis(1),
+            "with Nagle: {d:?} outside [2 RTT, 2 RTT + the ACK delay]"
+        );
+    }
+    // Tokens 1 to 5 arrive together: the only gap of a request is its first (a gap of
+    // none is recorded as the histogram's least value, 1 ns).
+    let gaps = values(&on, Metric::Itl);
+    let together = gaps
+        .iter()
+        .filter(|&&g| g < Duration::from_micros(1))
+        .count();
+    assert_eq!(together, 4 * 12, "{gaps:?}");
 }
 
 /// A client-relayed pipeline of two A100 stages of Llama 2 7B, each 100 ms RTT from the
