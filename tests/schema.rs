@@ -483,3 +483,38 @@ fn bencher_and_benchmark_action_files_carry_the_summary_values() {
     }
     assert_eq!(i, entries.len(), "extra entries: {:#?}", &entries[i..]);
 }
+
+/// A run under Nagle's algorithm with a requested ACK delay: the keys it adds
+/// (`network.transport.nagle` and `max_ack_delay_ms`, `network.connections[].nagle`) are
+/// written, with the values that ran, and match the schema.
+#[test]
+fn a_summary_of_a_run_under_nagle_matches_the_schema() {
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("schema-nagle.toml");
+    let text = ScenarioText::new("schema-nagle")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 3\narrival = { kind = \"constant\", rate = 2 }\nrequests = 4\nwarmup_requests = 0",
+        )
+        .client("client")
+        .worker("gpu", "a100-80g", "")
+        .link("client", "gpu", "rtt = \"20ms\"")
+        .raw("[quic]\nnagle = true\nmax_ack_delay = \"40ms\"")
+        .build();
+    std::fs::write(&file, text).unwrap();
+    let dir = run(&file, "schema-nagle", out.path());
+    let summary = read_json(&dir.join("summary.json"));
+    let transport = &summary["network"]["transport"];
+    assert_eq!(transport["nagle"], true, "{transport}");
+    assert_eq!(transport["max_ack_delay_ms"], 40.0, "{transport}");
+    let connections = summary["network"]["connections"].as_array().unwrap();
+    assert!(!connections.is_empty());
+    for c in connections {
+        assert_eq!(c["nagle"], true, "{c}");
+    }
+    let errs = errors(&validator(), &summary);
+    assert!(
+        errs.is_empty(),
+        "schema-nagle/summary.json does not match docs/summary.schema.json:\n{}",
+        errs.join("\n")
+    );
+}

@@ -1005,3 +1005,73 @@ fn a_star_pattern_must_be_a_star_preset() {
         "{e}"
     );
 }
+
+/// `text` with `[quic] nagle` set.
+fn with_nagle(text: &ScenarioText, on: bool) -> Scenario {
+    scenario(&text.clone().raw(&format!("[quic]\nnagle = {on}")))
+}
+
+/// Every kind of topology runs with `nagle = true` (its requests, hidden states, tokens,
+/// synchronisations, star calls and relayed bytes all written under Nagle's algorithm):
+/// every request completes, every connection records it, and nothing gets faster for it,
+/// since Nagle's algorithm only ever holds bytes back (no link here has a rate limit or a
+/// queue that holding could relieve). `tests/transport.rs` measures what it costs.
+#[test]
+fn every_topology_kind_runs_under_nagle_and_none_is_faster_for_it() {
+    let relay = head("relay")
+        .relay("gateway")
+        .worker("gpu", "a100-80g", "")
+        .link("client", "gateway", "rtt = \"20ms\"")
+        .link("gateway", "gpu", "rtt = \"80ms\"")
+        .topology("relay", &["client", "gateway", "gpu"], "");
+    let cases = [
+        ("relay", relay),
+        ("star", rpc_star(None, 20.0)),
+        (
+            "star, llamacpp-rpc-2024",
+            rpc_star(Some("llamacpp-rpc-2024"), 20.0),
+        ),
+        ("tensor", tensor(20.0, 2)),
+        (
+            "pipeline, client-relayed",
+            pipeline("client-relayed", "rtt = \"40ms\""),
+        ),
+        (
+            "pipeline, server-to-server",
+            pipeline("server-to-server", "rtt = \"40ms\""),
+        ),
+        ("hedged", hedged("40ms", ["slow", "fast"])),
+    ];
+    for (name, text) in cases {
+        let (_, off) = run(&with_nagle(&text, false));
+        let (_, on) = run(&with_nagle(&text, true));
+        let done = |m: &Measured| {
+            let r = &m.topology.as_ref().expect("topology ran").record;
+            assert_eq!(r.failed, 0, "{name}: {:?}", r.errors);
+            r.completed
+        };
+        assert_eq!(done(&on), done(&off), "{name}");
+        for c in &on.connections {
+            assert!(c.nagle, "{name}: {} -> {} without Nagle", c.from, c.to);
+        }
+        assert!(off.connections.iter().all(|c| !c.nagle), "{name}");
+        eprintln!(
+            "{name}: ttft p50 {:.3} -> {:.3} ms, e2e p50 {:.3} -> {:.3} ms",
+            ms(&off, Metric::Ttft, 0.5),
+            ms(&on, Metric::Ttft, 0.5),
+            ms(&off, Metric::E2e, 0.5),
+            ms(&on, Metric::E2e, 0.5)
+        );
+        if name == "hedged" {
+            // Which replica answers first depends on the timing: no order to assert.
+            continue;
+        }
+        for (metric, q) in [(Metric::Ttft, 0.0), (Metric::Ttft, 0.5), (Metric::E2e, 0.5)] {
+            let (a, b) = (ms(&on, metric, q), ms(&off, metric, q));
+            assert!(
+                a >= b * 0.999,
+                "{name}: {metric:?} at {q} is {a} ms under Nagle, {b} ms without"
+            );
+        }
+    }
+}

@@ -787,3 +787,245 @@ fn with_nagle_later_writes_join_a_held_segment_and_leave_as_whole_segments() {
         assert_eq!(state.held(), 1, "one held segment: the header and the tail");
     });
 }
+
+// Nagle's algorithm in runs: the harness writes every frame through its connection's
+// `net::sender::Sender`. A worker streams its tokens as one small frame each, with nothing
+// to read from the client in between: write, write, and the client's acknowledgement is
+// all that can release the second. Token 0 leaves at once (no small segment is
+// unacknowledged); token 1, ready a decode step `d` later, is held until token 0's
+// acknowledgement is back, and the client, with one packet to acknowledge and nothing to
+// send, holds that acknowledgement for the ACK delay `D`. So token 1 arrives RTT + D after
+// token 0 instead of `d` after it, whenever `d` < RTT + D. (When `d` < `D`, the worker's
+// next packet, the `Done` frame's or the stream's end, reaches the client before its ACK
+// timer fires and draws the acknowledgement at once; the device below takes `d` > `D`.)
+
+/// A direct topology at 100 ms RTT: a worker whose decode step of Llama 2 7B is about
+/// 67 ms (13.5 GB of weights at 200 GB/s), 2 output tokens, a request a second after two
+/// warm-up requests, with `quic` in its `[quic]` table; the topology run and the
+/// summary.json it makes.
+fn token_stream(quic: &str) -> (harness::RunOutput, inferlat::report::summary::Summary) {
+    token_stream_on(
+        r#"device = { memory = "80GB", flops = "1000TFLOP/s", mem_bandwidth = "200GB/s", efficiency = { compute = 1.0, memory = 1.0 } }"#,
+        2,
+        quic,
+    )
+}
+
+/// [`token_stream`] on a worker with `device` (its node's fields), `tokens` output tokens.
+fn token_stream_on(
+    device: &str,
+    tokens: u32,
+    quic: &str,
+) -> (harness::RunOutput, inferlat::report::summary::Summary) {
+    let text = testing::ScenarioText::new("nagle-tokens")
+        .top("seed = 2")
+        .workload(&format!(
+            "prompt_tokens = 16\noutput_tokens = {tokens}\narrival = {{ kind = \"constant\", rate = 1 }}\nrequests = 12\nwarmup_requests = 2"
+        ))
+        .client("client")
+        .node("gpu", "worker", device)
+        .link("client", "gpu", "rtt = \"100ms\"")
+        .raw(&format!("[quic]\n{quic}"))
+        .build();
+    let s = scenario::parse(Path::new("nagle.toml"), &text, &ProfileLibrary::built_in())
+        .unwrap_or_else(|e| panic!("valid: {e}\n{text}"));
+    let plan = plan::plan(&s).unwrap();
+    let mut m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
+    let summary = inferlat::report::json::summary(&inferlat::report::Results {
+        scenario: &s,
+        plan: &plan,
+        measured: &m,
+        environment: inferlat::report::Environment::capture(std::time::SystemTime::now()),
+    })
+    .unwrap();
+    let run = m.topology.take().unwrap();
+    assert_eq!(run.record.failed, 0, "{:?}", run.record.errors);
+    assert_eq!(run.record.completed, 12);
+    (run, summary)
+}
+
+/// Every recorded value of `metric`, as durations.
+fn values(run: &harness::RunOutput, metric: Metric) -> Vec<Duration> {
+    let h = run.record.histogram(metric);
+    h.iter_recorded()
+        .flat_map(|v| {
+            let d = Duration::from_nanos(h.median_equivalent(v.value_iterated_to()));
+            std::iter::repeat_n(d, v.count_at_value() as usize)
+        })
+        .collect()
+}
+
+/// Whether `got` is `want` to within the histograms' 3 significant figures and quinn's
+/// 1 ms timer granularity.
+fn near(got: Duration, want: Duration) -> bool {
+    got.abs_diff(want) <= Duration::from_millis(1)
+}
+
+#[test]
+fn in_a_run_nagle_holds_a_streamed_token_for_the_delayed_ack_of_the_one_before() {
+    let (off, off_summary) = token_stream("nagle = false");
+    let (on, on_summary) = token_stream("nagle = true");
+    let (linux, linux_summary) = token_stream("nagle = true\nmax_ack_delay = \"40ms\"");
+    for (name, r) in [
+        ("nagle off", &off),
+        ("nagle on", &on),
+        ("nagle on, max_ack_delay 40 ms", &linux),
+    ] {
+        eprintln!(
+            "{name}: ttft {:?}, itl {:?}",
+            values(r, Metric::Ttft),
+            values(r, Metric::Itl)
+        );
+    }
+    // Without Nagle token 1 follows token 0 by the decode step: one value for every
+    // request, between the two ACK delays and below RTT + the shorter.
+    let steps = values(&off, Metric::Itl);
+    let d = steps[0];
+    assert!(steps.iter().all(|&x| near(x, d)), "{steps:?}");
+    assert!(
+        Duration::from_millis(41) < d && d + Duration::from_millis(1) < RTT + MAX_ACK_DELAY,
+        "decode step {d:?}: the scenario no longer tests what it says"
+    );
+    // With Nagle token 0 leaves at once: the same time to first token.
+    let ttft = values(&off, Metric::Ttft);
+    for r in [&on, &linux] {
+        let got = values(r, Metric::Ttft);
+        for (a, b) in got.iter().zip(&ttft) {
+            assert!(
+                near(*a, *b),
+                "the first token waited: {got:?} against {ttft:?}"
+            );
+        }
+    }
+    // Token 1 waits for token 0's acknowledgement: one RTT and the ACK delay after token
+    // 0, whatever the decode step. (A path MTU probe or a skipped packet number draws the
+    // ACK at once, now and then: then it is one RTT.)
+    for (r, ack_delay) in [(&on, MAX_ACK_DELAY), (&linux, Duration::from_millis(40))] {
+        let itl = values(r, Metric::Itl);
+        let delayed = itl.iter().filter(|&&x| near(x, RTT + ack_delay)).count();
+        let at_once = itl.iter().filter(|&&x| near(x, RTT)).count();
+        assert_eq!(delayed + at_once, itl.len(), "{ack_delay:?}: {itl:?}");
+        assert!(
+            delayed > itl.len() * 3 / 4,
+            "{delayed} of {} waited for the {ack_delay:?} ACK timer: {itl:?}",
+            itl.len()
+        );
+    }
+    // summary.json says what ran, in the settings and on every connection.
+    let t = &off_summary.network.transport;
+    assert!(!t.nagle && t.max_ack_delay_ms.is_none(), "{t:?}");
+    let t = &on_summary.network.transport;
+    assert!(t.nagle && t.max_ack_delay_ms.is_none(), "{t:?}");
+    let t = &linux_summary.network.transport;
+    assert!(t.nagle && t.max_ack_delay_ms == Some(40.0), "{t:?}");
+    assert!(!off_summary.network.connections.is_empty());
+    assert!(off_summary.network.connections.iter().all(|c| !c.nagle));
+    for s in [&on_summary, &linux_summary] {
+        assert!(!s.network.connections.is_empty());
+        assert!(s.network.connections.iter().all(|c| c.nagle));
+    }
+}
+
+/// On the `ideal` device every token is ready when the request arrives: token 0 leaves at
+/// once and tokens 1 to 5 (and the `Done` frame) are written while it is unacknowledged.
+/// They join one held segment and leave together when its acknowledgement comes, as
+/// later writes join a socket's queue: every token has arrived 2 RTT (and at most the ACK
+/// delay) after the request was sent. Had each write waited for an acknowledgement of its
+/// own, the last would come 5 round trips after the first.
+#[test]
+fn in_a_run_tokens_written_while_one_is_held_leave_with_it() {
+    let (off, _) = token_stream_on("device = \"ideal\"", 6, "nagle = false");
+    let (on, _) = token_stream_on("device = \"ideal\"", 6, "nagle = true");
+    let e2e = |r: &harness::RunOutput| values(r, Metric::E2e);
+    eprintln!(
+        "nagle off: e2e {:?}\nnagle on: e2e {:?}",
+        e2e(&off),
+        e2e(&on)
+    );
+    for d in e2e(&off) {
+        assert!(near(d, RTT), "without Nagle: {d:?}");
+    }
+    for d in e2e(&on) {
+        assert!(
+            d + Duration::from_millis(1) >= 2 * RTT
+                && d <= 2 * RTT + MAX_ACK_DELAY + Duration::from_millis(1),
+            "with Nagle: {d:?} outside [2 RTT, 2 RTT + the ACK delay]"
+        );
+    }
+    // Tokens 1 to 5 arrive together: the only gap of a request is its first (a gap of
+    // none is recorded as the histogram's least value, 1 ns).
+    let gaps = values(&on, Metric::Itl);
+    let together = gaps
+        .iter()
+        .filter(|&&g| g < Duration::from_micros(1))
+        .count();
+    assert_eq!(together, 4 * 12, "{gaps:?}");
+}
+
+/// A client-relayed pipeline of two A100 stages of Llama 2 7B, each 100 ms RTT from the
+/// client, 6 output tokens, a request every five seconds after two warm-up requests (one
+/// at a time: requests that overlap on a connection share its Nagle state, as requests
+/// multiplexed on one socket do, and a message then waits for another request's segment),
+/// with `quic` in its `[quic]` table.
+fn pipeline_run(quic: &str) -> harness::RunOutput {
+    let mut t = testing::ScenarioText::new("nagle-pipe")
+        .top("seed = 4")
+        .workload(
+            "prompt_tokens = 16\noutput_tokens = 6\narrival = { kind = \"constant\", rate = 0.2 }\nrequests = 8\nwarmup_requests = 2",
+        )
+        .client("client")
+        .worker("s1", "a100-80g", "layers = \"0..16\"")
+        .worker("s2", "a100-80g", "layers = \"16..32\"");
+    for s in ["s1", "s2"] {
+        t = t.link("client", s, "rtt = \"100ms\"");
+    }
+    let text = t
+        .topology(
+            "pipeline",
+            &["client", "s1", "s2"],
+            "hops = \"client-relayed\"",
+        )
+        .raw(&format!("[quic]\n{quic}"))
+        .build();
+    let s = scenario::parse(Path::new("pipe.toml"), &text, &ProfileLibrary::built_in())
+        .unwrap_or_else(|e| panic!("valid: {e}\n{text}"));
+    let plan = plan::plan(&s).unwrap();
+    let mut m = harness::run_to_end(&s, &plan, &Options::default(), ClockKind::Virtual).unwrap();
+    let run = m.topology.take().unwrap();
+    assert_eq!(run.record.failed, 0, "{:?}", run.record.errors);
+    run
+}
+
+// The Petals client's pattern: each step writes a stage its hidden states as an
+// activations frame, a 17-byte header and the payload as two writes (8,192 B a decode
+// token for Llama 2 7B, 131,072 B for the 16-token prefill), then reads the stage's reply
+// (one position's hidden states), written the same way. The header leaves at once
+// (nothing small unacknowledged), and so do the payload's whole segments; the partial
+// last segment waits for the header's acknowledgement, which the whole segments' packets
+// draw at once (every second packet): one RTT. Both directions of both stages: every
+// step, the prefill's too, costs 4 RTT more than without Nagle.
+#[test]
+fn in_a_run_nagle_holds_the_tail_of_each_hidden_state_a_round_trip() {
+    let off = pipeline_run("nagle = false");
+    let on = pipeline_run("nagle = true");
+    for (name, r) in [("nagle off", &off), ("nagle on", &on)] {
+        eprintln!(
+            "{name}: ttft {:?}, itl {:?}",
+            values(r, Metric::Ttft),
+            values(r, Metric::Itl)
+        );
+    }
+    for metric in [Metric::Ttft, Metric::Itl] {
+        let without = values(&off, metric);
+        let with = values(&on, metric);
+        assert_eq!(with.len(), without.len(), "{metric:?}");
+        let step = without[0];
+        assert!(without.iter().all(|&x| near(x, step)), "{without:?}");
+        for &x in &with {
+            assert!(
+                near(x, step + 4 * RTT),
+                "{metric:?}: {x:?} under Nagle, {step:?} without"
+            );
+        }
+    }
+}

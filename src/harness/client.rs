@@ -5,7 +5,8 @@
 use super::node::{broken, open_stream, read_activations};
 use crate::clock::Clock;
 use crate::compute::{Engine, Pass, SessionGuard, Stage};
-use crate::net::framed::{read_frame, write_activations};
+use crate::net::framed::read_frame;
+use crate::net::sender::Sender;
 use crate::net::wire::{Done, Frame, Mode, Request};
 use crate::plan::Route;
 use crate::plan::schedule::Shape;
@@ -95,7 +96,7 @@ pub struct Client {
     pub standby: Vec<(usize, usize)>,
 }
 
-type Io = (quinn::SendStream, quinn::RecvStream);
+type Io = (Sender, quinn::RecvStream);
 
 /// What a client needs to open a connection again: its endpoint and every node's address.
 pub struct Dialer {
@@ -638,7 +639,7 @@ async fn stage_step(
     bytes: usize,
     max: u32,
 ) -> Result<(), String> {
-    write_activations(&mut io.0, id, tokens, bytes)
+    io.0.write_activations(id, tokens, bytes)
         .await
         .map_err(|e| e.to_string())?;
     read_activations(&mut io.1, max)
@@ -657,7 +658,9 @@ async fn chain_step(
     bytes: usize,
     max: u32,
 ) -> Result<(), String> {
-    write_activations(&mut chain.0, id, tokens, bytes)
+    chain
+        .0
+        .write_activations(id, tokens, bytes)
         .await
         .map_err(|e| e.to_string())?;
     // The first stage answers on the chain stream only when something broke.

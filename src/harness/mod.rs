@@ -205,10 +205,14 @@ pub struct ConnectionReport {
     /// The path MTU quinn settled on (UDP payload bytes).
     pub current_mtu: u16,
     pub black_holes_detected: u64,
+    /// What `from` sent on it followed Nagle's algorithm (its controller was a
+    /// `NagleController`).
+    pub nagle: bool,
 }
 
 impl ConnectionReport {
-    fn new(from: &str, to: &str, stats: &quinn::ConnectionStats) -> Self {
+    fn new(from: &str, to: &str, conn: &quinn::Connection) -> Self {
+        let stats = conn.stats();
         let p = &stats.path;
         ConnectionReport {
             from: from.into(),
@@ -224,6 +228,7 @@ impl ConnectionReport {
             udp_datagrams_received: stats.udp_rx.datagrams,
             current_mtu: p.current_mtu,
             black_holes_detected: p.black_holes_detected,
+            nagle: crate::net::congestion::NagleState::of(conn).is_some(),
         }
     }
 }
@@ -867,7 +872,7 @@ async fn run_topology(
     let connections = topo
         .connections
         .iter()
-        .map(|(from, to, conn)| ConnectionReport::new(from, to, &conn.stats()))
+        .map(|(from, to, conn)| ConnectionReport::new(from, to, conn))
         .collect();
     topo.shutdown().await;
     Ok(Some(TopologyRun {

@@ -7,7 +7,9 @@ use crate::clock::Clock;
 use crate::compute::Pass as Work;
 use crate::compute::Stage;
 use crate::compute::{Engine, Event, Job, SessionGuard, StepDone};
-use crate::net::framed::{FrameIoError, read_frame, write_activations, write_frame};
+use crate::net::congestion::NagleState;
+use crate::net::framed::{FrameIoError, read_frame};
+use crate::net::sender::Sender;
 use crate::net::wire::{self, Done, Frame, Mode, Request};
 use crate::scenario::SoftwareCost;
 use crate::topology::Part;
@@ -45,8 +47,8 @@ pub struct ServerStats {
 }
 
 enum Rendezvous {
-    Waiting(oneshot::Sender<quinn::SendStream>),
-    Ready(quinn::SendStream),
+    Waiting(oneshot::Sender<Sender>),
+    Ready(Sender),
 }
 
 /// A running node.
@@ -84,7 +86,7 @@ pub struct Node {
     accepted: Mutex<Vec<quinn::Connection>>,
 }
 
-type Io = (quinn::SendStream, quinn::RecvStream);
+type Io = (Sender, quinn::RecvStream);
 
 /// Every node's in-memory address, by name.
 pub type Addresses = Arc<HashMap<String, std::net::SocketAddr>>;
@@ -151,7 +153,7 @@ impl Node {
     /// after their send cost.
     async fn send_activations(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         id: u64,
         tokens: u32,
         len: usize,
@@ -159,7 +161,7 @@ impl Node {
     ) -> Result<(), FrameIoError> {
         let bytes = wire::activations_frame_len(len) as u64;
         self.spend(self.software.send.of(bytes), software).await;
-        write_activations(send, id, tokens, len).await
+        send.write_activations(id, tokens, len).await
     }
 
     /// Reads the next message, which must be hidden states, then spends its receive cost;
@@ -185,7 +187,7 @@ impl Node {
     /// Sends token `index`'s frame after its send cost.
     async fn send_token(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         index: u32,
         software: &mut Duration,
         buf: &mut Vec<u8>,
@@ -195,7 +197,8 @@ impl Node {
             software,
         )
         .await;
-        write_frame(send, &token_frame(index, Duration::ZERO), buf).await
+        send.write_frame(&token_frame(index, Duration::ZERO), buf)
+            .await
     }
 
     fn epoch(&self) -> CancellationToken {
@@ -301,7 +304,7 @@ impl Node {
     async fn close_sessions(
         &self,
         sessions: &mut [Io],
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         acc: StepDone,
         software: Duration,
         buf: &mut Vec<u8>,
@@ -311,7 +314,7 @@ impl Node {
             forward_dones(r, send, self.max_frame, buf).await?;
         }
         let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
-        write_frame(send, &own, buf).await?;
+        send.write_frame(&own, buf).await?;
         let _ = send.finish();
         Ok(())
     }
@@ -376,6 +379,8 @@ impl Node {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .push(conn.clone());
+                    // Whether this connection's streams write under Nagle's algorithm.
+                    let nagle = NagleState::of(&conn);
                     loop {
                         let (send, recv) = tokio::select! {
                             biased;
@@ -384,6 +389,7 @@ impl Node {
                             s = conn.accept_bi() => match s { Ok(s) => s, Err(_) => return },
                         };
                         node.stats.streams.fetch_add(1, Ordering::Relaxed);
+                        let send = Sender::new(send, nagle.clone());
                         let (node, epoch) = (node.clone(), epoch.clone());
                         tokio::spawn(async move {
                             let r = tokio::select! {
@@ -406,7 +412,7 @@ impl Node {
 
     async fn handle(
         self: &Arc<Self>,
-        mut send: quinn::SendStream,
+        mut send: Sender,
         mut recv: quinn::RecvStream,
     ) -> Result<(), Failure> {
         let mut buf = Vec::new();
@@ -417,7 +423,9 @@ impl Node {
                     None => "the stream ended before a request".to_string(),
                     Some(f) => format!("expected a Request frame, got {:?}", f.kind()),
                 };
-                let _ = write_frame(&mut send, &Frame::Error { code: 1, message }, &mut buf).await;
+                let _ = send
+                    .write_frame(&Frame::Error { code: 1, message }, &mut buf)
+                    .await;
                 let _ = send.finish();
                 return Err(Failure::Malformed);
             }
@@ -475,7 +483,7 @@ impl Node {
                         code: 2,
                         message: message.clone(),
                     };
-                    let _ = write_frame(&mut send, &frame, &mut buf).await;
+                    let _ = send.write_frame(&frame, &mut buf).await;
                     let _ = send.finish();
                 }
                 Err(e)
@@ -483,7 +491,7 @@ impl Node {
         }
     }
 
-    fn put_return(&self, id: u64, send: quinn::SendStream) {
+    fn put_return(&self, id: u64, send: Sender) {
         let mut map = self.returns.lock().unwrap_or_else(|e| e.into_inner());
         match map.remove(&id) {
             Some(Rendezvous::Waiting(tx)) => {
@@ -495,7 +503,7 @@ impl Node {
         }
     }
 
-    async fn take_return(&self, id: u64) -> Result<quinn::SendStream, String> {
+    async fn take_return(&self, id: u64) -> Result<Sender, String> {
         let rx = {
             let mut map = self.returns.lock().unwrap_or_else(|e| e.into_inner());
             match map.remove(&id) {
@@ -514,7 +522,7 @@ impl Node {
     /// Forwards the stream to the next node of the route, byte for byte, both ways.
     async fn relay(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         recv: &mut quinn::RecvStream,
         request: Request,
     ) -> Result<(), Failure> {
@@ -535,7 +543,7 @@ impl Node {
         // A copy that fails resets the other side, so a broken hop never looks like a
         // clean end of the stream.
         let up = async {
-            let r = tokio::io::copy(recv, &mut s2).await;
+            let r = s2.copy_from(recv).await;
             match &r {
                 Ok(_) => {
                     let _ = s2.finish();
@@ -547,7 +555,7 @@ impl Node {
             r
         };
         let down = async {
-            let r = tokio::io::copy(&mut r2, send).await;
+            let r = send.copy_from(&mut r2).await;
             if r.is_ok() {
                 let _ = send.finish();
             }
@@ -560,7 +568,7 @@ impl Node {
     }
 
     /// Serves a whole request: prefill and decode on this node, tokens streamed back.
-    async fn whole(&self, send: &mut quinn::SendStream, request: &Request) -> Result<(), Failure> {
+    async fn whole(&self, send: &mut Sender, request: &Request) -> Result<(), Failure> {
         // A whole request needs only the engine (a real server's worker has no stage).
         let engine = self
             .engine
@@ -596,7 +604,7 @@ impl Node {
                 }
                 Event::Failed { reason } => return Err(Failure::Refused(reason)),
             };
-            write_frame(send, &frame, &mut buf).await?;
+            send.write_frame(&frame, &mut buf).await?;
         }
         let _ = send.finish();
         Ok(())
@@ -616,7 +624,7 @@ impl Node {
     /// metric, and is spent but not reported.
     async fn whole_with_software(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         request: &Request,
         engine: &dyn Engine,
     ) -> Result<(), Failure> {
@@ -686,7 +694,7 @@ impl Node {
             {
                 last_wait = self.clock.now().saturating_duration_since(ready);
             }
-            write_frame(send, &frame, &mut buf).await?;
+            send.write_frame(&frame, &mut buf).await?;
         }
         let _ = send.finish();
         Ok(())
@@ -697,7 +705,7 @@ impl Node {
     /// stage to the client's return stream).
     async fn stage(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         recv: &mut quinn::RecvStream,
         request: &Request,
     ) -> Result<(), Failure> {
@@ -707,7 +715,7 @@ impl Node {
             return self.rpc_stage(send, recv, request).await;
         }
         let mut next: Option<Io> = None;
-        let mut ret: Option<quinn::SendStream> = None;
+        let mut ret: Option<Sender> = None;
         if chain && !request.route.is_empty() {
             let forward = Request {
                 route: request.route[1..].to_vec(),
@@ -762,7 +770,7 @@ impl Node {
         let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
         match (next, ret) {
             (None, None) => {
-                write_frame(send, &own, &mut buf).await?;
+                send.write_frame(&own, &mut buf).await?;
             }
             (next, ret) => {
                 // Pass the earlier stages' accounts on with this one's.
@@ -773,10 +781,10 @@ impl Node {
                 };
                 while let Some(frame) = read_frame(recv, self.max_frame).await? {
                     if let Frame::Done(_) = frame {
-                        write_frame(&mut out, &frame, &mut buf).await?;
+                        out.write_frame(&frame, &mut buf).await?;
                     }
                 }
-                write_frame(&mut out, &own, &mut buf).await?;
+                out.write_frame(&own, &mut buf).await?;
                 let _ = out.finish();
             }
         }
@@ -789,7 +797,7 @@ impl Node {
     /// computes, this span's step runs; each call the host waits on gets its reply.
     async fn rpc_stage(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         recv: &mut quinn::RecvStream,
         request: &Request,
     ) -> Result<(), Failure> {
@@ -825,7 +833,7 @@ impl Node {
             }
         }
         let own = Frame::Done(done(&self.name, acc.queue, acc.compute, software));
-        write_frame(send, &own, &mut buf).await?;
+        send.write_frame(&own, &mut buf).await?;
         let _ = send.finish();
         Ok(())
     }
@@ -834,7 +842,7 @@ impl Node {
     /// and back through this host), then the LM head; tokens to the client.
     async fn star(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         request: &Request,
         head: &Arc<Stage>,
     ) -> Result<(), Failure> {
@@ -903,11 +911,7 @@ impl Node {
     /// A tensor group's root: per step, walk the pattern's ops (`Plan::tensor`): compute
     /// its share, broadcast to the members, gather from them, or both at once (an
     /// exchange); then the token to the client.
-    async fn tensor_root(
-        &self,
-        send: &mut quinn::SendStream,
-        request: &Request,
-    ) -> Result<(), Failure> {
+    async fn tensor_root(&self, send: &mut Sender, request: &Request) -> Result<(), Failure> {
         let (engine, stage) = self.engine().map_err(Failure::Refused)?;
         let mut software = Duration::ZERO;
         self.spend(self.request_cost(request), &mut software).await;
@@ -969,7 +973,7 @@ impl Node {
                             } else {
                                 try_join_all(
                                     members.iter_mut().map(|(s, _)| {
-                                        write_activations(s, request.id, tokens, bytes)
+                                        s.write_activations(request.id, tokens, bytes)
                                     }),
                                 )
                                 .await?;
@@ -1002,7 +1006,7 @@ impl Node {
     /// from the root starts the step and says how many positions it has.
     async fn tensor_member(
         &self,
-        send: &mut quinn::SendStream,
+        send: &mut Sender,
         recv: &mut quinn::RecvStream,
         request: &Request,
     ) -> Result<(), Failure> {
@@ -1058,8 +1062,7 @@ impl Node {
                 }
             }
         }
-        write_frame(
-            send,
+        send.write_frame(
             &Frame::Done(done(&self.name, acc.queue, acc.compute, software)),
             &mut buf,
         )
@@ -1120,12 +1123,13 @@ pub async fn open_stream(
     route: &[String],
     request: &Request,
 ) -> Result<Io, String> {
-    let (mut send, recv) = conn
+    let (send, recv) = conn
         .open_bi()
         .await
         .map_err(|e| format!("opening a stream to {}: {e}", route[0]))?;
+    let mut send = Sender::on(conn, send);
     let mut buf = Vec::new();
-    write_frame(&mut send, &Frame::Request(request.clone()), &mut buf)
+    send.write_frame(&Frame::Request(request.clone()), &mut buf)
         .await
         .map_err(|e| format!("sending the request to {}: {e}", route[0]))?;
     Ok((send, recv))
@@ -1158,13 +1162,13 @@ pub async fn read_message(
 /// Copies the `Done` frames of a finished stream to `send`.
 async fn forward_dones(
     recv: &mut quinn::RecvStream,
-    send: &mut quinn::SendStream,
+    send: &mut Sender,
     max: u32,
     buf: &mut Vec<u8>,
 ) -> Result<(), FrameIoError> {
     while let Some(frame) = read_frame(recv, max).await? {
         if let Frame::Done(_) = frame {
-            write_frame(send, &frame, buf).await?;
+            send.write_frame(&frame, buf).await?;
         }
     }
     Ok(())

@@ -181,7 +181,8 @@ pub const PACKET_OVERHEAD: u16 = 13 + 16 + 15;
 /// The writer marks a small segment before it writes it; the controller takes the first
 /// packet quinn sends after the mark that is not full-sized as the one carrying it, and
 /// clears the mark once an acknowledgement covers that packet number or leaves nothing
-/// in flight (the backstop, should the packet taken be an acknowledgement-only one).
+/// in flight after a packet has left since the mark (the backstop, should the packet
+/// taken be an acknowledgement-only one, or the segment have left in full-sized ones).
 #[derive(Debug)]
 pub struct NagleState {
     inner: std::sync::Mutex<NagleInner>,
@@ -194,6 +195,9 @@ struct NagleInner {
     small_unacked: bool,
     /// The packet number taken as the small segment's, once sent.
     packet: Option<u64>,
+    /// A packet was sent since the mark: the small segment has left (in it, or in a
+    /// full-sized one), so nothing in flight means it is acknowledged.
+    sent: bool,
     /// The path's UDP payload size (quinn's current MTU).
     mtu: u16,
     /// Small segments the writer held back for an acknowledgement (for tests).
@@ -248,6 +252,7 @@ impl NagleState {
         }
         s.small_unacked = true;
         s.packet = None;
+        s.sent = false;
         true
     }
 
@@ -277,6 +282,7 @@ impl NagleState {
                 if !s.small_unacked {
                     s.small_unacked = true;
                     s.packet = None;
+                    s.sent = false;
                     return;
                 }
                 if !counted {
@@ -293,12 +299,15 @@ impl NagleState {
         if s.small_unacked && s.packet.is_none() && bytes < u64::from(s.mtu) {
             s.packet = Some(packet);
         }
+        s.sent = true;
     }
 
     fn on_end_acks(&self, in_flight: u64, largest_acked: Option<u64>) {
         let mut s = self.lock();
         let covered = matches!((s.packet, largest_acked), (Some(p), Some(l)) if l >= p);
-        if s.small_unacked && (in_flight == 0 || covered) {
+        // Nothing in flight before the segment's packet has left (an acknowledgement of
+        // earlier packets, processed between the mark and the send) says nothing of it.
+        if s.small_unacked && ((in_flight == 0 && s.sent) || covered) {
             s.small_unacked = false;
             s.packet = None;
             drop(s);
@@ -443,6 +452,17 @@ mod tests {
         s.on_sent(60, 10);
         s.on_end_acks(0, Some(3));
         assert!(!s.small_unacked());
+        // But not before a packet has left since the mark: an acknowledgement of earlier
+        // packets processed between the mark and the segment's send leaves it marked.
+        assert!(sends_at_once(&s));
+        s.on_end_acks(0, Some(10));
+        assert!(s.small_unacked(), "cleared before the segment left");
+        s.on_sent(1452, 11);
+        s.on_end_acks(0, Some(11));
+        assert!(
+            !s.small_unacked(),
+            "left in a full-sized packet, all acknowledged"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use quinn::{RecvStream, SendStream};
 
 /// Chunk size for reading a payload: memory grows with bytes received, not with the
 /// length a peer claims.
-const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameIoError {
@@ -84,6 +84,25 @@ impl<'a> NagleWriter<'a> {
         Ok(())
     }
 
+    /// Whether a partial segment is held for an acknowledgement.
+    pub fn holds(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The stream it writes to.
+    pub fn stream(&mut self) -> &mut SendStream {
+        self.send
+    }
+
+    /// Sends what is held, once the caller has waited for [`NagleState::send_held`] (which
+    /// marked it as the unacknowledged small segment).
+    pub(crate) async fn release(&mut self) -> Result<(), quinn::WriteError> {
+        let r = self.send.write_all(&self.held).await;
+        self.held.clear();
+        self.counted = false;
+        r
+    }
+
     /// Sends what is held once no small segment is unacknowledged. A stream the peer
     /// stopped, or a connection that is lost, will never see that acknowledgement: the
     /// write then fails instead of waiting forever.
@@ -139,7 +158,7 @@ pub async fn write_frame_nagle(
 }
 
 /// The header of an activations frame of `len` bytes of hidden states.
-fn activations_head(id: u64, tokens: u32, len: usize) -> Result<Vec<u8>, WireError> {
+pub(crate) fn activations_head(id: u64, tokens: u32, len: usize) -> Result<Vec<u8>, WireError> {
     let payload = u32::try_from(12 + len).map_err(|_| WireError::TooLarge {
         len: u32::MAX,
         max: u32::MAX,

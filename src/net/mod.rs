@@ -1,5 +1,6 @@
-//! The network: the sans-IO link emulator, the frame codec, quinn's socket drivers and
-//! endpoint configuration.
+//! The network: the sans-IO link emulator, the frame codec and the streams that send it
+//! (`sender`: at once, or under Nagle's algorithm), quinn's socket drivers and endpoint
+//! configuration.
 
 pub mod congestion;
 pub mod endpoint;
@@ -8,6 +9,7 @@ pub mod framed;
 pub mod link;
 pub mod params;
 pub mod port;
+pub mod sender;
 pub mod socket;
 pub mod transport;
 pub mod wire;

@@ -9,10 +9,12 @@
 //! `net::congestion::NagleController` and `net::framed::write_nagle` holds a partial
 //! segment while a small one sent earlier is unacknowledged (Linux's rule); the receiver's
 //! delayed acknowledgement that makes this cost time is quinn's (a lone packet after 25 ms,
-//! every second one at once), or what `max_ack_delay` asks of the peer (Linux: 40 ms). No preset sets it: the systems inferlat models set
+//! every second one at once), or what `max_ack_delay` asks of the peer (Linux: 40 ms). In
+//! runs every stream of such a connection writes through a `net::sender::Sender`, which
+//! keeps its queue as a socket does. No preset sets it: the systems inferlat models set
 //! `TCP_NODELAY` (ggml-rpc's `transport.cpp`, distributed-llama's `nn-network.cpp`), so
-//! `tcp-linux` keeps it off, and a run refuses `nagle = true` until the harness writes
-//! through `write_nagle` (`tests/transport.rs` measures it; see `docs/links.md`).
+//! `tcp-linux` keeps it off (`tests/transport.rs` measures it, on its own and in a run;
+//! see `docs/links.md`).
 
 use crate::net::params::Quic;
 

@@ -6,7 +6,9 @@
 //! part, device figures, layers and batching limit) and `model`. Both are absent from
 //! version-1 files and read as `None`; so is `identity` (what the numbers depend on, which
 //! `compare` checks), added to version 2 later; everything else is as version 1 wrote it, so
-//! readers take both versions.
+//! readers take both versions. Keys added to an existing object within a version read as
+//! their default when absent (`network.transport.warm`, `slow_start_after_idle`, `nagle`:
+//! false; `max_ack_delay_ms`: none; `network.connections[].nagle`: false).
 //!
 //! Parts that other modules own and serialize (the workload, the link reports, quinn's
 //! connection statistics, the transport settings) are mirrored here field by field; the
@@ -695,6 +697,9 @@ pub struct Connection {
     pub udp_datagrams_received: u64,
     pub current_mtu: u16,
     pub black_holes_detected: u64,
+    /// What `from` sent on it followed Nagle's algorithm (absent before: false).
+    #[serde(default)]
+    pub nagle: bool,
 }
 
 /// The QUIC settings that shape latency.
@@ -714,6 +719,13 @@ pub struct Transport {
     /// The window restarted from `initial_window` after idle periods (absent before: false).
     #[serde(default)]
     pub slow_start_after_idle: bool,
+    /// Writes followed Nagle's algorithm (absent before: false, `TCP_NODELAY`).
+    #[serde(default)]
+    pub nagle: bool,
+    /// The acknowledgement delay asked of the peer for a lone packet, in ms (ACK_FREQUENCY);
+    /// absent: the peer's own (quinn's 25 ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ack_delay_ms: Option<f64>,
 }
 
 /// What ran: the topology's kind and path, and every node of the scenario.

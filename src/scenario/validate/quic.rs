@@ -55,12 +55,6 @@ pub(super) fn check_at(cx: &mut Context, q: &RawQuic, qp: FieldPath) -> Quic {
             ),
         );
     }
-    if q.nagle == Some(true) {
-        cx.err(
-            qp.key("nagle"),
-            "nagle = true is not applied to runs yet: the harness writes its frames without net::framed::write_nagle, so the run would still be TCP_NODELAY's; tests/transport.rs measures Nagle on its own (docs/links.md)".into(),
-        );
-    }
     Quic {
         initial_rtt: positive(cx, &qp, q.initial_rtt, "initial_rtt"),
         initial_window: window(cx, &qp, q.initial_window, "initial_window", 2400),
