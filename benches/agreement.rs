@@ -23,9 +23,10 @@
 //! Per scenario it prints the virtual and real TTFT p50 and TPOT p50, their differences (%
 //! and absolute), the process's CPU load over the real topology run (summary.json's
 //! `emulator.cpu_load`, core-seconds per second, as a share of the machine's cores), the
-//! link emulator's delivery lateness p99, and a verdict: `agrees` (both p50s within 5 %),
-//! `cpu-bound` (they are not, and the harness used at least 80 % of the machine's cores: by
-//! how much is printed, and the virtual clock is the way out) or `differs`. For a tensor
+//! link emulator's delivery lateness p50 and p99 (µs), and a verdict: `agrees` (both p50s
+//! within 5 %), `cpu-bound` (they are not, and the harness used at least 80 % of the
+//! machine's cores: by how much is printed, and the virtual clock is the way out) or
+//! `differs`. For a tensor
 //! group it also prints the harness cost per synchronisation: (real TPOT - virtual TPOT) /
 //! the pattern's synchronisations per token. Real-clock figures are only honest on a quiet
 //! machine: the load average is printed when the bench starts, and each row's `oth%` is the
@@ -343,7 +344,8 @@ struct Row {
     cpu_load: Option<f64>,
     /// The share of the machine's cores other processes used during the real run.
     others: Option<f64>,
-    lateness_p99_us: Option<f64>,
+    /// The link emulator's delivery lateness (actual minus scheduled) p50 and p99, in µs.
+    lateness_us: Option<(f64, f64)>,
     /// Synchronisations per token of a tensor group.
     syncs: Option<usize>,
     verdict: Verdict,
@@ -431,12 +433,17 @@ fn compare(s: &Scenario, a: &Args, output: Option<u32>, root: &Path) -> Row {
         .measured
         .cpu_load
         .or(real.busy.as_ref().map(|b| b.ours * n as f64));
-    let lateness_p99_us = real
+    let lateness_us = real
         .measured
         .emulator_lateness
         .as_ref()
         .filter(|h| !h.is_empty())
-        .map(|h| h.value_at_quantile(0.99) as f64 / 1e3);
+        .map(|h| {
+            (
+                h.value_at_quantile(0.5) as f64 / 1e3,
+                h.value_at_quantile(0.99) as f64 / 1e3,
+            )
+        });
     let syncs = (!p.plan.tensor.is_empty())
         .then(|| {
             p.plan
@@ -476,7 +483,7 @@ fn compare(s: &Scenario, a: &Args, output: Option<u32>, root: &Path) -> Row {
         tpot,
         cpu_load,
         others,
-        lateness_p99_us,
+        lateness_us,
         syncs,
         verdict,
         notes,
@@ -497,7 +504,7 @@ fn abs(pair: Option<(f64, f64)>) -> String {
 
 fn header() {
     println!(
-        "{:<26} {:>3} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>5} {:>8} {:>8}  verdict",
+        "{:<26} {:>3} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>5} {:>11} {:>8}  verdict",
         "scenario",
         "n",
         "ttft v",
@@ -510,7 +517,7 @@ fn header() {
         "d ms",
         "cpu%",
         "oth%",
-        "late99us",
+        "late50/99us",
         "us/sync"
     );
 }
@@ -518,7 +525,7 @@ fn header() {
 fn print(r: &Row) {
     let n = cores() as f64;
     println!(
-        "{:<26} {:>3} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>5} {:>8} {:>8}  {}",
+        "{:<26} {:>3} {:>9} {:>9} {:>7} {:>8} {:>8} {:>8} {:>7} {:>7} {:>5} {:>5} {:>11} {:>8}  {}",
         r.name,
         r.requests,
         ms(r.ttft.map(|p| p.0)),
@@ -532,7 +539,8 @@ fn print(r: &Row) {
         r.cpu_load
             .map_or("-".into(), |l| format!("{:.0}", l * 100.0 / n)),
         r.others.map_or("-".into(), |o| format!("{:.0}", o * 100.0)),
-        r.lateness_p99_us.map_or("-".into(), |l| format!("{l:.0}")),
+        r.lateness_us
+            .map_or("-".into(), |(a, b)| format!("{a:.0}/{b:.0}")),
         r.sync_cost_us().map_or("-".into(), |c| format!("{c:.1}")),
         r.verdict.name()
     );
