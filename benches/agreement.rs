@@ -16,8 +16,8 @@
 //! and one warm-up, fewer when the plan's floor of a request says they would not fit in
 //! `--cap` seconds of real time (default 20; a 176B model's request takes 8 to 23 s, so it
 //! gets one request and no warm-up); the output says when a scenario was capped. A watchdog
-//! stops a real run that overruns (twice its floor plus setup time); it is then reported as
-//! stopped, with what it measured. Faults stay in: both clocks inject the same ones at the
+//! stops a real run that overruns (three times the simulated time of the same run on the
+//! virtual clock, plus 15 s); it is then reported as stopped, with what it measured. Faults stay in: both clocks inject the same ones at the
 //! same times, and each row says how many were injected on each clock.
 //!
 //! Per scenario it prints the virtual and real TTFT p50 and TPOT p50, their differences (%
@@ -204,8 +204,6 @@ struct Prepared {
     plan: Plan,
     /// The plan's floor of the median request.
     floor: Duration,
-    /// The watchdog's limit on the real run.
-    limit: Duration,
     notes: Vec<String>,
 }
 
@@ -241,12 +239,10 @@ fn prepare(s: &Scenario, cap: Duration, requests: u64, output: Option<u32>) -> P
     s.workload.measure = Extent::Requests(measure);
     s.workload.warmup = Extent::Requests(warmup);
     let plan = plan::plan(&s).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-    let limit = floor.mul_f64(2.0 * (measure + warmup) as f64) + Duration::from_secs(15);
     Prepared {
         scenario: s,
         plan,
         floor,
-        limit,
         notes,
     }
 }
@@ -388,13 +384,16 @@ fn compare(s: &Scenario, a: &Args, output: Option<u32>, root: &Path) -> Row {
     let dir = root.join(&s.name);
     let virt = run(&p, ClockKind::Virtual, &dir.join("virtual"), None);
     let load = loadavg();
-    let real = run(&p, ClockKind::Real, &dir.join("real"), Some(p.limit));
+    // The watchdog: three times what the same run took in simulated time, plus setup.
+    let limit = virt.measured.simulated.mul_f64(3.0) + Duration::from_secs(15);
+    let real = run(&p, ClockKind::Real, &dir.join("real"), Some(limit));
     let n = cores();
     if real.stopped {
         notes.push(format!(
-            "stopped by the watchdog after {:.1} s of real time (limit {:.0} s: twice the floor of its requests, {:.2} s each, plus setup); measured what finished",
+            "stopped by the watchdog after {:.1} s of real time (limit {:.0} s: three times the virtual run's {:.1} s simulated, plus 15 s; a request's floor is {:.2} s); measured what finished",
             real.wall.as_secs_f64(),
-            p.limit.as_secs_f64(),
+            limit.as_secs_f64(),
+            virt.measured.simulated.as_secs_f64(),
             p.floor.as_secs_f64()
         ));
     }
