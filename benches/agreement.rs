@@ -9,16 +9,17 @@
 //! ```text
 //! cargo bench --bench agreement                       # every shipped scenario
 //! cargo bench --bench agreement -- dllama             # scenarios whose name contains "dllama"
-//! cargo bench --bench agreement -- --cap 20 --requests 5   # the defaults
+//! cargo bench --bench agreement -- --cap 20 --requests 10  # the defaults
 //! ```
 //!
-//! Each scenario's extent is overridden: up to `--requests` measured requests (default 5)
+//! Each scenario's extent is overridden: up to `--requests` measured requests (default 10)
 //! and one warm-up, fewer when the plan's floor of a request says they would not fit in
 //! `--cap` seconds of real time (default 20; a 176B model's request takes 8 to 23 s, so it
 //! gets one request and no warm-up); the output says when a scenario was capped. A watchdog
 //! stops a real run that overruns (three times the simulated time of the same run on the
-//! virtual clock, plus 15 s); it is then reported as stopped, with what it measured. Faults stay in: both clocks inject the same ones at the
-//! same times, and each row says how many were injected on each clock.
+//! virtual clock, plus 15 s); it is then reported as stopped, with what it measured. Faults
+//! stay in: both clocks inject the same ones at the same times, and each row says how many
+//! were injected on each clock.
 //!
 //! Per scenario it prints the virtual and real TTFT p50 and TPOT p50, their differences (%
 //! and absolute), the process's CPU load over the real topology run (summary.json's
@@ -75,7 +76,7 @@ fn args() -> Args {
         full: false,
         filter: None,
         cap: Duration::from_secs(20),
-        requests: 5,
+        requests: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
