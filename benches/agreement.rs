@@ -453,6 +453,35 @@ fn compare(s: &Scenario, a: &Args, output: Option<u32>, root: &Path) -> Row {
                 .count()
         })
         .filter(|&k| k > 0);
+    // Where the time goes: the harness's CPU work per token step, which the virtual clock's
+    // wall time is (it runs the same code, one thread, and leaves it out of the latencies),
+    // and the datagrams a step moves.
+    let requests = match (p.scenario.workload.measure, p.scenario.workload.warmup) {
+        (Extent::Requests(n), Extent::Requests(w)) => n + w,
+        _ => 0,
+    };
+    let steps = requests * u64::from(p.scenario.workload.output_tokens.median());
+    if steps > 0 && !real.stopped && failed(&real.measured) == 0 {
+        let datagrams: u64 = real.measured.links.iter().map(|l| l.stats.datagrams).sum();
+        let per_step = datagrams as f64 / steps as f64;
+        let wall_us = virt.wall.as_secs_f64() * 1e6 / steps as f64;
+        let extra = tpot
+            .map(|(v, r)| (r - v) * 1e3)
+            .filter(|_| per_step > 0.0)
+            .map_or(String::new(), |e| {
+                format!("; TPOT's difference is {:.1} us a datagram", e / per_step)
+            });
+        let sync = syncs.map_or(String::new(), |k| {
+            format!(
+                " ({:.0} us and {:.1} datagrams a synchronisation)",
+                wall_us / k as f64,
+                per_step / k as f64
+            )
+        });
+        notes.push(format!(
+            "harness work: the virtual run took {wall_us:.0} us of wall time a token step{sync}, its CPU work that the virtual clock leaves out; the real run moved {per_step:.0} datagrams a step (its {datagrams} datagrams over {steps} steps, warm-up and prefill included){extra}"
+        ));
+    }
     let within = |d: Option<f64>| d.is_none_or(|d| d.abs() <= AGREE);
     let verdict = if ttft.is_none() {
         notes.push("no request completed on one of the clocks: nothing to compare".into());
