@@ -415,6 +415,15 @@ fn compare(s: &Scenario, a: &Args, output: Option<u32>, root: &Path) -> Row {
             injected(&real.measured)
         ));
     }
+    if let Some(b) = &real.busy
+        && b.ours + b.others >= 0.9
+    {
+        notes.push(format!(
+            "the machine was saturated during the real run: this process {:.0}% and other processes {:.0}% of its {n} cores, so the real figures include waiting for a core",
+            b.ours * 100.0,
+            b.others * 100.0
+        ));
+    }
     let others = real.busy.as_ref().map(|b| b.others);
     if let Some(o) = others
         && o > 0.2
