@@ -51,7 +51,7 @@ use inferlat::plan::schedule::Shape;
 use inferlat::plan::{self, Plan};
 use inferlat::record::Metric;
 use inferlat::report::{self, Environment, Results};
-use inferlat::scenario::{self, Arrival, Extent, Scenario, TokenCount};
+use inferlat::scenario::{self, Arrival, Extent, Override, Scenario, TokenCount};
 use inferlat::topology::pattern::Op;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -237,8 +237,20 @@ fn prepare(s: &Scenario, cap: Duration, requests: u64, output: Option<u32>) -> P
         ));
         (n, w)
     };
-    s.workload.measure = Extent::Requests(measure);
+    s.apply(Override::Requests(measure));
     s.workload.warmup = Extent::Requests(warmup);
+    // What the bench changed is part of each result's identity, as a flag's override is:
+    // these folders are never mistaken for the scenario's own runs.
+    for (k, v) in [
+        ("arrival", "closed, concurrency 1".to_string()),
+        ("baseline", "none".into()),
+        ("warmup_requests", warmup.to_string()),
+    ] {
+        s.overrides.insert(k.into(), v);
+    }
+    if let Some(n) = output {
+        s.overrides.insert("output_tokens".into(), n.to_string());
+    }
     let plan = plan::plan(&s).unwrap_or_else(|e| panic!("{}: {e}", s.name));
     Prepared {
         scenario: s,
