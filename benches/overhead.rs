@@ -122,8 +122,9 @@ fn frames() -> (Vec<u8>, Vec<u8>) {
 /// The bare echo: one quinn connection over loopback UDP; per request a stream that carries
 /// the request out and the answer back.
 fn echo(rate: f64, requests: u32) -> Side {
-    // The runtime and timer inferlat's real clock runs on: tokio's own timer wheel has a
-    // resolution of a millisecond, which would be the echo's lag.
+    // The runtime and timer inferlat's real clock runs on, and the load generator's own
+    // sleep (`sleep_until_precise`): tokio's own timer wheel has a resolution of a
+    // millisecond, which would be the echo's lag.
     let (rt, clock) = ClockKind::Real.runtime().unwrap();
     let side = rt.block_on(async move {
         let tls = endpoint::tls(&TransportSettings::default()).unwrap();
@@ -161,7 +162,7 @@ fn echo(rate: f64, requests: u32) -> Side {
             let at = start + period * i;
             let (conn, out, clock) = (conn.clone(), out.clone(), clock.clone());
             tasks.push(tokio::spawn(async move {
-                clock.sleep_until(at).await;
+                clock.sleep_until_precise(at).await;
                 let sent = clock.now();
                 let (mut send, mut recv) = conn.open_bi().await.unwrap();
                 send.write_all(&out).await.unwrap();

@@ -37,6 +37,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// wake-up from a timed wait is typically 20-60 µs late on a virtual machine.
 const SPIN: Duration = Duration::from_micros(60);
 
+/// How early [`Clock::sleep_until_precise`] wakes its task, to spin the rest on the worker.
+pub const PRECISE_EARLY: Duration = Duration::from_micros(150);
+
 enum Task {
     Wake(Waker),
     Run(Job),
@@ -301,6 +304,9 @@ fn run(shared: Arc<Shared>, realtime: Option<u8>) {
 /// wake-ups off the timer (a request's timeout that did not fire leaves nothing behind).
 pub struct Sleep {
     at: Instant,
+    /// How long before `at` the timer wakes the task, which then spins in its own poll
+    /// through the rest ([`Clock::sleep_until_precise`]); zero for a plain sleep.
+    early: Duration,
     clock: Clock,
     registered: Option<Waker>,
     /// The wake-ups it scheduled (one per waker it was polled with).
@@ -318,7 +324,16 @@ impl Drop for Sleep {
 impl Future for Sleep {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.clock.now() >= self.at {
+        let now = self.clock.now();
+        if now >= self.at {
+            return Poll::Ready(());
+        }
+        if !self.early.is_zero() && now + self.early >= self.at {
+            // Woken early, on a worker: the last stretch is spun here, so no hop between
+            // threads stands between the deadline and the task's work.
+            while Instant::now() < self.at {
+                std::hint::spin_loop();
+            }
             return Poll::Ready(());
         }
         let fresh = self
@@ -328,7 +343,7 @@ impl Future for Sleep {
         if fresh {
             let waker = cx.waker().clone();
             self.registered = Some(waker.clone());
-            let key = self.clock.schedule(self.at, Task::Wake(waker));
+            let key = self.clock.schedule(self.at - self.early, Task::Wake(waker));
             self.keys.push(key);
         }
         Poll::Pending
@@ -425,10 +440,23 @@ impl Clock {
     pub fn sleep_until(&self, at: Instant) -> Sleep {
         Sleep {
             at,
+            early: Duration::ZERO,
             clock: self.clone(),
             registered: None,
             keys: Vec::new(),
         }
+    }
+
+    /// Completes at `at`, on time even where waking a runtime worker from the timing thread
+    /// is slow: on the real clock the task is woken [`PRECISE_EARLY`] before `at` and spins
+    /// in its poll through the rest (the load generator's schedule). On the virtual clock it
+    /// is [`Clock::sleep_until`].
+    pub fn sleep_until_precise(&self, at: Instant) -> Sleep {
+        let mut s = self.sleep_until(at);
+        if matches!(self, Clock::Real(_)) {
+            s.early = PRECISE_EARLY;
+        }
+        s
     }
 
     pub fn sleep(&self, d: Duration) -> Sleep {
@@ -728,6 +756,26 @@ mod tests {
                 clock.sleep_until(at).await;
                 assert!(Instant::now() >= at);
             }
+            // Woken early to spin the rest: still never before its instant, whether the
+            // instant is past the early margin or within it.
+            for d in [1500, 100, 0] {
+                let at = Instant::now() + Duration::from_micros(d);
+                clock.sleep_until_precise(at).await;
+                assert!(Instant::now() >= at, "{d} µs");
+            }
+        });
+    }
+
+    /// On the virtual clock the precise sleep is the plain one: it completes at its instant
+    /// exactly, with no early wake-up that would move the run's order of events.
+    #[test]
+    fn a_precise_sleep_on_the_virtual_clock_is_exact() {
+        let (rt, clock) = ClockKind::Virtual.runtime().unwrap();
+        rt.block_on(async {
+            let t0 = clock.now();
+            let at = t0 + Duration::from_nanos(1_234_567);
+            clock.sleep_until_precise(at).await;
+            assert_eq!(clock.now(), at);
         });
     }
 }

@@ -137,16 +137,43 @@ fn fifo_permitted() -> bool {
 #[test]
 fn realtime_scheduling_is_applied_or_its_refusal_recorded() {
     let out = tempfile::tempdir().unwrap();
+    // A small run of its own: no warm-up, no baseline, an ideal device.
+    let file = out.path().join("rt.toml");
+    std::fs::write(
+        &file,
+        r#"name = "rt"
+[model]
+preset = "tinyllama-1.1b"
+[workload]
+prompt_tokens = 16
+output_tokens = 2
+arrival = { kind = "constant", rate = 20 }
+requests = 3
+warmup_requests = 0
+[[node]]
+name = "client"
+role = "client"
+[[node]]
+name = "gpu"
+role = "worker"
+device = "ideal"
+[[link]]
+between = ["client", "gpu"]
+rtt = "1ms"
+"#,
+    )
+    .unwrap();
     Command::cargo_bin("inferlat")
         .unwrap()
-        .args(["run", quickstart(), "--requests", "3", "--quiet"])
-        .args(["--realtime", "5", "--out"])
+        .arg("run")
+        .arg(&file)
+        .args(["--quiet", "--realtime", "5", "--out"])
         .arg(out.path())
         .timeout(Duration::from_secs(600))
         .assert()
         .success();
     let summary: Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("quickstart/summary.json")).unwrap())
+        serde_json::from_slice(&std::fs::read(out.path().join("rt/summary.json")).unwrap())
             .unwrap();
     let got = key(&summary, "environment.scheduling").as_str().unwrap();
     if fifo_permitted() {

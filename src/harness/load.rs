@@ -158,6 +158,9 @@ pub struct Driver {
     pub inflight: InFlight,
 }
 
+/// How far ahead of its instant the open loop spawns a request's task on the real clock.
+const SPAWN_LEAD: Duration = Duration::from_millis(1);
+
 type Outcome = (Instant, Instant, Result<Timeline, String>);
 
 fn sample(phase_started: Instant, scheduled: Instant, sent: Instant, t: Timeline) -> Sample {
@@ -313,12 +316,20 @@ impl Driver {
         if let Extent::Requests(n) = extent {
             self.progress.planned(n);
         }
+        // On the real clock each request's task is spawned a little ahead and waits for its
+        // own instant: a task spawned at the instant would first cross from this task (which
+        // may run on the thread that blocks on the runtime) to a worker, 50-100 µs on a VM.
+        let lead = match self.clock {
+            Clock::Real(_) => SPAWN_LEAD,
+            Clock::Virtual(_) => Duration::ZERO,
+        };
         for p in plan {
             let scheduled = started + p.at;
+            let spawn_at = scheduled.checked_sub(lead).unwrap_or(scheduled);
             tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                _ = self.clock.sleep_until(scheduled) => {}
+                _ = self.clock.sleep_until(spawn_at) => {}
             }
             let (target, clock, progress, tx) = (
                 self.target.clone(),
@@ -333,6 +344,9 @@ impl Driver {
             let timeout = self.drain;
             let inflight = self.inflight.clone();
             tasks.spawn(async move {
+                // At once on the virtual clock (no lead); on the real clock the last stretch
+                // is spun on the worker that will send.
+                clock.sleep_until_precise(scheduled).await;
                 let sent = clock.now();
                 let r = call(&target, id, shape, &clock, timeout, &inflight).await;
                 progress.finished(r.is_ok());
