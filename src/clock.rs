@@ -37,7 +37,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// wake-up from a timed wait is typically 20-60 µs late on a virtual machine.
 const SPIN: Duration = Duration::from_micros(60);
 
-/// How early [`Clock::sleep_until_precise`] wakes its task, to spin the rest on the worker.
+/// How early [`Clock::sleep_until_precise`] wakes its task, to wait out the rest on the worker.
 pub const PRECISE_EARLY: Duration = Duration::from_micros(150);
 
 enum Task {
@@ -304,7 +304,7 @@ fn run(shared: Arc<Shared>, realtime: Option<u8>) {
 /// wake-ups off the timer (a request's timeout that did not fire leaves nothing behind).
 pub struct Sleep {
     at: Instant,
-    /// How long before `at` the timer wakes the task, which then spins in its own poll
+    /// How long before `at` the timer wakes the task, which then requeues itself on its worker
     /// through the rest ([`Clock::sleep_until_precise`]); zero for a plain sleep.
     early: Duration,
     clock: Clock,
@@ -329,12 +329,12 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         if !self.early.is_zero() && now + self.early >= self.at {
-            // Woken early, on a worker: the last stretch is spun here, so no hop between
-            // threads stands between the deadline and the task's work.
-            while Instant::now() < self.at {
-                std::hint::spin_loop();
-            }
-            return Poll::Ready(());
+            // Woken early, on a worker: the last stretch is polled out here, so no hop between
+            // threads stands between the deadline and the task's work. The task requeues
+            // itself instead of spinning in place, so the worker's other tasks (and other
+            // requests' last stretches, at high rates) still run in between.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         let fresh = self
             .registered
@@ -448,9 +448,9 @@ impl Clock {
     }
 
     /// Completes at `at`, on time even where waking a runtime worker from the timing thread
-    /// is slow: on the real clock the task is woken [`PRECISE_EARLY`] before `at` and spins
-    /// in its poll through the rest (the load generator's schedule). On the virtual clock it
-    /// is [`Clock::sleep_until`].
+    /// is slow: on the real clock the task is woken [`PRECISE_EARLY`] before `at` and requeues
+    /// itself on its worker through the rest, letting the worker's other tasks run in between
+    /// (the load generator's schedule). On the virtual clock it is [`Clock::sleep_until`].
     pub fn sleep_until_precise(&self, at: Instant) -> Sleep {
         let mut s = self.sleep_until(at);
         if matches!(self, Clock::Real(_)) {
@@ -756,7 +756,7 @@ mod tests {
                 clock.sleep_until(at).await;
                 assert!(Instant::now() >= at);
             }
-            // Woken early to spin the rest: still never before its instant, whether the
+            // Woken early to wait out the rest: still never before its instant, whether the
             // instant is past the early margin or within it.
             for d in [1500, 100, 0] {
                 let at = Instant::now() + Duration::from_micros(d);

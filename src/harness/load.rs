@@ -345,7 +345,7 @@ impl Driver {
             let inflight = self.inflight.clone();
             tasks.spawn(async move {
                 // At once on the virtual clock (no lead); on the real clock the last stretch
-                // is spun on the worker that will send.
+                // is waited out on the worker that will send.
                 clock.sleep_until_precise(scheduled).await;
                 let sent = clock.now();
                 let r = call(&target, id, shape, &clock, timeout, &inflight).await;
