@@ -45,15 +45,19 @@
 //! `cargo test --benches` it is a smoke test: two small scenarios with a short answer, one
 //! request each, into a temporary folder.
 
+#[path = "support/shipped.rs"]
+mod shipped;
+
 use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Measured, Options, Progress};
 use inferlat::plan::schedule::Shape;
 use inferlat::plan::{self, Plan};
 use inferlat::record::Metric;
 use inferlat::report::{self, Environment, Results};
-use inferlat::scenario::{self, Arrival, Extent, Override, Scenario, TokenCount};
+use inferlat::scenario::{Arrival, Extent, Override, Scenario, TokenCount};
 use inferlat::topology::pattern::Op;
-use std::path::{Path, PathBuf};
+use shipped::shipped;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
@@ -97,22 +101,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn shipped(filter: Option<&str>) -> Vec<Scenario> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| scenario::load(f).unwrap_or_else(|e| panic!("{e}")))
-        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
-        .collect()
 }
 
 /// The 1-minute load average, from /proc/loadavg.

@@ -21,14 +21,18 @@
 //! A regression makes the bench exit 1; so does a scenario whose comparison was refused or
 //! that has no baseline, unless `--allow-missing-baseline`.
 
+#[path = "support/shipped.rs"]
+mod shipped;
+
 use inferlat::clock::ClockKind;
 use inferlat::harness::{self, Options};
 use inferlat::report::compare::{Loaded, ScenarioComparison};
 use inferlat::report::folder::Staged;
 use inferlat::report::{self, Environment, Results, compare, model, summary};
-use inferlat::scenario::{self, Extent, Scenario};
+use inferlat::scenario::{Extent, Scenario};
+use shipped::shipped;
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 struct Args {
@@ -69,22 +73,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn scenarios(filter: Option<&str>) -> Vec<Scenario> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("scenarios/")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .map(|f| scenario::load(f).unwrap_or_else(|e| panic!("{e}")))
-        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
-        .collect()
 }
 
 /// One scenario run on one clock: its folder, written but not yet swapped into place.
@@ -294,7 +282,7 @@ fn smoke(all: &[Scenario]) {
 
 fn main() {
     let a = args();
-    let all = scenarios(a.filter.as_deref());
+    let all = shipped(a.filter.as_deref());
     if !a.full {
         smoke(&all);
         return;
