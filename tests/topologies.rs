@@ -313,14 +313,19 @@ fn hedging_lowers_p99_when_one_replica_is_slow_and_reports_its_copies() {
     assert!((r.extra_copies as f64) < 0.8 * r.completed as f64);
 }
 
-#[test]
-fn relay_and_star_keep_to_their_floors() {
-    let relay = head("relay")
+/// A client behind a gateway relay (20 ms) in front of one A100 (80 ms).
+fn gateway_relay() -> ScenarioText {
+    head("relay")
         .relay("gateway")
         .worker("gpu", "a100-80g", "")
         .link("client", "gateway", "rtt = \"20ms\"")
         .link("gateway", "gpu", "rtt = \"80ms\"")
-        .topology("relay", &["client", "gateway", "gpu"], "");
+        .topology("relay", &["client", "gateway", "gpu"], "")
+}
+
+#[test]
+fn relay_and_star_keep_to_their_floors() {
+    let relay = gateway_relay();
     let star = head("star")
         .worker("host", "a100-80g", "layers = \"0..0\"")
         .worker("gpu", "a100-80g", "layers = \"0..32\"")
@@ -1018,12 +1023,7 @@ fn with_nagle(text: &ScenarioText, on: bool) -> Scenario {
 /// queue that holding could relieve). `tests/transport.rs` measures what it costs.
 #[test]
 fn every_topology_kind_runs_under_nagle_and_none_is_faster_for_it() {
-    let relay = head("relay")
-        .relay("gateway")
-        .worker("gpu", "a100-80g", "")
-        .link("client", "gateway", "rtt = \"20ms\"")
-        .link("gateway", "gpu", "rtt = \"80ms\"")
-        .topology("relay", &["client", "gateway", "gpu"], "");
+    let relay = gateway_relay();
     let cases = [
         ("relay", relay),
         ("star", rpc_star(None, 20.0)),
