@@ -65,6 +65,9 @@ requests = {requests}
 warmup_requests = 0
 [quic]
 idle_timeout = "600s"
+# An idle connection pings every 30 s: yamux's KeepAliveInterval default (hashicorp/yamux
+# DefaultConfig, kept by libp2p's go-yamux, which Petals' hivemind connections multiplex over).
+keep_alive = "30s"
 "#
     );
     let layers = 80 / STAGES;
