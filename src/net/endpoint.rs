@@ -321,11 +321,11 @@ impl Tls {
 
 /// Makes a certificate for this run and the configs that use it.
 pub fn tls(settings: &TransportSettings) -> anyhow::Result<Tls> {
-    // AES-128-GCM first: TLS 1.3's mandatory suite (RFC 8446 §9.1), the one QUIC's Initial
-    // packets use (RFC 9001 §5.2) and the one common QUIC stacks prefer. rustls' ring provider
-    // lists AES-256-GCM first, whose 14 rounds against 10 made AES about a tenth of the
-    // virtual clock's wall time at swarm scale (docs/links.md, "The cipher suite"). Packets are
-    // the same size under either (a 16-byte tag), so the emulated wire is unchanged.
+    // AES-128-GCM first: TLS 1.3's mandatory suite (RFC 8446 §9.1) and the cipher of QUIC's
+    // Initial packets (RFC 9001 §5.2). rustls' ring provider lists AES-256-GCM first, whose
+    // 14 rounds against 10 made AES about a tenth of the virtual clock's wall time at swarm
+    // scale (docs/links.md, "The cipher suite and the swarm's keep-alives"). The tag is 16
+    // bytes under either, so every datagram keeps its size and the emulated wire is unchanged.
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![
         rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256,
